@@ -1,0 +1,8 @@
+"""Progress bars that can be switched off (tests, batch jobs)."""
+
+from tqdm.auto import tqdm
+
+
+def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
+    """A tqdm bar on stderr, or a silent pass-through with the same methods when ``enabled`` is False."""
+    return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)

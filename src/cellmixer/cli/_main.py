@@ -1,0 +1,268 @@
+"""The ``cellmixer`` command line: one subcommand per step, each mirroring a Python function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from .. import __version__
+from .._errors import CellmixerError
+from ..models import architecture_options
+from ..pseudolabels import THRESHOLD_METHODS, ForegroundParams
+
+FOREGROUND_HELP = {
+    "sigma_pre": "Gaussian smoothing (pixels) before the Sobel operator",
+    "sigma_post": "Gaussian smoothing (pixels) of the gradient magnitude",
+    "erosion_size": "side (pixels) of the grey erosion's square structuring element; 1 disables it",
+    "threshold": f"{', '.join(THRESHOLD_METHODS)}, or a number on the processed gradient map",
+    "log_gradient": "threshold the log of the gradient map",
+    "block_size": "neighbourhood (pixels) of the 'local' threshold",
+    "threshold_offset": "lowers the threshold (grows the foreground) by this much",
+    "min_object_area": "drop foreground objects smaller than this (pixels)",
+    "max_hole_area": "fill holes up to this size (pixels)",
+}
+
+
+def _threshold(value: str):
+    if value in THRESHOLD_METHODS:
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"use one of {', '.join(THRESHOLD_METHODS)} or a number") from None
+
+
+def _add_data_options(parser, *, classes: bool = True) -> None:
+    group = parser.add_argument_group("input images")
+    if classes:
+        group.add_argument("--classes", nargs="+", metavar="NAME",
+                           help="class folders to use, in this order (default: all, sorted)")
+    group.add_argument("--pattern", default="*", help="only files whose name matches this glob (e.g. '*phase*')")
+    group.add_argument("--channel", type=int, default=None, help="channel of multi-channel images (0-based)")
+
+
+def _add_foreground_options(parser) -> None:
+    group = parser.add_argument_group("unsupervised foreground (pseudo-labels)")
+    for f in fields(ForegroundParams):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "log_gradient":
+            group.add_argument("--no-log-gradient", dest="log_gradient", action="store_false",
+                               help="threshold the gradient map itself, not its log")
+        elif f.name == "threshold":
+            group.add_argument(flag, type=_threshold, default=f.default, help=f"{FOREGROUND_HELP[f.name]} (default: %(default)s)")
+        else:
+            group.add_argument(flag, type=type(f.default), default=f.default,
+                               help=f"{FOREGROUND_HELP[f.name]} (default: %(default)s)")
+
+
+def _foreground(args) -> ForegroundParams:
+    return ForegroundParams(**{f.name: getattr(args, f.name) for f in fields(ForegroundParams)})
+
+
+def _add_tiling_options(parser) -> None:
+    group = parser.add_argument_group("sliding window")
+    group.add_argument("--tile-size", type=int, default=512, help="tile side in pixels (default: %(default)s)")
+    group.add_argument("--overlap", type=float, default=0.25, help="fraction of a tile shared with neighbours "
+                                                                   "(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
+
+
+def _add_output_options(parser, *, output_required: bool = True, default=None) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--output", "-o", required=output_required, default=default,
+                       help="output folder" + (f" (default: {default})" if default else ""))
+    group.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellmixer",
+        description="Cell-type segmentation trained from homogeneous cultures: no masks drawn. "
+                    "Put the images of each cell type in DATA/<type>/, then: pseudolabel (check the "
+                    "unsupervised masks), mix (look at artificial mixtures), train, predict, evaluate.")
+    parser.add_argument("--version", action="version", version=f"cellmixer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("pseudolabel", help="write unsupervised foreground masks labelled by class, with QC pictures",
+                       description="Find cells without annotation and label them with their folder's class.")
+    p.add_argument("data", help="folder with one sub-folder of images per cell type")
+    _add_data_options(p)
+    _add_foreground_options(p)
+    _add_output_options(p)
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the QC PNGs")
+
+    p = sub.add_parser("mix", help="write example artificial mixtures of two cultures",
+                       description="Blend (or place side by side) crops of two cell types as training does.")
+    p.add_argument("data", help="folder with one sub-folder of images per cell type")
+    group = p.add_argument_group("mixtures")
+    group.add_argument("--number", "-n", type=int, default=16, help="mixtures to write (default: %(default)s)")
+    group.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (default: %(default)s)")
+    group.add_argument("--lam", type=float, default=0.5, help="weight of the first crop (default: %(default)s)")
+    group.add_argument("--kind", choices=("blend", "mosaic"), default="blend",
+                       help="CellMixer mixup, or cells side by side (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0)
+    _add_data_options(p)
+    _add_foreground_options(p)
+    _add_output_options(p)
+
+    p = sub.add_parser("train", help="train a cell-type segmentation model",
+                       description="Train from folders of homogeneous cultures; the folder name is the only label.")
+    p.add_argument("data", help="folder with one sub-folder of images per cell type")
+    group = p.add_argument_group("method")
+    group.add_argument("--mode", choices=("cellmixer", "baseline"), default="cellmixer",
+                       help="train on artificial mixtures (cellmixer) or homogeneous crops (baseline)")
+    group.add_argument("--lam", type=float, default=0.5, help="mixup weight (default: %(default)s)")
+    group.add_argument("--mix-probability", type=float, default=1.0,
+                       help="share of samples that are mixtures (default: %(default)s)")
+    group = p.add_argument_group("network")
+    group.add_argument("--model", default="unet", help="architecture (default: %(default)s)")
+    unet = architecture_options("unet")
+    group.add_argument("--width", type=int, default=unet["width"],
+                       help="U-Net channels at full resolution (default: %(default)s)")
+    group.add_argument("--depth", type=int, default=unet["depth"], help="U-Net down-sampling steps (default: %(default)s)")
+    group = p.add_argument_group("optimisation")
+    group.add_argument("--iterations", type=int, default=2000, help="(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
+    group.add_argument("--crop-size", type=int, default=256, help="(default: %(default)s)")
+    group.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="(default: %(default)s)")
+    group.add_argument("--learning-rate", type=float, default=1e-3, help="(default: %(default)s)")
+    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
+    group.add_argument("--weight-decay", type=float, default=0.0, help="(default: %(default)s)")
+    group.add_argument("--lr-schedule", choices=("constant", "poly"), default="constant", help="(default: %(default)s)")
+    group.add_argument("--tversky-alpha", type=float, default=0.3, help="weight of false positives (default: %(default)s)")
+    group.add_argument("--tversky-beta", type=float, default=0.7, help="weight of false negatives (default: %(default)s)")
+    group.add_argument("--no-augment", dest="augment", action="store_false", help="no flips, blur, noise or intensity changes")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    group = p.add_argument_group("checkpoints")
+    group.add_argument("--checkpoint-every", type=int, default=250, help="iterations (default: %(default)s)")
+    group.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    _add_data_options(p)
+    _add_foreground_options(p)
+    _add_output_options(p)
+
+    p = sub.add_parser("predict", help="label new images with a trained model",
+                       description="Write <name>_labels.tif (0 background, k = k-th class), overlays and a CSV.")
+    p.add_argument("model", help="model folder written by `cellmixer train`")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    _add_data_options(p, classes=False)
+    _add_tiling_options(p)
+    _add_output_options(p)
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_probabilities.tif")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
+
+    p = sub.add_parser("evaluate", help="score models against ground-truth masks (Table 1 layout)",
+                       description="Per-class accuracy and IoU, mAcc and mIoU, on unmixed images and on "
+                                   "artificial mixtures of them.")
+    p.add_argument("models", nargs="+", help="model folder(s) with the same classes")
+    group = p.add_argument_group("ground truth")
+    group.add_argument("--data", required=True, help="DATA/<class>/ folders of annotated homogeneous cultures, or "
+                                                     "a folder of mixed cultures with class-index masks")
+    group.add_argument("--masks-dir", default=None, help="folder of the masks (default: beside the images)")
+    group.add_argument("--mask-suffix", default="_masks", help="mask of a.tif is a<suffix>.tif (default: %(default)s)")
+    group.add_argument("--ignore-value", type=int, default=255, help="mask value of pixels not annotated "
+                                                                     "(default: %(default)s)")
+    group.add_argument("--artificial", type=int, default=100, help="artificial mixtures to score; 0 for none "
+                                                                   "(default: %(default)s)")
+    group.add_argument("--lam", type=float, default=0.5, help="mixup weight (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--names", nargs="+", default=None, help="row names for the models")
+    _add_data_options(p, classes=False)
+    _add_tiling_options(p)
+    _add_output_options(p, output_required=False, default="evaluation")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the per-image PNGs")
+
+    p = sub.add_parser("demo", help="run everything on generated cultures (a few minutes, no download)",
+                       description="Generate three cell types, train baseline and CellMixer, compare them.")
+    p.add_argument("--iterations", type=int, default=600, help="per model (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_output_options(p, output_required=False, default="demo_output")
+    return parser
+
+
+def run(args) -> int:
+    progress = not args.quiet
+    if args.command == "pseudolabel":
+        from ..pseudolabels import pseudolabel
+
+        rows = pseudolabel(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
+                           foreground=_foreground(args), overlays=args.overlays, overwrite=args.overwrite,
+                           progress=progress)
+        print(f"pseudo-labelled {len(rows)} images -> {args.output}")
+    elif args.command == "mix":
+        from ..mixing import mix
+
+        rows = mix(args.data, args.output, number=args.number, crop_size=args.crop_size, lam=args.lam, kind=args.kind,
+                   classes=args.classes, pattern=args.pattern, channel=args.channel, foreground=_foreground(args),
+                   seed=args.seed, overwrite=args.overwrite, progress=progress)
+        print(f"wrote {len(rows)} mixtures -> {args.output}")
+    elif args.command == "train":
+        from ..training import train
+
+        model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
+                      mode=args.mode, model=args.model, model_options={"width": args.width, "depth": args.depth},
+                      iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
+                      optimizer=args.optimizer, learning_rate=args.learning_rate, momentum=args.momentum,
+                      weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, lam=args.lam,
+                      mix_probability=args.mix_probability, tversky_alpha=args.tversky_alpha,
+                      tversky_beta=args.tversky_beta, augment=args.augment, foreground=_foreground(args),
+                      seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
+                      resume=args.resume, overwrite=args.overwrite, progress=progress)
+        info = model.config["training"]
+        print(f"trained {info['mode']} model for {', '.join(model.classes)} "
+              f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
+    elif args.command == "predict":
+        from ..inference import predict
+
+        rows = predict(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
+                       tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                       probabilities=args.probabilities, overlays=args.overlays, overwrite=args.overwrite,
+                       progress=progress)
+        print(f"predicted {len(rows)} images -> {args.output}")
+    elif args.command == "evaluate":
+        from ..metrics import evaluate
+
+        result = evaluate(args.models, args.data, model_names=args.names, masks_dir=args.masks_dir,
+                          mask_suffix=args.mask_suffix, pattern=args.pattern, channel=args.channel,
+                          ignore_value=args.ignore_value, artificial=args.artificial, lam=args.lam, seed=args.seed,
+                          tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                          output=args.output, overlays=args.overlays, overwrite=args.overwrite, progress=progress)
+        print(result["table"])
+        print(f"\nscores -> {args.output}/evaluation.json")
+    elif args.command == "demo":
+        from ..demo import demo
+        from ..demo._run import print_demo_report
+
+        summary = demo(args.output, seed=args.seed, iterations=args.iterations, overwrite=args.overwrite,
+                       progress=progress)
+        print_demo_report(summary, args.output)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``cellmixer`` command; returns the exit status."""
+    from ..training import TrainingInterrupted
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except TrainingInterrupted as exc:
+        print(f"cellmixer: {exc}", file=sys.stderr)
+        return 130
+    except CellmixerError as exc:
+        print(f"cellmixer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cellmixer: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"cellmixer {args.command}: error: out of memory; use a smaller --tile-size, --batch-size or "
+              "--crop-size.", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, ... while writing or reading
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cellmixer {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,106 @@
+"""Sliding-window prediction that streams tiles, so image size is limited by disk, not memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._progress import progress_bar
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` with at most ``stride`` between them.
+
+    >>> tile_starts(10, 4, 3)
+    [0, 3, 6]
+    >>> tile_starts(3, 4, 3)
+    [0]
+    """
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def blend_window(height: int, width: int) -> np.ndarray:
+    """Weights that fall smoothly from 1 at a tile's centre to near 0 at its edges.
+
+    Tile edges see zero padding instead of the real neighbourhood; weighting them down makes
+    the blended result nearly independent of where the tiles fall.
+    """
+    def ramp(n: int) -> np.ndarray:
+        u = (np.arange(n, dtype=np.float64) + 0.5) / n
+        return np.maximum(np.sin(np.pi * u) ** 2, 1e-3)
+
+    return np.outer(ramp(height), ramp(width)).astype(np.float32)
+
+
+def _run(network, tiles: list[np.ndarray]) -> np.ndarray:
+    x = torch.from_numpy(np.stack(tiles)[:, None]).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return torch.softmax(network(x).float(), dim=1).numpy()
+
+
+def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: float, num_classes: int,
+                          tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
+                          probabilities=None, progress: bool = False) -> np.ndarray:
+    """Class labels of ``image`` (argmax of blended softmax), optionally filling ``probabilities``.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Maps (B, 1, h, w) inputs to (B, num_classes, h, w) logits; in eval mode.
+    image : (H, W) array
+        Raw image; each tile is normalized on the fly as ``(tile - offset) / scale``.
+    tile_size : int or None
+        Side of the square tiles; ``None`` predicts the whole image in one pass.
+    overlap : float
+        Fraction of a tile shared with its neighbour, in [0, 0.9].
+    probabilities : array of shape (num_classes, H, W), optional
+        Filled with the blended class probabilities (may be a memory-mapped file).
+
+    Returns
+    -------
+    labels : (H, W) uint8 ndarray
+    """
+    height, width = image.shape
+    labels = np.empty((height, width), np.uint8)
+    if tile_size is None or (height <= tile_size and width <= tile_size):
+        tile = ((np.asarray(image, dtype=np.float32) - np.float32(offset)) / np.float32(scale))
+        p = _run(network, [tile])[0]
+        labels[:] = p.argmax(axis=0)
+        if probabilities is not None:
+            probabilities[:] = p
+        return labels
+    th, tw = min(tile_size, height), min(tile_size, width)
+    if not 0 <= overlap <= 0.9:
+        raise ValueError("overlap must be between 0 and 0.9")
+    ys = tile_starts(height, th, max(1, round(th * (1 - overlap))))
+    xs = tile_starts(width, tw, max(1, round(tw * (1 - overlap))))
+    window = blend_window(th, tw)
+    # Accumulators hold one band of `th` rows starting at `top`; finished rows are emitted and
+    # the band moves down, so memory grows with the image width only.
+    acc = np.zeros((num_classes, th, width), np.float32)
+    weight = np.zeros((th, width), np.float32)
+    bar = progress_bar(total=len(ys) * len(xs), desc="tiles", unit="tile", enabled=progress)
+    for row, top in enumerate(ys):
+        for start in range(0, len(xs), batch_size):
+            chunk = xs[start:start + batch_size]
+            tiles = [(np.asarray(image[top:top + th, x:x + tw], dtype=np.float32) - np.float32(offset))
+                     / np.float32(scale) for x in chunk]
+            for x, p in zip(chunk, _run(network, tiles)):
+                acc[:, :, x:x + tw] += p * window
+                weight[:, x:x + tw] += window
+            bar.update(len(chunk))
+        bottom = ys[row + 1] if row + 1 < len(ys) else height
+        done = bottom - top
+        p = acc[:, :done] / weight[:done]
+        labels[top:bottom] = p.argmax(axis=0)
+        if probabilities is not None:
+            probabilities[:, top:bottom] = p
+        acc[:, : th - done] = acc[:, done:]
+        acc[:, th - done:] = 0
+        weight[: th - done] = weight[done:]
+        weight[th - done:] = 0
+    bar.close()
+    return labels

@@ -1,0 +1,188 @@
+"""A trained model is a folder: ``config.json`` (what it is) and ``weights.safetensors`` (its numbers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .._errors import CellmixerError
+from ..io import write_json
+from ..io._write import atomic_path
+from ..pseudolabels import ForegroundParams
+from ._normalization import input_statistics
+from ._registry import architecture_options, build_network
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+FORMAT = "cellmixer-model"
+FORMAT_VERSION = 1
+
+
+class SegmentationModel:
+    """A semantic segmentation network with everything needed to use it on new images.
+
+    Label ``0`` is background and label ``k`` is ``classes[k - 1]``.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+    config : dict
+        ``classes``, ``architecture`` (name and options), ``normalization``, ``channel`` and,
+        once trained, ``training`` (the settings and data used).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = SegmentationModel.new(["jurkat", "k562"], width=4, depth=2)
+    >>> labels = model.predict(np.random.default_rng(0).normal(size=(40, 50)))
+    >>> labels.shape, labels.dtype, model.num_classes
+    ((40, 50), dtype('uint8'), 3)
+    """
+
+    def __init__(self, network: torch.nn.Module, config: dict):
+        self.network = network.to(memory_format=torch.channels_last).eval()
+        self.config = config
+
+    @classmethod
+    def new(cls, classes, *, architecture: str = "unet", channel: int | None = None,
+            normalization: dict | None = None, seed: int = 0, **options) -> "SegmentationModel":
+        """An untrained model for ``classes`` (background is added as label 0)."""
+        classes = [str(c) for c in classes]
+        spec = {"name": architecture, **architecture_options(architecture), **options,
+                "in_channels": 1, "num_classes": len(classes) + 1}
+        if normalization is None:
+            normalization = {"method": "background", "foreground": ForegroundParams().to_dict()}
+        torch.manual_seed(seed)
+        network = build_network(spec)
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "cellmixer_version": __version__,
+            "classes": classes,
+            "architecture": spec,
+            "normalization": normalization,
+            "channel": channel,
+        }
+        return cls(network, config)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        """Output classes, background included."""
+        return len(self.config["classes"]) + 1
+
+    @property
+    def channel(self) -> int | None:
+        return self.config.get("channel")
+
+    # ----------------------------------------------------------------------------- files
+    def save(self, folder, *, overwrite: bool = False) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` into ``folder`` (created if needed)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.network.state_dict().items()}
+        with atomic_path(folder / WEIGHTS_FILE, overwrite=overwrite) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT})
+        write_json(folder / CONFIG_FILE, self.config, overwrite=overwrite)
+        return folder
+
+    @classmethod
+    def load(cls, folder) -> "SegmentationModel":
+        """Load a model folder. Reads JSON and safetensors only: no code from the files is run."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CellmixerError(f"{folder}: no such model folder; give the folder that `cellmixer train` wrote.")
+        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CellmixerError(
+                    f"{path}: missing; a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} (train again or copy both)."
+                )
+        try:
+            config = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CellmixerError(f"{config_path}: not valid JSON ({exc}); restore it from the trained model.") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise CellmixerError(f"{config_path}: not a cellmixer model configuration (no \"format\": \"{FORMAT}\").")
+        if config.get("format_version", 0) > FORMAT_VERSION:
+            raise CellmixerError(f"{config_path}: written by a newer cellmixer (format {config['format_version']}); "
+                                 "upgrade cellmixer to load it.")
+        try:
+            classes = config["classes"]
+            spec = config["architecture"]
+            if len(classes) + 1 != spec["num_classes"]:
+                raise CellmixerError(f"{config_path}: lists {len(classes)} classes but the architecture has "
+                                     f"{spec['num_classes']} outputs; the file was edited inconsistently.")
+            network = build_network(spec)
+        except (KeyError, TypeError) as exc:
+            raise CellmixerError(f"{config_path}: incomplete model configuration (missing {exc}).") from None
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CellmixerError(f"{weights_path}: cannot read the weights ({exc}); the file is corrupt or "
+                                 "incomplete, copy it again.") from None
+        expected = network.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            detail = (f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}" if unexpected
+                      else f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, config needs "
+                           f"{tuple(expected[wrong[0]].shape)}")
+            raise CellmixerError(f"{weights_path}: does not match {CONFIG_FILE} ({detail}); the two files come "
+                                 "from different models.")
+        network.load_state_dict(state)
+        return cls(network, config)
+
+    # ----------------------------------------------------------------------------- use
+    def input_statistics(self, image: np.ndarray) -> tuple[float, float]:
+        """Offset and scale that turn ``image`` into network input (see ``normalization``)."""
+        return input_statistics(image, self.config["normalization"])
+
+    def predict(self, image: np.ndarray, *, tile_size: int | None = 512, overlap: float = 0.25,
+                batch_size: int = 4, probabilities=False, progress: bool = False):
+        """Label every pixel of ``image`` with a class (0 = background).
+
+        Parameters
+        ----------
+        image : (H, W) array
+            Any size and numeric type.
+        tile_size : int or None
+            Sliding-window tile side; ``None`` predicts in one pass (needs memory for the whole image).
+        overlap : float
+            Fraction of each tile shared with its neighbours; overlapping predictions are blended.
+        batch_size : int
+            Tiles per forward pass.
+        probabilities : bool or array
+            ``True`` also returns the (num_classes, H, W) float32 class probabilities; an array of
+            that shape (e.g. a memory-mapped file) is filled with them instead.
+        progress : bool
+            Show a progress bar over tiles.
+
+        Returns
+        -------
+        labels : (H, W) uint8 ndarray
+        probabilities : (num_classes, H, W) float32 ndarray, only if ``probabilities is True``
+        """
+        from ..inference import predict_probabilities
+
+        image = np.asarray(image)
+        offset, scale = self.input_statistics(image)
+        probs = np.empty((self.num_classes, *image.shape), np.float32) if probabilities is True else (
+            probabilities if probabilities is not False and probabilities is not None else None)
+        labels = predict_probabilities(self.network, image, offset=offset, scale=scale,
+                                       num_classes=self.num_classes, tile_size=tile_size, overlap=overlap,
+                                       batch_size=batch_size, probabilities=probs, progress=progress)
+        return (labels, probs) if probabilities is True else labels

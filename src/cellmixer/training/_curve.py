@@ -1,0 +1,40 @@
+"""The training curve as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..io._write import atomic_path
+
+
+def moving_average(values, window: int) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return values
+    window = max(1, min(window, len(values)))
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def plot_training_curve(path: Path, iterations, losses, *, title: str = "", overwrite: bool = True) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(iterations, losses, color="0.75", lw=0.8, label="loss per iteration")
+    ax.plot(iterations, moving_average(losses, max(1, len(losses) // 25)), color="C0", lw=2, label="moving average")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("Tversky loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", frameon=False)
+    fig.tight_layout()
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

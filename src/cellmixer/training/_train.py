@@ -1,0 +1,260 @@
+"""Training a cell-type segmentation model from homogeneous cultures."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._errors import CellmixerError
+from .._progress import progress_bar
+from ..io import ImageDataset, discover_dataset, prepare_output_dir, write_csv
+from ..models import CONFIG_FILE, WEIGHTS_FILE, SegmentationModel
+from ..pseudolabels import ForegroundParams
+from ._augment import AugmentParams
+from ._checkpoint import read_checkpoint_meta, restore_checkpoint, save_checkpoint
+from ._curve import plot_training_curve
+from ._data import CropSampler, load_pseudolabelled
+from ._losses import tversky_loss
+
+CHECKPOINT_DIR = "checkpoint"
+LOG_FILE = "training_log.csv"
+CURVE_FILE = "training_curve.png"
+
+
+class TrainingInterrupted(CellmixerError):
+    """Training stopped by the user; a checkpoint was written."""
+
+
+@dataclass
+class TrainingConfig:
+    """Training settings (saved in the model's ``config.json``). Defaults follow the CellMixer paper
+    (SGD, learning rate 1e-3, momentum, no weight decay, Tversky loss, lam = 0.5) at CPU-sized
+    iterations, batch and crop."""
+
+    mode: str = "cellmixer"
+    iterations: int = 2000
+    batch_size: int = 8
+    crop_size: int = 256
+    optimizer: str = "sgd"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lam: float = 0.5
+    mix_probability: float = 1.0
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
+    augment: bool = True
+    seed: int = 0
+    checkpoint_every: int = 250
+
+    def validate(self) -> None:
+        def bad(option, value, need):
+            raise CellmixerError(f"--{option.replace('_', '-')} {value}: {need}.")
+
+        if self.mode not in ("cellmixer", "baseline"):
+            bad("mode", self.mode, "choose 'cellmixer' (artificial mixtures) or 'baseline' (homogeneous crops)")
+        for name in ("iterations", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                bad(name, getattr(self, name), "must be at least 1")
+        if self.crop_size < 16:
+            bad("crop_size", self.crop_size, "must be at least 16 pixels")
+        if self.optimizer not in ("sgd", "adam"):
+            bad("optimizer", self.optimizer, "choose 'sgd' or 'adam'")
+        if self.lr_schedule not in ("constant", "poly"):
+            bad("lr_schedule", self.lr_schedule, "choose 'constant' or 'poly'")
+        if not self.learning_rate > 0:
+            bad("learning_rate", self.learning_rate, "must be positive")
+        if not 0 < self.lam < 1:
+            bad("lam", self.lam, "must be between 0 and 1 (0.5 blends both cultures equally)")
+        if not 0 <= self.mix_probability <= 1:
+            bad("mix_probability", self.mix_probability, "must be between 0 and 1")
+        if self.tversky_alpha < 0 or self.tversky_beta < 0 or self.tversky_alpha + self.tversky_beta <= 0:
+            bad("tversky_alpha", self.tversky_alpha, "alpha and beta must be >= 0 and not both 0")
+
+    def learning_rate_at(self, iteration: int) -> float:
+        if self.lr_schedule == "poly":
+            return self.learning_rate * (1 - iteration / self.iterations) ** 0.9
+        return self.learning_rate
+
+
+def _make_optimizer(config: TrainingConfig, parameters):
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
+          mode: str = "cellmixer", model: str = "unet", model_options: dict | None = None,
+          iterations: int = 2000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "sgd",
+          learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
+          lr_schedule: str = "constant", lam: float = 0.5, mix_probability: float = 1.0,
+          tversky_alpha: float = 0.3, tversky_beta: float = 0.7, augment: bool = True,
+          foreground: ForegroundParams | dict | None = None, seed: int = 0, checkpoint_every: int = 250,
+          threads: int | None = None, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> SegmentationModel:
+    """Train a model that labels each pixel as background or one of the cell types.
+
+    Only image-level labels are used: the folder a culture is in. Each image's foreground is found
+    without supervision (:func:`cellmixer.pseudolabels.extract_foreground`) and labelled with its
+    class. In ``'cellmixer'`` mode the network sees artificial mixtures of two cultures; in
+    ``'baseline'`` mode homogeneous crops only.
+
+    Parameters
+    ----------
+    data : str, Path or ImageDataset
+        ``ROOT`` with one sub-folder of images per cell type, or a prepared dataset.
+    output : str or Path
+        The model folder to write: ``config.json``, ``weights.safetensors``, ``training_log.csv``,
+        ``training_curve.png`` and ``checkpoint/`` (to resume or extend the training).
+    classes : list of str, optional
+        Class folders to use, in order (default: all, sorted by name).
+    pattern : str
+        Only image files whose name matches this glob pattern (e.g. ``'*phase*'``).
+    channel : int, optional
+        Channel of multi-channel images.
+    mode : {'cellmixer', 'baseline'}
+    model : str
+        Architecture name (``'unet'``); ``model_options`` are its keyword options (``width``, ``depth``).
+    iterations, batch_size, crop_size : int
+        Optimisation steps, crops per step, crop side in pixels.
+    optimizer : {'sgd', 'adam'}
+    learning_rate, momentum, weight_decay : float
+    lr_schedule : {'constant', 'poly'}
+    lam : float
+        Mixup weight ``I = lam * I1 + (1 - lam) * I2``.
+    mix_probability : float
+        Share of CellMixer samples that are mixtures (the rest stay homogeneous).
+    tversky_alpha, tversky_beta : float
+        Weights of false positives and false negatives in the Tversky loss.
+    augment : bool
+        Flips and rotations, blur, noise, brightness and contrast.
+    foreground : ForegroundParams or dict, optional
+        Settings of the unsupervised foreground extraction.
+    seed : int
+        Seeds weights, sampling and augmentation: the same call gives the same model.
+    checkpoint_every : int
+        Iterations between checkpoints.
+    threads : int, optional
+        CPU threads for torch (default: all cores).
+    resume : bool
+        Continue the interrupted (or finished) run in ``output`` from its checkpoint, with the
+        settings stored there; a larger ``iterations`` extends it.
+    overwrite : bool
+        Replace a model already in ``output``.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    SegmentationModel
+    """
+    start_time = time.perf_counter()
+    foreground = ForegroundParams(**foreground) if isinstance(foreground, dict) else (foreground or ForegroundParams())
+    config = TrainingConfig(mode=mode, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
+                            optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+                            weight_decay=weight_decay, lr_schedule=lr_schedule, lam=lam,
+                            mix_probability=mix_probability, tversky_alpha=tversky_alpha,
+                            tversky_beta=tversky_beta, augment=augment, seed=seed, checkpoint_every=checkpoint_every)
+    config.validate()
+    out = prepare_output_dir(output)
+    checkpoint_dir = out / CHECKPOINT_DIR
+    meta = None
+    if resume:
+        meta = read_checkpoint_meta(checkpoint_dir)
+        stored = meta["training"]
+        config = TrainingConfig(**{f.name: stored[f.name] for f in fields(TrainingConfig) if f.name in stored})
+        config.iterations = max(config.iterations, iterations)
+        config.checkpoint_every = checkpoint_every
+        foreground = ForegroundParams(**meta["normalization"]["foreground"])
+        classes, channel = meta["classes"], meta["channel"]
+        model, model_options = meta["architecture"]["name"], {
+            k: v for k, v in meta["architecture"].items() if k not in ("name", "in_channels", "num_classes")}
+    elif not overwrite:
+        existing = [p for p in (out / CONFIG_FILE, out / WEIGHTS_FILE, checkpoint_dir) if p.exists()]
+        if existing:
+            hint = ("pass --resume to continue its checkpoint, " if checkpoint_dir.exists() else "")
+            raise CellmixerError(f"{out}: already holds a model ({existing[0].name}); {hint}pass --overwrite to "
+                                 "replace it, or choose another output folder.")
+
+    dataset = data if isinstance(data, ImageDataset) else discover_dataset(data, classes=classes, min_classes=2,
+                                                                           pattern=pattern)
+    if len(dataset.classes) < 2:
+        raise CellmixerError("training needs images of at least 2 cell types; add a class folder.")
+    if meta is not None and dataset.classes != meta["classes"]:
+        raise CellmixerError(f"--resume: the data has classes {dataset.classes} but the checkpoint was trained on "
+                             f"{meta['classes']}; give the same data folder.")
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    images = load_pseudolabelled(dataset, foreground=foreground, channel=channel, min_size=config.crop_size,
+                                 progress=progress)
+    sampler = CropSampler(images, len(dataset.classes) + 1, crop_size=config.crop_size, mode=config.mode,
+                          lam=config.lam, mix_probability=config.mix_probability,
+                          augment_params=AugmentParams() if config.augment else None)
+    segmentation_model = SegmentationModel.new(
+        dataset.classes, architecture=model, channel=channel, seed=config.seed,
+        normalization={"method": "background", "foreground": foreground.to_dict()}, **(model_options or {}))
+    network = segmentation_model.network
+    opt = _make_optimizer(config, network.parameters())
+    rng = np.random.default_rng(config.seed)
+    history: list[dict] = []
+    first = 0
+    if meta is not None:
+        restore_checkpoint(checkpoint_dir, meta, network=network, optimizer=opt, rng=rng)
+        history, first = meta["history"], meta["iteration"]
+
+    checkpoint_meta = {key: segmentation_model.config[key] for key in ("classes", "architecture", "normalization", "channel")}
+
+    def checkpoint(iteration: int) -> None:
+        save_checkpoint(checkpoint_dir, network=network, optimizer=opt, rng=rng, iteration=iteration,
+                        history=history, meta={**checkpoint_meta, "training": asdict(config)})
+
+    network.train()
+    bar = progress_bar(total=config.iterations, initial=first, desc=f"training ({config.mode})", unit="it",
+                       enabled=progress)
+    iteration = first
+    try:
+        for iteration in range(first, config.iterations):
+            lr = config.learning_rate_at(iteration)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            images_np, labels_np = sampler.batch(rng, config.batch_size)
+            x = torch.from_numpy(images_np).contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(labels_np)
+            loss = tversky_loss(network(x), y, alpha=config.tversky_alpha, beta=config.tversky_beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append({"iteration": iteration + 1, "loss": round(loss.item(), 6), "learning_rate": lr})
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.4f}")
+            if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations:
+                checkpoint(iteration + 1)
+    except KeyboardInterrupt:
+        bar.close()
+        done = len(history)
+        checkpoint(done)
+        raise TrainingInterrupted(f"training interrupted at iteration {done}; checkpoint saved in {checkpoint_dir}, "
+                                  "run the same command with --resume to continue.") from None
+    bar.close()
+    network.eval()
+
+    counts = {name: int(sum(1 for k in dataset.labels if k == i + 1)) for i, name in enumerate(dataset.classes)}
+    segmentation_model.config["training"] = {
+        **asdict(config),
+        "data": str(dataset.root) if dataset.root is not None else None,
+        "images_per_class": counts,
+        "final_loss": float(np.mean([h["loss"] for h in history[-50:]])) if history else None,
+        "wall_time_s": round(time.perf_counter() - start_time, 1),
+    }
+    segmentation_model.save(out, overwrite=True)
+    write_csv(out / LOG_FILE, history, overwrite=True, fieldnames=["iteration", "loss", "learning_rate"])
+    plot_training_curve(out / CURVE_FILE, [h["iteration"] for h in history], [h["loss"] for h in history],
+                        title=f"{config.mode}: {', '.join(dataset.classes)}")
+    return segmentation_model
