@@ -41,19 +41,36 @@ def _run(network, tiles: list[np.ndarray]) -> np.ndarray:
         return torch.softmax(network(x).float(), dim=1).numpy()
 
 
+def _read_tile(image, y: int, x: int, height: int, width: int, offset: float, scale: float) -> np.ndarray:
+    """A normalized tile; where it reaches past the image's bottom or right edge, mirrored image rows/columns."""
+    tile = (np.asarray(image[y:y + height, x:x + width], dtype=np.float32) - np.float32(offset)) / np.float32(scale)
+    pad_h, pad_w = height - tile.shape[0], width - tile.shape[1]
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < tile.shape[0] and pad_w < tile.shape[1] else "symmetric"
+        tile = np.pad(tile, ((0, pad_h), (0, pad_w)), mode=mode)
+    return tile
+
+
 def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: float, num_classes: int,
                           tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
                           probabilities=None, progress: bool = False) -> np.ndarray:
     """Class labels of ``image`` (argmax of blended softmax), optionally filling ``probabilities``.
+
+    The image is extended at its bottom and right (mirrored) to a multiple of the network's
+    ``size_multiple`` (the U-Net's pooling factor), and tiles start on that grid. Every tile then
+    pools exactly the pixels the whole image would, so tiled and whole-image predictions differ
+    only by the zero padding at tile edges, which the blending weights down to near nothing.
 
     Parameters
     ----------
     network : torch.nn.Module
         Maps (B, 1, h, w) inputs to (B, num_classes, h, w) logits; in eval mode.
     image : (H, W) array
-        Raw image; each tile is normalized on the fly as ``(tile - offset) / scale``.
+        Raw image (may be memory-mapped); each tile is normalized on the fly as
+        ``(tile - offset) / scale``.
     tile_size : int or None
-        Side of the square tiles; ``None`` predicts the whole image in one pass.
+        Side of the square tiles (rounded down to the grid); ``None`` predicts the whole image
+        in one pass.
     overlap : float
         Fraction of a tile shared with its neighbour, in [0, 0.9].
     probabilities : array of shape (num_classes, H, W), optional
@@ -64,40 +81,44 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
     labels : (H, W) uint8 ndarray
     """
     height, width = image.shape
+    multiple = getattr(network, "size_multiple", 1)
+    padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
     labels = np.empty((height, width), np.uint8)
-    if tile_size is None or (height <= tile_size and width <= tile_size):
-        tile = ((np.asarray(image, dtype=np.float32) - np.float32(offset)) / np.float32(scale))
-        p = _run(network, [tile])[0]
+    if tile_size is None or (padded_h <= tile_size and padded_w <= tile_size):
+        p = _run(network, [_read_tile(image, 0, 0, padded_h, padded_w, offset, scale)])[0][:, :height, :width]
         labels[:] = p.argmax(axis=0)
         if probabilities is not None:
             probabilities[:] = p
         return labels
-    th, tw = min(tile_size, height), min(tile_size, width)
     if not 0 <= overlap <= 0.9:
         raise ValueError("overlap must be between 0 and 0.9")
-    ys = tile_starts(height, th, max(1, round(th * (1 - overlap))))
-    xs = tile_starts(width, tw, max(1, round(tw * (1 - overlap))))
+    tile = max(multiple, tile_size // multiple * multiple)
+    th, tw = min(tile, padded_h), min(tile, padded_w)
+    stride = lambda t: max(multiple, round(t * (1 - overlap) / multiple) * multiple)  # noqa: E731
+    ys = tile_starts(padded_h, th, stride(th))
+    xs = tile_starts(padded_w, tw, stride(tw))
     window = blend_window(th, tw)
     # Accumulators hold one band of `th` rows starting at `top`; finished rows are emitted and
     # the band moves down, so memory grows with the image width only.
-    acc = np.zeros((num_classes, th, width), np.float32)
-    weight = np.zeros((th, width), np.float32)
+    acc = np.zeros((num_classes, th, padded_w), np.float32)
+    weight = np.zeros((th, padded_w), np.float32)
     bar = progress_bar(total=len(ys) * len(xs), desc="tiles", unit="tile", enabled=progress)
     for row, top in enumerate(ys):
         for start in range(0, len(xs), batch_size):
             chunk = xs[start:start + batch_size]
-            tiles = [(np.asarray(image[top:top + th, x:x + tw], dtype=np.float32) - np.float32(offset))
-                     / np.float32(scale) for x in chunk]
+            tiles = [_read_tile(image, top, x, th, tw, offset, scale) for x in chunk]
             for x, p in zip(chunk, _run(network, tiles)):
                 acc[:, :, x:x + tw] += p * window
                 weight[:, x:x + tw] += window
             bar.update(len(chunk))
-        bottom = ys[row + 1] if row + 1 < len(ys) else height
+        bottom = ys[row + 1] if row + 1 < len(ys) else padded_h
         done = bottom - top
-        p = acc[:, :done] / weight[:done]
-        labels[top:bottom] = p.argmax(axis=0)
-        if probabilities is not None:
-            probabilities[:, top:bottom] = p
+        rows = min(bottom, height) - top
+        if rows > 0:
+            p = acc[:, :rows, :width] / weight[:rows, :width]
+            labels[top:top + rows] = p.argmax(axis=0)
+            if probabilities is not None:
+                probabilities[:, top:top + rows] = p
         acc[:, : th - done] = acc[:, done:]
         acc[:, th - done:] = 0
         weight[: th - done] = weight[done:]

@@ -64,6 +64,7 @@ class UNet(nn.Module):
                  norm: str = "batch"):
         super().__init__()
         self.depth = depth
+        self.size_multiple = 2**depth  # inputs are padded to this; tiling aligns to it
         widths = [width * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList([ConvBlock(in_channels, widths[0], norm)])
         self.encoders.extend(ConvBlock(widths[i], widths[i + 1], norm) for i in range(depth))
@@ -75,7 +76,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        multiple = 2**self.depth
+        multiple = self.size_multiple
         pad_h, pad_w = (-h) % multiple, (-w) % multiple
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
