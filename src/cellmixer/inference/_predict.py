@@ -127,6 +127,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
             # Written straight into a memory-mapped TIFF: bounded memory for any image size.
             with atomic_path(out / f"{stem}_probabilities.tif", overwrite=overwrite) as tmp:
                 probs = tifffile.memmap(tmp, shape=(model.num_classes, *image.shape), dtype=np.float32,
+                                        photometric="minisblack",  # class planes, not RGB colour
                                         metadata={"axes": "CYX", "Labels": ["background", *names]})
                 labels = model.predict(image, probabilities=probs, **settings)
                 probs.flush()

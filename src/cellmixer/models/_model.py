@@ -125,9 +125,12 @@ class SegmentationModel:
             if len(classes) + 1 != spec["num_classes"]:
                 raise CellmixerError(f"{config_path}: lists {len(classes)} classes but the architecture has "
                                      f"{spec['num_classes']} outputs; the file was edited inconsistently.")
-            network = build_network(spec)
         except (KeyError, TypeError) as exc:
             raise CellmixerError(f"{config_path}: incomplete model configuration (missing {exc}).") from None
+        try:
+            network = build_network(spec)
+        except CellmixerError as exc:
+            raise CellmixerError(f"{config_path}: {exc}") from None
         try:
             state = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as exc:

@@ -31,4 +31,7 @@ def build_network(spec: dict) -> nn.Module:
     if unknown:
         raise CellmixerError(f"architecture '{name}' has no option(s) {', '.join(sorted(unknown))}; "
                              f"its options are {', '.join(sorted(allowed))}.")
-    return ARCHITECTURES[name](**spec)
+    try:
+        return ARCHITECTURES[name](**spec)
+    except (TypeError, ValueError) as exc:  # an option of the wrong type or out of range
+        raise CellmixerError(f"architecture '{name}': {exc}; check its options.") from None

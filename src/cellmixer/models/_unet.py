@@ -63,6 +63,9 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 16, depth: int = 4,
                  norm: str = "batch"):
         super().__init__()
+        for name, value, least in (("width", width, 1), ("depth", depth, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
         self.depth = depth
         self.size_multiple = 2**depth  # inputs are padded to this; tiling aligns to it
         widths = [width * 2**i for i in range(depth + 1)]

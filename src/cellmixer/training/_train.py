@@ -219,8 +219,12 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     bar = progress_bar(total=config.iterations, initial=first, desc=f"training ({config.mode})", unit="it",
                        enabled=progress)
     iteration = first
+    # Sampling state and batch-norm statistics before the current iteration: an interrupted
+    # iteration is undone and redone on --resume, so the resumed run equals an uninterrupted one.
+    rng_state, buffers = rng.bit_generator.state, [b.detach().clone() for b in network.buffers()]
     try:
         for iteration in range(first, config.iterations):
+            rng_state, buffers = rng.bit_generator.state, [b.detach().clone() for b in network.buffers()]
             lr = config.learning_rate_at(iteration)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -239,6 +243,11 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     except KeyboardInterrupt:
         bar.close()
         done = len(history)
+        if done == iteration:  # stopped inside iteration `done + 1`, which is not in the history
+            rng.bit_generator.state = rng_state
+            with torch.no_grad():
+                for buffer, saved in zip(network.buffers(), buffers):
+                    buffer.copy_(saved)
         checkpoint(done)
         raise TrainingInterrupted(f"training interrupted at iteration {done}; checkpoint saved in {checkpoint_dir}, "
                                   "run the same command with --resume to continue.") from None
