@@ -12,7 +12,7 @@ import tifffile
 
 from cellmixer import CellmixerError, confusion_matrix, evaluate, segmentation_scores
 from cellmixer.demo import synthetic_culture
-from cellmixer.metrics import artificial_mixtures, format_table, load_evaluation_images
+from cellmixer.metrics import NOT_ANNOTATED, artificial_mixtures, format_table, load_evaluation_images
 
 TYPES = ["epithelial", "roundcell", "spindle"]
 
@@ -144,7 +144,7 @@ def test_evaluate_homogeneous_folder(trained, annotated_dir, tmp_path):
     assert np.array(scores["Unmixed"]["confusion_matrix"]).sum() == 3 * 80 * 96
     assert scores["Unmixed"]["classes"]["background"]["accuracy"] > 0.5  # a trained model
     saved = json.loads((out / "evaluation.json").read_text())
-    assert saved["classes"] == ["background", *TYPES] and saved["ignore_value"] == 255
+    assert saved["classes"] == ["background", *TYPES] and saved["ignore_value"] is None
     assert saved["results"]["model"]["Unmixed"]["mIoU"] == pytest.approx(scores["Unmixed"]["mIoU"])
     table = (out / "evaluation.md").read_text()
     assert table.strip() == result["table"]
@@ -173,12 +173,28 @@ def test_evaluate_two_models_and_ignore_value(trained, annotated_dir, tmp_path):
     mask = tifffile.imread(mask_path)
     mask[:40] = 255  # top half not annotated
     tifffile.imwrite(mask_path, mask)
-    result = evaluate([model, folder], data, model_names=["A", "B"], artificial=0, progress=False)
+    result = evaluate([model, folder], data, model_names=["A", "B"], artificial=0, ignore_value=255,
+                      progress=False)
     assert list(result["results"]) == ["A", "B"]
     a, b = result["results"]["A"]["Unmixed"], result["results"]["B"]["Unmixed"]
     assert a["confusion_matrix"] == b["confusion_matrix"]  # the same model, loaded or not
     assert np.array(a["confusion_matrix"]).sum() == 3 * 80 * 96 - 40 * 96
     assert "Artificial Mix" not in result["results"]["A"]
+
+
+def test_homogeneous_binary_255_masks_count_as_cells(annotated_dir, tmp_path):
+    # ImageJ and many tools save binary masks as 0/255: every such pixel is a cell, not "not annotated".
+    data = tmp_path / "data"
+    shutil.copytree(annotated_dir, data)
+    for mask_path in data.rglob("*_masks.tif"):
+        tifffile.imwrite(mask_path, np.where(tifffile.imread(mask_path) > 0, 255, 0).astype(np.uint8))
+    binary = load_evaluation_images(data, TYPES)
+    original = load_evaluation_images(annotated_dir, TYPES)
+    for b, o in zip(binary, original):
+        np.testing.assert_array_equal(b.truth, o.truth)
+        assert (b.truth > 0).any()
+    # With an explicit ignore value, those pixels are left out instead.
+    assert all((i.truth == NOT_ANNOTATED).any() for i in load_evaluation_images(data, TYPES, ignore_value=255))
 
 
 def test_evaluate_mixed_culture_folder(trained, tmp_path):
@@ -198,7 +214,8 @@ def test_evaluate_mixed_culture_folder(trained, tmp_path):
     assert matrix.sum() == 2 * (72 - 4) * 88
     items = load_evaluation_images(folder, TYPES)
     assert all(i.class_index is None for i in items)
-    assert set(np.unique(items[0].truth)) <= {0, 1, 2, 3, 255}
+    assert set(np.unique(items[0].truth)) <= {0, 1, 2, 3, NOT_ANNOTATED}
+    assert (items[0].truth[:4] == NOT_ANNOTATED).all()
 
 
 def test_mask_value_beyond_the_classes(trained, tmp_path):

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--width", type=int, default=unet["width"],
                        help="U-Net channels at full resolution (default: %(default)s)")
     group.add_argument("--depth", type=int, default=unet["depth"], help="U-Net down-sampling steps (default: %(default)s)")
+    group.add_argument("--scale", type=float, default=1.0,
+                       help="resize images by this factor for the network, e.g. 0.5 for large cells (default: %(default)s)")
     group = p.add_argument_group("optimisation")
     group.add_argument("--iterations", type=int, default=2000, help="(default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
@@ -162,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "a folder of mixed cultures with class-index masks")
     group.add_argument("--masks-dir", default=None, help="folder of the masks (default: beside the images)")
     group.add_argument("--mask-suffix", default="_masks", help="mask of a.tif is a<suffix>.tif (default: %(default)s)")
-    group.add_argument("--ignore-value", type=int, default=255, help="mask value of pixels not annotated "
-                                                                     "(default: %(default)s)")
+    group.add_argument("--ignore-value", type=int, default=None,
+                       help="mask value of pixels not annotated (default: none for DATA/<class>/ folders, where "
+                            "any non-zero pixel is a cell; 255 for class-index masks of mixed cultures)")
     group.add_argument("--artificial", type=int, default=100, help="artificial mixtures to score; 0 for none "
                                                                    "(default: %(default)s)")
     group.add_argument("--lam", type=float, default=0.5, help="mixup weight (default: %(default)s)")
@@ -203,6 +206,7 @@ def run(args) -> int:
 
         model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
                       mode=args.mode, model=args.model, model_options={"width": args.width, "depth": args.depth},
+                      scale=args.scale,
                       iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
                       optimizer=args.optimizer, learning_rate=args.learning_rate, momentum=args.momentum,
                       weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, lam=args.lam,

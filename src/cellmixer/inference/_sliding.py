@@ -125,3 +125,41 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
         weight[th - done:] = 0
     bar.close()
     return labels
+
+
+def _linear_index(n_out: int, n_in: int, start: int = 0, stop: int | None = None):
+    """Source indices and weights of linear interpolation from ``n_in`` to ``n_out`` samples
+    (pixel centres aligned, as skimage.transform.resize does)."""
+    out = np.arange(start, n_out if stop is None else stop, dtype=np.float64)
+    src = np.clip((out + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def upsample_probabilities(small: np.ndarray, shape: tuple[int, int], *, probabilities=None,
+                           band: int = 256) -> np.ndarray:
+    """Resize (C, h, w) class probabilities to ``shape`` bilinearly, band by band, and take the argmax.
+
+    Parameters
+    ----------
+    small : (C, h, w) array
+    shape : (H, W)
+    probabilities : array of shape (C, H, W), optional
+        Filled with the resized probabilities.
+
+    Returns
+    -------
+    labels : (H, W) uint8 ndarray
+    """
+    height, width = shape
+    labels = np.empty(shape, np.uint8)
+    x0, x1, wx = _linear_index(width, small.shape[2])
+    for top in range(0, height, band):
+        y0, y1, wy = _linear_index(height, small.shape[1], top, min(top + band, height))
+        rows = small[:, y0] * (1 - wy)[None, :, None] + small[:, y1] * wy[None, :, None]
+        p = rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+        labels[top:top + len(y0)] = p.argmax(axis=0)
+        if probabilities is not None:
+            probabilities[:, top:top + len(y0)] = p
+    return labels

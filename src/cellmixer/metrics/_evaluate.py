@@ -17,11 +17,13 @@ from ._semantic import confusion_matrix, format_table, segmentation_scores
 
 UNMIXED = "Unmixed"
 ARTIFICIAL = "Artificial Mix"
+NOT_ANNOTATED = -1  # value in ground-truth class maps of pixels that are not scored
+MIXED_IGNORE_DEFAULT = 255
 
 
 @dataclass
 class EvaluationImage:
-    """An image with its ground-truth class map (0 background, k class k, ``ignore_value`` not annotated)."""
+    """An image with its ground-truth class map (0 background, k class k, -1 not annotated)."""
 
     name: str
     image: np.ndarray
@@ -30,13 +32,14 @@ class EvaluationImage:
 
 
 def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
-                           channel: int | None = None, ignore_value: int = 255) -> list[EvaluationImage]:
+                           channel: int | None = None, ignore_value: int | None = None) -> list[EvaluationImage]:
     """Read annotated images from ``data``.
 
     If ``data`` has sub-folders named after classes (homogeneous cultures), each image's mask may
-    be binary or an instance label image: its non-zero pixels get the folder's class. Otherwise
-    (mixed cultures) masks hold class indices directly: 0 background, k the k-th class. Either way
-    ``ignore_value`` marks pixels that are not annotated. The mask of ``a.tif`` is
+    be binary (0/1 or 0/255) or an instance label image: its non-zero pixels get the folder's
+    class. Otherwise (mixed cultures) masks hold class indices directly: 0 background, k the k-th
+    class. Mask pixels equal to ``ignore_value`` are not annotated and not scored; by default no
+    value for homogeneous cultures and 255 for mixed ones. The mask of ``a.tif`` is
     ``a<mask_suffix>.<ext>`` beside it, or a file of the same stem in ``masks_dir``.
     """
     data = Path(data)
@@ -49,6 +52,8 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
         raise CellmixerError(f"{data}: sub-folder(s) {unknown} are not classes of the model ({class_names}); "
                              "rename or move them.")
     folders = [(data / name, class_names.index(name) + 1) for name in sorted(subfolders)] if homogeneous else [(data, None)]
+    if ignore_value is None and not homogeneous:
+        ignore_value = MIXED_IGNORE_DEFAULT
     items = []
     for folder, k in folders:
         for path in list_images(folder, pattern=pattern, mask_suffix=mask_suffix):
@@ -63,7 +68,7 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
             if mask.shape != image.shape:
                 raise CellmixerError(f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
                                      f"{image.shape[0]}x{image.shape[1]}; they must match.")
-            ignore = mask == ignore_value
+            ignore = mask == ignore_value if ignore_value is not None else np.zeros(mask.shape, bool)
             if k is not None:
                 truth = np.where(mask > 0, k, 0)
             else:
@@ -73,7 +78,7 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
                                          f"{len(class_names)} classes; use 0..{len(class_names)} (or {ignore_value} "
                                          "for pixels not annotated).")
                 truth = mask
-            truth = np.where(ignore, ignore_value, truth).astype(np.int64)
+            truth = np.where(ignore, NOT_ANNOTATED, truth).astype(np.int64)
             name = str(path.relative_to(data).with_suffix(""))
             items.append(EvaluationImage(name, image, truth, k))
     if not items:
@@ -105,21 +110,33 @@ def artificial_mixtures(items: list[EvaluationImage], *, lam: float = 0.5, limit
     return mixtures
 
 
-def _score(model, items, *, ignore_value, predict_options, progress, desc):
+def score(model, items: list[EvaluationImage], *, tile_size: int | None = 512, overlap: float = 0.25,
+          batch_size: int = 4, progress: bool = False, desc: str = "scoring"):
+    """Predict each item with ``model`` and score all of them together (one confusion matrix);
+    pixels marked ``NOT_ANNOTATED`` are left out.
+
+    Returns
+    -------
+    scores : dict
+        :func:`segmentation_scores` with class names ``background`` and the model's classes.
+    predictions : list of (H, W) uint8 arrays
+    """
+    predict_options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size)
     names = ["background", *model.classes]
     matrix = np.zeros((len(names), len(names)), np.int64)
     predictions = []
     for item in progress_bar(items, desc=desc, unit="image", enabled=progress):
         prediction = model.predict(item.image, **predict_options)
-        matrix += confusion_matrix(item.truth, prediction, num_classes=len(names), ignore_value=ignore_value)
+        matrix += confusion_matrix(item.truth, prediction, num_classes=len(names), ignore_value=NOT_ANNOTATED)
         predictions.append(prediction)
     return segmentation_scores(matrix, names), predictions
 
 
-def _panel(item: EvaluationImage, prediction: np.ndarray, class_names, ignore_value: int) -> np.ndarray:
+def evaluation_panel(item: EvaluationImage, prediction: np.ndarray, class_names) -> np.ndarray:
+    """Image, ground truth and prediction side by side, with a legend."""
     colors = class_colors(len(class_names))
     gray = to_uint8(item.image)
-    truth = np.where(item.truth == ignore_value, 0, item.truth)
+    truth = np.maximum(item.truth, 0)
     gap = np.full((gray.shape[0], 4, 3), 255, np.uint8)
     views = [np.repeat(gray[..., None], 3, -1), gap, overlay_labels(gray, truth, colors), gap,
              overlay_labels(gray, prediction, colors)]
@@ -127,7 +144,7 @@ def _panel(item: EvaluationImage, prediction: np.ndarray, class_names, ignore_va
 
 
 def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
-             channel: int | None = None, ignore_value: int = 255, artificial: int = 100, lam: float = 0.5,
+             channel: int | None = None, ignore_value: int | None = None, artificial: int = 100, lam: float = 0.5,
              seed: int = 0, tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
              output=None, overlays: bool = True, overwrite: bool = False, progress: bool = True) -> dict:
     """Score one or more models on annotated images: per-class accuracy and IoU, mAcc, mIoU.
@@ -191,14 +208,13 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
     for name, model in zip(names, loaded):
         results[name] = {}
         for set_name, set_items in sets.items():
-            scores, predictions = _score(model, set_items, ignore_value=ignore_value, predict_options=options,
-                                         progress=progress, desc=f"{name}: {set_name}")
+            scores, predictions = score(model, set_items, progress=progress, desc=f"{name}: {set_name}", **options)
             scores["images"] = len(set_items)
             results[name][set_name] = scores
             if out is not None and overlays:
                 for item, prediction in zip(set_items, predictions):
                     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{name}__{set_name}__{item.name}")
-                    write_png(out / f"{slug}.png", _panel(item, prediction, class_names, ignore_value),
+                    write_png(out / f"{slug}.png", evaluation_panel(item, prediction, class_names),
                               overwrite=overwrite)
     table = format_table(results)
     if out is not None:

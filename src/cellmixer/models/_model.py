@@ -48,9 +48,14 @@ class SegmentationModel:
         self.config = config
 
     @classmethod
-    def new(cls, classes, *, architecture: str = "unet", channel: int | None = None,
+    def new(cls, classes, *, architecture: str = "unet", channel: int | None = None, input_scale: float = 1.0,
             normalization: dict | None = None, seed: int = 0, **options) -> "SegmentationModel":
-        """An untrained model for ``classes`` (background is added as label 0)."""
+        """An untrained model for ``classes`` (background is added as label 0).
+
+        ``input_scale`` resizes images by this factor before the network (0.5: half the pixels per
+        side), so that cells have the size the network was trained at; results come back at the
+        image's own size.
+        """
         classes = [str(c) for c in classes]
         spec = {"name": architecture, **architecture_options(architecture), **options,
                 "in_channels": 1, "num_classes": len(classes) + 1}
@@ -66,6 +71,7 @@ class SegmentationModel:
             "architecture": spec,
             "normalization": normalization,
             "channel": channel,
+            "input_scale": float(input_scale),
         }
         return cls(network, config)
 
@@ -81,6 +87,10 @@ class SegmentationModel:
     @property
     def channel(self) -> int | None:
         return self.config.get("channel")
+
+    @property
+    def input_scale(self) -> float:
+        return float(self.config.get("input_scale", 1.0))
 
     # ----------------------------------------------------------------------------- files
     def save(self, folder, *, overwrite: bool = False) -> Path:
@@ -179,13 +189,30 @@ class SegmentationModel:
         labels : (H, W) uint8 ndarray
         probabilities : (num_classes, H, W) float32 ndarray, only if ``probabilities is True``
         """
-        from ..inference import predict_probabilities
+        from ..inference import predict_probabilities, upsample_probabilities
 
         image = np.asarray(image)
         offset, scale = self.input_statistics(image)
         probs = np.empty((self.num_classes, *image.shape), np.float32) if probabilities is True else (
             probabilities if probabilities is not False and probabilities is not None else None)
-        labels = predict_probabilities(self.network, image, offset=offset, scale=scale,
-                                       num_classes=self.num_classes, tile_size=tile_size, overlap=overlap,
-                                       batch_size=batch_size, probabilities=probs, progress=progress)
+        options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tile_size=tile_size,
+                       overlap=overlap, batch_size=batch_size, progress=progress)
+        if self.input_scale == 1.0:
+            labels = predict_probabilities(self.network, image, probabilities=probs, **options)
+        else:
+            small = rescale_image(image, self.input_scale)
+            small_probs = np.empty((self.num_classes, *small.shape), np.float32)
+            predict_probabilities(self.network, small, probabilities=small_probs, **options)
+            labels = upsample_probabilities(small_probs, image.shape, probabilities=probs)
         return (labels, probs) if probabilities is True else labels
+
+
+def rescale_image(image: np.ndarray, factor: float, *, labels: bool = False) -> np.ndarray:
+    """Resize by ``factor``: anti-aliased linear interpolation for images, nearest neighbour for label maps."""
+    from skimage.transform import resize
+
+    shape = tuple(max(1, round(n * factor)) for n in image.shape)
+    if labels:
+        return resize(image, shape, order=0, anti_aliasing=False, preserve_range=True).astype(image.dtype)
+    return resize(np.asarray(image, dtype=np.float32), shape, order=1, anti_aliasing=factor < 1,
+                  preserve_range=True).astype(np.float32)

@@ -12,6 +12,7 @@ from .._errors import CellmixerError
 from .._progress import progress_bar
 from ..io import ImageDataset, check_not_constant, read_image
 from ..mixing import mix_pair, normalize_by_background
+from ..models import rescale_image
 from ..pseudolabels import ForegroundParams, extract_foreground
 from ._augment import AugmentParams, augment
 
@@ -33,23 +34,30 @@ def pseudolabel_image(image: np.ndarray, class_index: int, foreground: Foregroun
 
 
 def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams = ForegroundParams(),
-                        channel: int | None = None, min_size: int = 0, progress: bool = True) -> list[PseudoLabelledImage]:
+                        channel: int | None = None, scale: float = 1.0, min_size: int = 0,
+                        progress: bool = True) -> list[PseudoLabelledImage]:
     """Read every image of ``dataset`` and label its foreground with the image's class.
 
-    Raises a :class:`CellmixerError` naming the file for unreadable, constant or NaN images, and
-    for images smaller than ``min_size`` (the training crop) on either side.
+    Pseudo-labels are found at the image's own resolution, then image and labels are resized by
+    ``scale`` (the model's ``input_scale``). Raises a :class:`CellmixerError` naming the file for
+    unreadable, constant or NaN images, and for images smaller than ``min_size`` (the training
+    crop) on either side after resizing.
     """
     items = []
     for path, k in progress_bar(list(zip(dataset.paths, dataset.labels)), desc="pseudo-labelling",
                                 unit="image", enabled=progress):
         image = read_image(path, channel=channel)
         check_not_constant(image, path)
-        if min(image.shape) < min_size:
+        size = min(round(n * scale) for n in image.shape)
+        if size < min_size:
+            scaled = f" ({size} after --scale {scale})" if scale != 1 else ""
             raise CellmixerError(
-                f"{path}: image is {image.shape[0]}x{image.shape[1]} pixels, smaller than the crop size "
-                f"{min_size}; use --crop-size {min(image.shape) // 16 * 16} or less, or remove the image."
+                f"{path}: image is {image.shape[0]}x{image.shape[1]} pixels{scaled}, smaller than the crop size "
+                f"{min_size}; use --crop-size {max(16, size // 16 * 16)} or less, or remove the image."
             )
         normalized, labels = pseudolabel_image(image, k, foreground)
+        if scale != 1:
+            normalized, labels = rescale_image(normalized, scale), rescale_image(labels, scale, labels=True)
         items.append(PseudoLabelledImage(normalized, labels, k, Path(path)))
     return items
 

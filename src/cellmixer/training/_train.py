@@ -91,7 +91,7 @@ def _make_optimizer(config: TrainingConfig, parameters):
 
 
 def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
-          mode: str = "cellmixer", model: str = "unet", model_options: dict | None = None,
+          mode: str = "cellmixer", model: str = "unet", model_options: dict | None = None, scale: float = 1.0,
           iterations: int = 2000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "sgd",
           learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
           lr_schedule: str = "constant", lam: float = 0.5, mix_probability: float = 1.0,
@@ -122,6 +122,10 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     mode : {'cellmixer', 'baseline'}
     model : str
         Architecture name (``'unet'``); ``model_options`` are its keyword options (``width``, ``depth``).
+    scale : float
+        Resize images by this factor for the network (e.g. 0.5 for large cells at high
+        magnification); pseudo-labels are found at full resolution and predictions are returned at
+        it. Saved in the model as ``input_scale``.
     iterations, batch_size, crop_size : int
         Optimisation steps, crops per step, crop side in pixels.
     optimizer : {'sgd', 'adam'}
@@ -163,6 +167,8 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
                             mix_probability=mix_probability, tversky_alpha=tversky_alpha,
                             tversky_beta=tversky_beta, augment=augment, seed=seed, checkpoint_every=checkpoint_every)
     config.validate()
+    if not 0.05 <= scale <= 4:
+        raise CellmixerError(f"--scale {scale}: must be between 0.05 and 4.")
     out = prepare_output_dir(output)
     checkpoint_dir = out / CHECKPOINT_DIR
     meta = None
@@ -173,7 +179,7 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         config.iterations = max(config.iterations, iterations)
         config.checkpoint_every = checkpoint_every
         foreground = ForegroundParams(**meta["normalization"]["foreground"])
-        classes, channel = meta["classes"], meta["channel"]
+        classes, channel, scale = meta["classes"], meta["channel"], meta.get("input_scale", 1.0)
         model, model_options = meta["architecture"]["name"], {
             k: v for k, v in meta["architecture"].items() if k not in ("name", "in_channels", "num_classes")}
     elif not overwrite:
@@ -192,13 +198,13 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
                              f"{meta['classes']}; give the same data folder.")
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    images = load_pseudolabelled(dataset, foreground=foreground, channel=channel, min_size=config.crop_size,
-                                 progress=progress)
+    images = load_pseudolabelled(dataset, foreground=foreground, channel=channel, scale=scale,
+                                 min_size=config.crop_size, progress=progress)
     sampler = CropSampler(images, len(dataset.classes) + 1, crop_size=config.crop_size, mode=config.mode,
                           lam=config.lam, mix_probability=config.mix_probability,
                           augment_params=AugmentParams() if config.augment else None)
     segmentation_model = SegmentationModel.new(
-        dataset.classes, architecture=model, channel=channel, seed=config.seed,
+        dataset.classes, architecture=model, channel=channel, input_scale=scale, seed=config.seed,
         normalization={"method": "background", "foreground": foreground.to_dict()}, **(model_options or {}))
     network = segmentation_model.network
     opt = _make_optimizer(config, network.parameters())
@@ -209,7 +215,8 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         restore_checkpoint(checkpoint_dir, meta, network=network, optimizer=opt, rng=rng)
         history, first = meta["history"], meta["iteration"]
 
-    checkpoint_meta = {key: segmentation_model.config[key] for key in ("classes", "architecture", "normalization", "channel")}
+    checkpoint_meta = {key: segmentation_model.config[key]
+                       for key in ("classes", "architecture", "normalization", "channel", "input_scale")}
 
     def checkpoint(iteration: int) -> None:
         save_checkpoint(checkpoint_dir, network=network, optimizer=opt, rng=rng, iteration=iteration,
