@@ -1,8 +1,14 @@
-"""Scores: per-class accuracy and IoU of cell-type maps, and the ``evaluate`` command."""
+"""Scores: per-class accuracy and IoU of cell-type maps, instance scores of label images, and ``evaluate``."""
 
 from ._evaluate import (NOT_ANNOTATED, EvaluationImage, artificial_mixtures, evaluate, evaluation_panel,
                         load_evaluation_images, score)
+from ._instances import (AP_THRESHOLDS, F1_THRESHOLDS, InstanceOverlap, average_precision, dice_per_class,
+                         erode_labels, instance_overlap, instance_scores, match_instances, mean_f1, missed_objects,
+                         object_jaccard, remove_border_objects, splits_and_merges)
 from ._semantic import confusion_matrix, format_table, segmentation_scores
 
-__all__ = ["NOT_ANNOTATED", "EvaluationImage", "artificial_mixtures", "confusion_matrix", "evaluate", "evaluation_panel", "format_table",
-           "load_evaluation_images", "score", "segmentation_scores"]
+__all__ = ["AP_THRESHOLDS", "F1_THRESHOLDS", "NOT_ANNOTATED", "EvaluationImage", "InstanceOverlap", "artificial_mixtures",
+           "average_precision", "confusion_matrix", "dice_per_class", "erode_labels", "evaluate", "evaluation_panel",
+           "format_table", "instance_overlap", "instance_scores", "load_evaluation_images", "match_instances", "mean_f1",
+           "missed_objects", "object_jaccard", "remove_border_objects", "score", "segmentation_scores",
+           "splits_and_merges"]
