@@ -330,7 +330,10 @@ def test_resume_equals_an_uninterrupted_run(culture_dir, tiny_run, tmp_path, tin
 
 
 def test_resume_after_an_interruption(culture_dir, tiny_run, tmp_path, tiny, monkeypatch):
-    """Ctrl-C during training writes a checkpoint; --resume then finishes the same run."""
+    """Ctrl-C during training finishes the iteration, writes a checkpoint; --resume then finishes the same run."""
+    import os
+    import signal
+
     from cellmixer.training import _train
 
     _, full = tiny_run
@@ -340,7 +343,7 @@ def test_resume_after_an_interruption(culture_dir, tiny_run, tmp_path, tiny, mon
     def interrupted_loss(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal sends
         return real_loss(*args, **kwargs)
 
     monkeypatch.setattr(_train, "tversky_loss", interrupted_loss)
@@ -348,7 +351,7 @@ def test_resume_after_an_interruption(culture_dir, tiny_run, tmp_path, tiny, mon
     with pytest.raises(TrainingInterrupted, match="--resume"):
         train(culture_dir, folder, seed=0, **tiny)
     state = json.loads((folder / "checkpoint" / "state.json").read_text())
-    assert state["iteration"] == 3 and len(state["history"]) == 3
+    assert state["iteration"] == 4 and len(state["history"]) == 4
     assert not (folder / "config.json").exists()  # no finished model yet
     monkeypatch.setattr(_train, "tversky_loss", real_loss)
     train(culture_dir, folder, seed=0, resume=True, **tiny)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -28,6 +32,34 @@ CURVE_FILE = "training_curve.png"
 
 class TrainingInterrupted(CellmixerError):
     """Training stopped by the user; a checkpoint was written."""
+
+
+class _StopRequest:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """The first Ctrl-C lets the current iteration finish, so the checkpoint written then is exactly
+    the state an uninterrupted run has at that iteration; a second Ctrl-C stops at once."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        print("\nstopping after this iteration and saving a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -225,13 +257,8 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     network.train()
     bar = progress_bar(total=config.iterations, initial=first, desc=f"training ({config.mode})", unit="it",
                        enabled=progress)
-    iteration = first
-    # Sampling state and batch-norm statistics before the current iteration: an interrupted
-    # iteration is undone and redone on --resume, so the resumed run equals an uninterrupted one.
-    rng_state, buffers = rng.bit_generator.state, [b.detach().clone() for b in network.buffers()]
-    try:
+    with _stop_on_interrupt() as stop:
         for iteration in range(first, config.iterations):
-            rng_state, buffers = rng.bit_generator.state, [b.detach().clone() for b in network.buffers()]
             lr = config.learning_rate_at(iteration)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -242,22 +269,16 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            history.append({"iteration": iteration + 1, "loss": round(loss.item(), 6), "learning_rate": lr})
+            history.append({"iteration": iteration + 1, "loss": round(loss.item(), 6), "learning_rate": lr,
+                            "elapsed_s": round(time.perf_counter() - start_time, 2)})
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.4f}")
-            if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations:
+            if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations or stop.requested:
                 checkpoint(iteration + 1)
-    except KeyboardInterrupt:
-        bar.close()
-        done = len(history)
-        if done == iteration:  # stopped inside iteration `done + 1`, which is not in the history
-            rng.bit_generator.state = rng_state
-            with torch.no_grad():
-                for buffer, saved in zip(network.buffers(), buffers):
-                    buffer.copy_(saved)
-        checkpoint(done)
-        raise TrainingInterrupted(f"training interrupted at iteration {done}; checkpoint saved in {checkpoint_dir}, "
-                                  "run the same command with --resume to continue.") from None
+            if stop.requested:
+                bar.close()
+                raise TrainingInterrupted(f"training stopped at iteration {iteration + 1}; checkpoint saved in "
+                                          f"{checkpoint_dir}, run the same command with --resume to continue.")
     bar.close()
     network.eval()
 
@@ -270,7 +291,8 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         "wall_time_s": round(time.perf_counter() - start_time, 1),
     }
     segmentation_model.save(out, overwrite=True)
-    write_csv(out / LOG_FILE, history, overwrite=True, fieldnames=["iteration", "loss", "learning_rate"])
+    write_csv(out / LOG_FILE, history, overwrite=True,
+              fieldnames=["iteration", "loss", "learning_rate", "elapsed_s"])
     plot_training_curve(out / CURVE_FILE, [h["iteration"] for h in history], [h["loss"] for h in history],
                         title=f"{config.mode}: {', '.join(dataset.classes)}")
     return segmentation_model
