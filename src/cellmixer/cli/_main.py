@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from .. import __version__
 from .._errors import CellmixerError
-from ..models import architecture_options
+from ..models import PRECISIONS, architecture_options
 from ..pseudolabels import THRESHOLD_METHODS, ForegroundParams
 
 FOREGROUND_HELP = {
@@ -60,12 +60,19 @@ def _foreground(args) -> ForegroundParams:
     return ForegroundParams(**{f.name: getattr(args, f.name) for f in fields(ForegroundParams)})
 
 
+def _add_precision_option(group, default: str) -> None:
+    group.add_argument("--precision", choices=PRECISIONS, default=default,
+                       help="network arithmetic; auto = bfloat16 where the CPU supports it natively "
+                            "(about 3x faster), else float32 (default: %(default)s)")
+
+
 def _add_tiling_options(parser) -> None:
     group = parser.add_argument_group("sliding window")
     group.add_argument("--tile-size", type=int, default=512, help="tile side in pixels (default: %(default)s)")
     group.add_argument("--overlap", type=float, default=0.25, help="fraction of a tile shared with neighbours "
                                                                    "(default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
+    _add_precision_option(group, "fp32")
 
 
 def _add_output_options(parser, *, output_required: bool = True, default=None) -> None:
@@ -135,9 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--lr-schedule", choices=("constant", "poly"), default="constant", help="(default: %(default)s)")
     group.add_argument("--tversky-alpha", type=float, default=0.3, help="weight of false positives (default: %(default)s)")
     group.add_argument("--tversky-beta", type=float, default=0.7, help="weight of false negatives (default: %(default)s)")
+    group.add_argument("--boundary-ignore", type=int, default=0,
+                       help="leave pseudo-label pixels this close to an outline out of the loss (default: %(default)s)")
     group.add_argument("--no-augment", dest="augment", action="store_false", help="no flips, blur, noise or intensity changes")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    _add_precision_option(group, "auto")
     group = p.add_argument_group("checkpoints")
     group.add_argument("--checkpoint-every", type=int, default=250, help="iterations (default: %(default)s)")
     group.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
@@ -211,7 +221,8 @@ def run(args) -> int:
                       optimizer=args.optimizer, learning_rate=args.learning_rate, momentum=args.momentum,
                       weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, lam=args.lam,
                       mix_probability=args.mix_probability, tversky_alpha=args.tversky_alpha,
-                      tversky_beta=args.tversky_beta, augment=args.augment, foreground=_foreground(args),
+                      tversky_beta=args.tversky_beta, boundary_ignore=args.boundary_ignore, augment=args.augment,
+                      foreground=_foreground(args), precision=args.precision,
                       seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
                       resume=args.resume, overwrite=args.overwrite, progress=progress)
         info = model.config["training"]
@@ -222,8 +233,8 @@ def run(args) -> int:
 
         rows = predict(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
                        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                       probabilities=args.probabilities, overlays=args.overlays, overwrite=args.overwrite,
-                       progress=progress)
+                       probabilities=args.probabilities, overlays=args.overlays, precision=args.precision,
+                       overwrite=args.overwrite, progress=progress)
         print(f"predicted {len(rows)} images -> {args.output}")
     elif args.command == "evaluate":
         from ..metrics import evaluate
@@ -232,7 +243,8 @@ def run(args) -> int:
                           mask_suffix=args.mask_suffix, pattern=args.pattern, channel=args.channel,
                           ignore_value=args.ignore_value, artificial=args.artificial, lam=args.lam, seed=args.seed,
                           tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                          output=args.output, overlays=args.overlays, overwrite=args.overwrite, progress=progress)
+                          precision=args.precision, output=args.output, overlays=args.overlays,
+                          overwrite=args.overwrite, progress=progress)
         print(result["table"])
         print(f"\nscores -> {args.output}/evaluation.json")
     elif args.command == "demo":

@@ -66,7 +66,7 @@ def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndar
 
 def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = None, tile_size: int | None = 512,
             overlap: float = 0.25, batch_size: int = 4, probabilities: bool = False, overlays: bool = True,
-            overwrite: bool = False, progress: bool = True) -> list[dict]:
+            precision: str = "fp32", overwrite: bool = False, progress: bool = True) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
 
     Parameters
@@ -84,8 +84,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         Only files in input folders whose name matches this glob pattern.
     channel : int, optional
         Channel of multi-channel images (default: the channel the model was trained on).
-    tile_size, overlap, batch_size :
-        Sliding-window settings (see :meth:`SegmentationModel.predict`).
+    tile_size, overlap, batch_size, precision :
+        Sliding-window settings and network arithmetic (see :meth:`SegmentationModel.predict`).
     probabilities, overlays : bool
         Write the probability TIFFs; write the overlay PNGs.
     overwrite : bool
@@ -121,7 +121,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
     for path, stem in progress_bar(found, desc="predicting", unit="image", enabled=progress and len(found) > 1):
         image = read_image(path, channel=channel)
         check_not_constant(image, path)
-        settings = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+        settings = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision,
                         progress=progress and len(found) == 1)
         if probabilities:
             # Written straight into a memory-mapped TIFF: bounded memory for any image size.

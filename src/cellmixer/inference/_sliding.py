@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._progress import progress_bar
+from ..models._precision import autocast
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -35,9 +36,9 @@ def blend_window(height: int, width: int) -> np.ndarray:
     return np.outer(ramp(height), ramp(width)).astype(np.float32)
 
 
-def _run(network, tiles: list[np.ndarray]) -> np.ndarray:
+def _run(network, tiles: list[np.ndarray], precision: str = "fp32") -> np.ndarray:
     x = torch.from_numpy(np.stack(tiles)[:, None]).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision):
         return torch.softmax(network(x).float(), dim=1).numpy()
 
 
@@ -53,7 +54,7 @@ def _read_tile(image, y: int, x: int, height: int, width: int, offset: float, sc
 
 def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: float, num_classes: int,
                           tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
-                          probabilities=None, progress: bool = False) -> np.ndarray:
+                          probabilities=None, precision: str = "fp32", progress: bool = False) -> np.ndarray:
     """Class labels of ``image`` (argmax of blended softmax), optionally filling ``probabilities``.
 
     The image is extended at its bottom and right (mirrored) to a multiple of the network's
@@ -75,6 +76,8 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
         Fraction of a tile shared with its neighbour, in [0, 0.9].
     probabilities : array of shape (num_classes, H, W), optional
         Filled with the blended class probabilities (may be a memory-mapped file).
+    precision : {'fp32', 'bf16', 'auto'}
+        Arithmetic of the network (see :func:`cellmixer.models.resolve_precision`).
 
     Returns
     -------
@@ -85,7 +88,7 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
     labels = np.empty((height, width), np.uint8)
     if tile_size is None or (padded_h <= tile_size and padded_w <= tile_size):
-        p = _run(network, [_read_tile(image, 0, 0, padded_h, padded_w, offset, scale)])[0][:, :height, :width]
+        p = _run(network, [_read_tile(image, 0, 0, padded_h, padded_w, offset, scale)], precision)[0][:, :height, :width]
         labels[:] = p.argmax(axis=0)
         if probabilities is not None:
             probabilities[:] = p
@@ -107,7 +110,7 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
         for start in range(0, len(xs), batch_size):
             chunk = xs[start:start + batch_size]
             tiles = [_read_tile(image, top, x, th, tw, offset, scale) for x in chunk]
-            for x, p in zip(chunk, _run(network, tiles)):
+            for x, p in zip(chunk, _run(network, tiles, precision)):
                 acc[:, :, x:x + tw] += p * window
                 weight[:, x:x + tw] += window
             bar.update(len(chunk))

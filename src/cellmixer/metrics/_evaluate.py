@@ -104,14 +104,15 @@ def artificial_mixtures(items: list[EvaluationImage], *, lam: float = 0.5, limit
         h, w = min(a.image.shape[0], b.image.shape[0]), min(a.image.shape[1], b.image.shape[1])
         ta, tb = a.truth[:h, :w], b.truth[:h, :w]
         image, _ = mix_pair(a.image[:h, :w], ta > 0, b.image[:h, :w], tb > 0, lam=lam)
-        # Label rule M = M2 + (1 - sign(M2)) M1, where "not annotated" in either stays not annotated.
-        truth = np.where(tb > 0, tb, ta)
+        # Label rule M = M2 + (1 - sign(M2)) M1; pixels not annotated (-1) in the top image stay so, and
+        # those of the bottom image stay so unless a cell of the top image covers them.
+        truth = np.where(tb != 0, tb, ta)
         mixtures.append(EvaluationImage(f"{a.name} + {b.name}", image, truth))
     return mixtures
 
 
 def score(model, items: list[EvaluationImage], *, tile_size: int | None = 512, overlap: float = 0.25,
-          batch_size: int = 4, progress: bool = False, desc: str = "scoring"):
+          batch_size: int = 4, precision: str = "fp32", progress: bool = False, desc: str = "scoring"):
     """Predict each item with ``model`` and score all of them together (one confusion matrix);
     pixels marked ``NOT_ANNOTATED`` are left out.
 
@@ -121,7 +122,7 @@ def score(model, items: list[EvaluationImage], *, tile_size: int | None = 512, o
         :func:`segmentation_scores` with class names ``background`` and the model's classes.
     predictions : list of (H, W) uint8 arrays
     """
-    predict_options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+    predict_options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision)
     names = ["background", *model.classes]
     matrix = np.zeros((len(names), len(names)), np.int64)
     predictions = []
@@ -146,7 +147,8 @@ def evaluation_panel(item: EvaluationImage, prediction: np.ndarray, class_names)
 def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
              channel: int | None = None, ignore_value: int | None = None, artificial: int = 100, lam: float = 0.5,
              seed: int = 0, tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
-             output=None, overlays: bool = True, overwrite: bool = False, progress: bool = True) -> dict:
+             precision: str = "fp32", output=None, overlays: bool = True, overwrite: bool = False,
+             progress: bool = True) -> dict:
     """Score one or more models on annotated images: per-class accuracy and IoU, mAcc, mIoU.
 
     Parameters
@@ -165,7 +167,7 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         different classes, mixed with their ground-truth masks (0: none).
     lam, seed :
         Mixing weight and the seed that picks the pairs.
-    tile_size, overlap, batch_size :
+    tile_size, overlap, batch_size, precision :
         Prediction settings.
     output : str or Path, optional
         Folder for ``evaluation.json``, ``evaluation.md`` (the table) and, with ``overlays``, one
@@ -203,7 +205,7 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         mixtures = artificial_mixtures(items, lam=lam, limit=artificial, seed=seed)
         if mixtures:
             sets[ARTIFICIAL] = mixtures
-    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision)
     results: dict = {}
     for name, model in zip(names, loaded):
         results[name] = {}

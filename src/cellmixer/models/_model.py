@@ -14,6 +14,7 @@ from ..io import write_json
 from ..io._write import atomic_path
 from ..pseudolabels import ForegroundParams
 from ._normalization import input_statistics
+from ._precision import resolve_precision
 from ._registry import architecture_options, build_network
 
 CONFIG_FILE = "config.json"
@@ -165,7 +166,7 @@ class SegmentationModel:
         return input_statistics(image, self.config["normalization"])
 
     def predict(self, image: np.ndarray, *, tile_size: int | None = 512, overlap: float = 0.25,
-                batch_size: int = 4, probabilities=False, progress: bool = False):
+                batch_size: int = 4, probabilities=False, precision: str = "fp32", progress: bool = False):
         """Label every pixel of ``image`` with a class (0 = background).
 
         Parameters
@@ -181,6 +182,10 @@ class SegmentationModel:
         probabilities : bool or array
             ``True`` also returns the (num_classes, H, W) float32 class probabilities; an array of
             that shape (e.g. a memory-mapped file) is filled with them instead.
+        precision : {'fp32', 'auto', 'bf16'}
+            Network arithmetic. ``'auto'`` uses bfloat16 where the CPU has native support (about 3x
+            faster, labels differ from float32 at about 0.1 % of pixels, near ties), float32
+            elsewhere.
         progress : bool
             Show a progress bar over tiles.
 
@@ -196,7 +201,8 @@ class SegmentationModel:
         probs = np.empty((self.num_classes, *image.shape), np.float32) if probabilities is True else (
             probabilities if probabilities is not False and probabilities is not None else None)
         options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tile_size=tile_size,
-                       overlap=overlap, batch_size=batch_size, progress=progress)
+                       overlap=overlap, batch_size=batch_size, precision=resolve_precision(precision),
+                       progress=progress)
         if self.input_scale == 1.0:
             labels = predict_probabilities(self.network, image, probabilities=probs, **options)
         else:

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .._errors import CellmixerError
 from .._progress import progress_bar
 from ..io import ImageDataset, check_not_constant, read_image
 from ..mixing import mix_pair, normalize_by_background
 from ..models import rescale_image
-from ..pseudolabels import ForegroundParams, extract_foreground
+from ..pseudolabels import IGNORE, ForegroundParams, extract_foreground
 from ._augment import AugmentParams, augment
 
 
@@ -22,20 +23,32 @@ class PseudoLabelledImage:
     """One homogeneous culture, normalized by its background, with its pseudo-label map."""
 
     image: np.ndarray  # float32, background mean 0 and standard deviation 1
-    labels: np.ndarray  # uint8: 0 background, k on the foreground of a class-k image
+    labels: np.ndarray  # uint8: 0 background, k on the foreground of a class-k image, 255 not counted
     class_index: int
     path: Path
 
 
-def pseudolabel_image(image: np.ndarray, class_index: int, foreground: ForegroundParams) -> tuple[np.ndarray, np.ndarray]:
-    """Normalized image and its label map: the unsupervised foreground, labelled with the image's class."""
+def pseudolabel_image(image: np.ndarray, class_index: int, foreground: ForegroundParams, *,
+                      boundary_ignore: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized image and its label map: the unsupervised foreground, labelled with the image's class.
+
+    With ``boundary_ignore`` > 0, pixels within that distance of the mask's outline (inside or
+    outside) are labelled 255 and not counted by the loss: gradient-based masks are least certain
+    there, and the network may then place the outline where the image says.
+    """
     mask = extract_foreground(image, **foreground.to_dict())
-    return normalize_by_background(image, mask), (mask * np.uint8(class_index)).astype(np.uint8)
+    labels = (mask * np.uint8(class_index)).astype(np.uint8)
+    if boundary_ignore > 0:
+        square = np.ones((3, 3), bool)
+        band = ndi.binary_dilation(mask, square, iterations=boundary_ignore) & ~ndi.binary_erosion(
+            mask, square, iterations=boundary_ignore, border_value=1)
+        labels[band] = IGNORE
+    return normalize_by_background(image, mask), labels
 
 
 def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams = ForegroundParams(),
                         channel: int | None = None, scale: float = 1.0, min_size: int = 0,
-                        progress: bool = True) -> list[PseudoLabelledImage]:
+                        boundary_ignore: int = 0, progress: bool = True) -> list[PseudoLabelledImage]:
     """Read every image of ``dataset`` and label its foreground with the image's class.
 
     Pseudo-labels are found at the image's own resolution, then image and labels are resized by
@@ -55,7 +68,7 @@ def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams =
                 f"{path}: image is {image.shape[0]}x{image.shape[1]} pixels{scaled}, smaller than the crop size "
                 f"{min_size}; use --crop-size {max(16, size // 16 * 16)} or less, or remove the image."
             )
-        normalized, labels = pseudolabel_image(image, k, foreground)
+        normalized, labels = pseudolabel_image(image, k, foreground, boundary_ignore=boundary_ignore)
         if scale != 1:
             normalized, labels = rescale_image(normalized, scale), rescale_image(labels, scale, labels=True)
         items.append(PseudoLabelledImage(normalized, labels, k, Path(path)))

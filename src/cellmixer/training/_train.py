@@ -17,7 +17,7 @@ import torch
 from .._errors import CellmixerError
 from .._progress import progress_bar
 from ..io import ImageDataset, discover_dataset, prepare_output_dir, write_csv
-from ..models import CONFIG_FILE, WEIGHTS_FILE, SegmentationModel
+from ..models import CONFIG_FILE, WEIGHTS_FILE, SegmentationModel, autocast, resolve_precision
 from ..pseudolabels import ForegroundParams
 from ._augment import AugmentParams
 from ._checkpoint import read_checkpoint_meta, restore_checkpoint, save_checkpoint
@@ -81,7 +81,9 @@ class TrainingConfig:
     mix_probability: float = 1.0
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
+    boundary_ignore: int = 0
     augment: bool = True
+    precision: str = "auto"
     seed: int = 0
     checkpoint_every: int = 250
 
@@ -106,6 +108,8 @@ class TrainingConfig:
             bad("lam", self.lam, "must be between 0 and 1 (0.5 blends both cultures equally)")
         if not 0 <= self.mix_probability <= 1:
             bad("mix_probability", self.mix_probability, "must be between 0 and 1")
+        if self.boundary_ignore < 0:
+            bad("boundary_ignore", self.boundary_ignore, "must be 0 (off) or a width in pixels")
         if self.tversky_alpha < 0 or self.tversky_beta < 0 or self.tversky_alpha + self.tversky_beta <= 0:
             bad("tversky_alpha", self.tversky_alpha, "alpha and beta must be >= 0 and not both 0")
 
@@ -127,8 +131,9 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
           iterations: int = 2000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "sgd",
           learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
           lr_schedule: str = "constant", lam: float = 0.5, mix_probability: float = 1.0,
-          tversky_alpha: float = 0.3, tversky_beta: float = 0.7, augment: bool = True,
-          foreground: ForegroundParams | dict | None = None, seed: int = 0, checkpoint_every: int = 250,
+          tversky_alpha: float = 0.3, tversky_beta: float = 0.7, boundary_ignore: int = 0, augment: bool = True,
+          foreground: ForegroundParams | dict | None = None, precision: str = "auto", seed: int = 0,
+          checkpoint_every: int = 250,
           threads: int | None = None, resume: bool = False, overwrite: bool = False,
           progress: bool = True) -> SegmentationModel:
     """Train a model that labels each pixel as background or one of the cell types.
@@ -169,12 +174,19 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         Share of CellMixer samples that are mixtures (the rest stay homogeneous).
     tversky_alpha, tversky_beta : float
         Weights of false positives and false negatives in the Tversky loss.
+    boundary_ignore : int
+        Leave pixels within this distance (full-resolution pixels) of each pseudo-label outline out
+        of the loss; 0 counts every pixel.
     augment : bool
         Flips and rotations, blur, noise, brightness and contrast.
     foreground : ForegroundParams or dict, optional
         Settings of the unsupervised foreground extraction.
+    precision : {'auto', 'bf16', 'fp32'}
+        Network arithmetic during training; ``'auto'`` is bfloat16 (weights stay float32) where the
+        CPU supports it natively, about 3x faster, else float32. The resolved value is saved.
     seed : int
-        Seeds weights, sampling and augmentation: the same call gives the same model.
+        Seeds weights, sampling and augmentation: the same call gives the same model (on the same
+        kind of CPU and precision).
     checkpoint_every : int
         Iterations between checkpoints.
     threads : int, optional
@@ -197,7 +209,8 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
                             optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                             weight_decay=weight_decay, lr_schedule=lr_schedule, lam=lam,
                             mix_probability=mix_probability, tversky_alpha=tversky_alpha,
-                            tversky_beta=tversky_beta, augment=augment, seed=seed, checkpoint_every=checkpoint_every)
+                            tversky_beta=tversky_beta, boundary_ignore=boundary_ignore, augment=augment,
+                            precision=resolve_precision(precision), seed=seed, checkpoint_every=checkpoint_every)
     config.validate()
     if not 0.05 <= scale <= 4:
         raise CellmixerError(f"--scale {scale}: must be between 0.05 and 4.")
@@ -231,7 +244,7 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     images = load_pseudolabelled(dataset, foreground=foreground, channel=channel, scale=scale,
-                                 min_size=config.crop_size, progress=progress)
+                                 min_size=config.crop_size, boundary_ignore=config.boundary_ignore, progress=progress)
     sampler = CropSampler(images, len(dataset.classes) + 1, crop_size=config.crop_size, mode=config.mode,
                           lam=config.lam, mix_probability=config.mix_probability,
                           augment_params=AugmentParams() if config.augment else None)
@@ -265,7 +278,9 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
             images_np, labels_np = sampler.batch(rng, config.batch_size)
             x = torch.from_numpy(images_np).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(labels_np)
-            loss = tversky_loss(network(x), y, alpha=config.tversky_alpha, beta=config.tversky_beta)
+            with autocast(config.precision):
+                logits = network(x)
+            loss = tversky_loss(logits, y, alpha=config.tversky_alpha, beta=config.tversky_beta)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

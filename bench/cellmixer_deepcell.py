@@ -1,0 +1,200 @@
+"""CellMixer vs baseline on real phase-contrast cultures (DeepCell 2016 data, Van Valen et al.).
+
+Training uses only each culture's folder name as its label (no masks): NIH-3T3, HeLa-S3 and MCF10A
+fields, deduplicated, with the field behind validation_data/3T3 left out. Evaluation uses the
+manual interior masks of validation_data/{3T3,HeLa,MCF10A}: the culture's class inside cells,
+background outside, cell edges not scored (see docs/benchmarks.md). "Unmixed" scores the three
+validation images; "Artificial Mix" the six ordered pairs of them mixed by CellMixer's rule with
+their ground-truth masks.
+
+    python bench/cellmixer_deepcell.py [--data ../shared/data/deepcell_vanvalen2016]
+
+Prints the table in the layout of the paper's Table 1 and writes bench/results/cellmixer_deepcell.json
+(plus PNGs of every prediction). Exits 0 with a message if the data folder is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_mb, save_json  # noqa: E402
+
+import cellmixer  # noqa: E402
+from cellmixer.io import ImageDataset, read_image, write_png  # noqa: E402
+from cellmixer.metrics import (NOT_ANNOTATED, EvaluationImage, artificial_mixtures, evaluation_panel,  # noqa: E402
+                               format_table, score)
+from cellmixer.pseudolabels import ForegroundParams, extract_foreground  # noqa: E402
+
+CLASSES = ["3T3", "HeLa", "MCF10A"]
+PHASE = "RawImages/img_000000000_Phase_000.png"
+# One entry per unique field (SOURCE.txt): training_data/3T3/set3 == testing_data/3T3/set2 is the field that
+# validation_data/3T3 is cropped from, so both stay out; testing_data/MCF10A/set2 == training_data/MCF10A.
+TRAINING_FIELDS = {
+    "3T3": ["training_data/3T3/set1/phase.png", "training_data/3T3/set2/phase.png", f"testing_data/3T3/set1/{PHASE}"],
+    "HeLa": [f"training_data/HeLa_joint/set{i}/phase.png" for i in range(1, 6)] + [f"testing_data/HeLa/set1/{PHASE}"],
+    "MCF10A": ["training_data/MCF10A/phase.png", f"testing_data/MCF10A/set1/{PHASE}"],
+}
+VALIDATION = {"3T3": "3T3", "HeLa": "hela", "MCF10A": "MCF10A"}  # folder -> file prefix of the manual masks
+# The paper's Table 1 (Jurkat / K562 / PBMC brightfield; mAcc and mIoU columns are per-class Acc and IoU).
+PAPER_TABLE1 = {
+    "Baseline": {"Unmixed": {"mAcc": 96.79, "mIoU": 89.48}, "Artificial Mix": {"mAcc": 79.13, "mIoU": 70.35}},
+    "CellMixer": {"Unmixed": {"mAcc": 95.85, "mIoU": 84.88}, "Artificial Mix": {"mAcc": 94.14, "mIoU": 85.60}},
+}
+
+
+def validation_items(root: Path) -> list[EvaluationImage]:
+    items = []
+    for k, name in enumerate(CLASSES, start=1):
+        folder = root / "validation_data" / name
+        prefix = VALIDATION[name]
+        image = read_image(folder / "RawImages" / "phase.tif")
+        interior = read_image(folder / "Validation" / f"{prefix}_validation_interior.tif") > 0
+        edge = read_image(folder / "Validation" / f"{prefix}_validation_edge.tif") > 0
+        truth = np.where(interior, k, 0)
+        truth[edge & ~interior] = NOT_ANNOTATED  # membranes between touching cells: neither cell nor background
+        items.append(EvaluationImage(name, image, truth.astype(np.int64), k))
+    return items
+
+
+def leakage_check(root: Path, dataset: ImageDataset, items: list[EvaluationImage]) -> dict:
+    """Normalized cross-correlation of each validation image against every training field.
+
+    Images are 2x down-sampled and high-pass filtered first, so that shared illumination patterns
+    (vignetting, dust on the optics) do not count as overlap: a validation image cropped from a
+    training field scores ~1.0, unrelated fields ~0.1-0.25.
+    """
+    from scipy import ndimage as ndi
+    from skimage.feature import match_template
+    from skimage.transform import downscale_local_mean
+
+    def small(image):
+        image = downscale_local_mean(image, 2)
+        image = image - ndi.gaussian_filter(image, 10)
+        return (image - image.mean()) / (image.std() + 1e-6)
+
+    fields = [small(read_image(p)) for p in dataset.paths]
+    worst = {}
+    for item in items:
+        template = small(item.image)
+        worst[item.name] = round(max(float(match_template(f, template).max()) for f in fields), 3)
+    pairs = [round(float(np.corrcoef(fields[i].ravel(), fields[j].ravel())[0, 1]), 3)
+             for i in range(len(fields)) for j in range(i + 1, len(fields)) if fields[i].shape == fields[j].shape]
+    return {"validation_vs_training_max_ncc": worst, "training_pairs_max_corr": max(pairs) if pairs else None}
+
+
+def foreground_iou(root: Path, items: list[EvaluationImage], params: ForegroundParams) -> dict:
+    """IoU of the unsupervised masks against the manual masks (cells = interior or edge)."""
+    result = {}
+    for item in items:
+        mask = extract_foreground(item.image, **params.to_dict())
+        truth = item.truth != 0  # interior or edge
+        result[f"validation/{item.name}"] = round(float((mask & truth).sum() / (mask | truth).sum()), 4)
+    for name, paths in TRAINING_FIELDS.items():
+        for path in paths:
+            folder = (root / path).parent
+            features = [sorted(folder.glob(f"feature_{i}.*")) for i in (0, 1)]
+            if not all(features):
+                continue
+            truth = (read_image(features[0][0]) > 0) | (read_image(features[1][0]) > 0)
+            mask = extract_foreground(read_image(root / path), **params.to_dict())
+            result[f"training/{path}"] = round(float((mask & truth).sum() / (mask | truth).sum()), 4)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "deepcell_vanvalen2016")
+    parser.add_argument("--output", type=Path, default=RESULTS / "cellmixer_deepcell")
+    parser.add_argument("--json", type=Path, default=RESULTS / "cellmixer_deepcell.json")
+    parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop-size", type=int, default=192)
+    parser.add_argument("--scale", type=float, default=0.5)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", default="poly")
+    parser.add_argument("--mix-probability", type=float, default=1.0)
+    parser.add_argument("--boundary-ignore", type=int, default=0)
+    parser.add_argument("--modes", nargs="+", default=["baseline", "cellmixer"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not (args.data / "validation_data").is_dir():
+        print(f"DeepCell data not found at {args.data}; skipping (give --data).")
+        return 0
+    total = Timer()
+    paths = [args.data / p for name in CLASSES for p in TRAINING_FIELDS[name]]
+    labels = [k for k, name in enumerate(CLASSES, start=1) for _ in TRAINING_FIELDS[name]]
+    dataset = ImageDataset(classes=CLASSES, root=args.data, paths=paths, labels=labels)
+    items = validation_items(args.data)
+    params = ForegroundParams()
+    leakage = leakage_check(args.data, dataset, items)
+    print("leakage check (max NCC of validation images in training fields):", leakage)
+    fg = foreground_iou(args.data, items, params)
+    print("unsupervised foreground IoU:", fg)
+    sets = {"Unmixed": items, "Artificial Mix": artificial_mixtures(items, limit=100, seed=args.seed)}
+    results, timings, models = {}, {}, {}
+    out = args.output
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    for mode in args.modes:
+        name = "CellMixer" if mode == "cellmixer" else "Baseline"
+        t = Timer()
+        models[name] = cellmixer.train(
+            dataset, out / "models" / mode, mode=mode, model_options={"width": args.width, "depth": args.depth},
+            scale=args.scale, iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
+            optimizer=args.optimizer, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+            mix_probability=args.mix_probability, boundary_ignore=args.boundary_ignore, foreground=params,
+            seed=args.seed, overwrite=True,
+            checkpoint_every=max(250, args.iterations // 4))
+        timings[f"train_{mode}_s"] = t()
+        t = Timer()
+        results[name] = {}
+        for set_name, set_items in sets.items():
+            scores, predictions = score(models[name], set_items)
+            results[name][set_name] = scores
+            for item, prediction in zip(set_items, predictions):
+                slug = "".join(c if c.isalnum() else "_" for c in f"{name}_{set_name}_{item.name}")
+                write_png(out / "predictions" / f"{slug}.png",
+                          evaluation_panel(item, prediction, CLASSES), overwrite=True)
+        timings[f"evaluate_{mode}_s"] = t()
+    table = format_table(results)
+    print(table)
+    summary = {}
+    for name, by_set in results.items():
+        summary[name] = {s: {"mAcc": round(100 * v["mAcc"], 2), "mIoU": round(100 * v["mIoU"], 2)}
+                         for s, v in by_set.items()}
+    targets = {}
+    if "CellMixer" in results and "Baseline" in results:
+        cm, bl = results["CellMixer"], results["Baseline"]
+        targets = {
+            "cellmixer_mix_minus_unmixed_mIoU": round(cm["Artificial Mix"]["mIoU"] - cm["Unmixed"]["mIoU"], 4),
+            "cellmixer_minus_baseline_mix_mIoU": round(cm["Artificial Mix"]["mIoU"] - bl["Artificial Mix"]["mIoU"], 4),
+        }
+        targets["mix_within_0.05_of_unmixed"] = targets["cellmixer_mix_minus_unmixed_mIoU"] >= -0.05
+        targets["at_least_0.15_above_baseline"] = targets["cellmixer_minus_baseline_mix_mIoU"] >= 0.15
+        print("targets:", targets)
+    timings["total_s"] = total()
+    print("timings:", timings)
+    payload = {
+        "command": "python bench/" + Path(__file__).name + " " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "data": str(args.data),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        | {"foreground": params.to_dict()},
+        "training_images": {name: TRAINING_FIELDS[name] for name in CLASSES},
+        "machine": machine(), "commit": git_commit(), "leakage_check": leakage, "foreground_iou": fg,
+        "results": results, "summary": summary, "paper_table1": PAPER_TABLE1, "targets": targets,
+        "timings": timings, "peak_rss_mb": round(peak_rss_mb(), 1), "table": table,
+    }
+    path = save_json(args.json, payload)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
