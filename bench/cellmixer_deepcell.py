@@ -26,8 +26,8 @@ from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_
 
 import cellmixer  # noqa: E402
 from cellmixer.io import ImageDataset, read_image, write_png  # noqa: E402
-from cellmixer.metrics import (NOT_ANNOTATED, EvaluationImage, artificial_mixtures, evaluation_panel,  # noqa: E402
-                               format_table, score)
+from cellmixer.metrics import (NOT_ANNOTATED, EvaluationImage, artificial_mixtures, confusion_matrix,  # noqa: E402
+                               evaluation_panel, format_table, score, segmentation_scores)
 from cellmixer.pseudolabels import ForegroundParams, extract_foreground  # noqa: E402
 
 CLASSES = ["3T3", "HeLa", "MCF10A"]
@@ -87,6 +87,52 @@ def leakage_check(root: Path, dataset: ImageDataset, items: list[EvaluationImage
     return {"validation_vs_training_max_ncc": worst, "training_pairs_max_corr": max(pairs) if pairs else None}
 
 
+def overlaps_not_scored(mixtures: list[EvaluationImage], items: list[EvaluationImage]) -> list[EvaluationImage]:
+    """The same mixtures with pixels where both cultures have a cell left out: the blend is symmetric
+    (lam = 0.5), so no model can tell which culture the rule puts on top there."""
+    by_name = {item.name: item for item in items}
+    result = []
+    for mixture in mixtures:
+        first, second = (by_name[n] for n in mixture.name.split(" + "))
+        both = (first.truth != 0) & (second.truth != 0)
+        result.append(EvaluationImage(mixture.name, mixture.image, np.where(both, NOT_ANNOTATED, mixture.truth)))
+    return result
+
+
+def mixture_bounds(items: list[EvaluationImage], mixtures: list[EvaluationImage], params: ForegroundParams) -> dict:
+    """What two reference "models" score, to read the results against:
+
+    - ``perfect``: every cell segmented and typed exactly; on a mixture, pixels covered by both
+      cultures get one fixed class (the blend is symmetric, so no model can know which culture the
+      rule put on top: one fixed choice is right in one of the two orders);
+    - ``pseudo_labels``: the unsupervised foreground masks with the image's true class, mixed by the
+      same rule with the same fixed choice on doubly covered pixels (a network that reproduced its
+      training labels exactly).
+    """
+    n = len(CLASSES) + 1
+    by_name = {item.name: item for item in items}
+    masks = {item.name: extract_foreground(item.image, **params.to_dict()) * item.class_index for item in items}
+
+    def mixed(first, second, a, b):
+        prediction = np.where(b > 0, b, a)
+        prediction[(a > 0) & (b > 0)] = min(first.class_index, second.class_index)
+        return prediction
+
+    def miou(pairs):
+        matrix = sum(confusion_matrix(t, p, num_classes=n, ignore_value=NOT_ANNOTATED) for t, p in pairs)
+        return round(segmentation_scores(matrix)["mIoU"], 4)
+
+    pairs = [(by_name[m.name.split(" + ")[0]], by_name[m.name.split(" + ")[1]], m) for m in mixtures]
+    overlap = [float(((a.truth > 0) & (b.truth > 0)).sum() / ((a.truth > 0) | (b.truth > 0)).sum()) for a, b, _ in pairs]
+    return {
+        "share_of_cell_pixels_covered_by_both": round(float(np.mean(overlap)), 3),
+        "perfect": {"Unmixed": 1.0, "Artificial Mix": miou(
+            (m.truth, mixed(a, b, np.maximum(a.truth, 0), np.maximum(b.truth, 0))) for a, b, m in pairs)},
+        "pseudo_labels": {"Unmixed": miou((i.truth, masks[i.name]) for i in items), "Artificial Mix": miou(
+            (m.truth, mixed(a, b, masks[a.name], masks[b.name])) for a, b, m in pairs)},
+    }
+
+
 def foreground_iou(root: Path, items: list[EvaluationImage], params: ForegroundParams) -> dict:
     """IoU of the unsupervised masks against the manual masks (cells = interior or edge)."""
     result = {}
@@ -122,7 +168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-schedule", default="poly")
     parser.add_argument("--mix-probability", type=float, default=1.0)
     parser.add_argument("--boundary-ignore", type=int, default=0)
+    parser.add_argument("--tversky", type=float, nargs=2, default=(0.3, 0.7), metavar=("ALPHA", "BETA"))
     parser.add_argument("--modes", nargs="+", default=["baseline", "cellmixer"])
+    parser.add_argument("--augment", action="store_true", help="test-time augmentation (8 flips and rotations)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if not (args.data / "validation_data").is_dir():
@@ -138,7 +186,11 @@ def main(argv=None) -> int:
     print("leakage check (max NCC of validation images in training fields):", leakage)
     fg = foreground_iou(args.data, items, params)
     print("unsupervised foreground IoU:", fg)
-    sets = {"Unmixed": items, "Artificial Mix": artificial_mixtures(items, limit=100, seed=args.seed)}
+    mixtures = artificial_mixtures(items, limit=100, seed=args.seed)
+    bounds = mixture_bounds(items, mixtures, params)
+    print("mIoU of reference label maps (perfect / pseudo-labels), overlaps given one fixed class:", bounds)
+    sets = {"Unmixed": items, "Artificial Mix": mixtures}
+    unscored_overlaps = overlaps_not_scored(mixtures, items)
     results, timings, models = {}, {}, {}
     out = args.output
     (out / "predictions").mkdir(parents=True, exist_ok=True)
@@ -150,18 +202,23 @@ def main(argv=None) -> int:
             scale=args.scale, iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
             optimizer=args.optimizer, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
             mix_probability=args.mix_probability, boundary_ignore=args.boundary_ignore, foreground=params,
+            tversky_alpha=args.tversky[0], tversky_beta=args.tversky[1],
             seed=args.seed, overwrite=True,
             checkpoint_every=max(250, args.iterations // 4))
         timings[f"train_{mode}_s"] = t()
         t = Timer()
         results[name] = {}
         for set_name, set_items in sets.items():
-            scores, predictions = score(models[name], set_items)
+            scores, predictions = score(models[name], set_items, augment=args.augment)
             results[name][set_name] = scores
             for item, prediction in zip(set_items, predictions):
                 slug = "".join(c if c.isalnum() else "_" for c in f"{name}_{set_name}_{item.name}")
                 write_png(out / "predictions" / f"{slug}.png",
                           evaluation_panel(item, prediction, CLASSES), overwrite=True)
+            if set_name == "Artificial Mix":  # the same predictions, scored without the ambiguous overlaps
+                matrix = sum(confusion_matrix(i.truth, p, num_classes=len(CLASSES) + 1, ignore_value=NOT_ANNOTATED)
+                             for i, p in zip(unscored_overlaps, predictions))
+                results[name]["Mix, overlaps not scored"] = segmentation_scores(matrix, ["background", *CLASSES])
         timings[f"evaluate_{mode}_s"] = t()
     table = format_table(results)
     print(table)
@@ -187,7 +244,7 @@ def main(argv=None) -> int:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         | {"foreground": params.to_dict()},
         "training_images": {name: TRAINING_FIELDS[name] for name in CLASSES},
-        "machine": machine(), "commit": git_commit(), "leakage_check": leakage, "foreground_iou": fg,
+        "machine": machine(), "commit": git_commit(), "leakage_check": leakage, "foreground_iou": fg, "mixture_bounds": bounds,
         "results": results, "summary": summary, "paper_table1": PAPER_TABLE1, "targets": targets,
         "timings": timings, "peak_rss_mb": round(peak_rss_mb(), 1), "table": table,
     }

@@ -100,6 +100,21 @@ def test_overlap_and_batch_size_do_not_change_much(trained, coculture):
     assert (model.predict(image, tile_size=128, overlap=0.5) == reference).mean() > 0.995
 
 
+def test_test_time_augmentation_is_flip_and_rotation_equivariant(trained, coculture):
+    """With augment=True the prediction of a flipped or rotated image is the flipped or rotated prediction."""
+    model, _ = trained
+    image = coculture[(517, 333)][:256, :256]  # square, on the pooling grid: the 8 views see the same pixels
+    labels, probs = model.predict(image, tile_size=None, augment=True, probabilities=True)
+    np.testing.assert_allclose(probs.sum(axis=0), 1, atol=1e-4)
+    for view, undo in ((lambda a: a[..., ::-1], lambda a: a[..., ::-1]),
+                       (lambda a: np.rot90(a, 1, axes=(-2, -1)), lambda a: np.rot90(a, -1, axes=(-2, -1)))):
+        _, view_probs = model.predict(np.ascontiguousarray(view(image)), tile_size=None, augment=True,
+                                      probabilities=True)
+        np.testing.assert_allclose(undo(view_probs), probs, atol=1e-4)
+    plain = model.predict(image, tile_size=None)
+    assert (plain == labels).mean() > 0.9  # averaging changes a few pixels, not the picture
+
+
 def test_prediction_from_a_memory_mapped_image(trained, coculture, tmp_path):
     model, _ = trained
     image = coculture[(517, 333)]

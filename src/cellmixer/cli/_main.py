@@ -73,6 +73,8 @@ def _add_tiling_options(parser) -> None:
                                                                    "(default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
     _add_precision_option(group, "fp32")
+    group.add_argument("--augment", action="store_true",
+                       help="test-time augmentation: average over the 8 flips and rotations (8x slower)")
 
 
 def _add_output_options(parser, *, output_required: bool = True, default=None) -> None:
@@ -234,6 +236,7 @@ def run(args) -> int:
         rows = predict(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
                        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                        probabilities=args.probabilities, overlays=args.overlays, precision=args.precision,
+                       augment=args.augment,
                        overwrite=args.overwrite, progress=progress)
         print(f"predicted {len(rows)} images -> {args.output}")
     elif args.command == "evaluate":
@@ -243,7 +246,7 @@ def run(args) -> int:
                           mask_suffix=args.mask_suffix, pattern=args.pattern, channel=args.channel,
                           ignore_value=args.ignore_value, artificial=args.artificial, lam=args.lam, seed=args.seed,
                           tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                          precision=args.precision, output=args.output, overlays=args.overlays,
+                          precision=args.precision, augment=args.augment, output=args.output, overlays=args.overlays,
                           overwrite=args.overwrite, progress=progress)
         print(result["table"])
         print(f"\nscores -> {args.output}/evaluation.json")

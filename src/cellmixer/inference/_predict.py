@@ -58,15 +58,24 @@ def region_summary(labels: np.ndarray, class_names) -> dict:
     return row
 
 
+OVERLAY_MAX_SIDE = 4096
+
+
 def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndarray:
-    """Overlay of a class map on its image, with a legend of the class colours."""
+    """Overlay of a class map on its image, with a legend of the class colours.
+
+    Images larger than 4096 pixels on a side are shown sub-sampled (every 2nd, 3rd, ... pixel), so
+    that the picture stays viewable and its memory small; the label TIFF keeps full resolution.
+    """
+    step = -(-max(image.shape) // OVERLAY_MAX_SIDE)
+    image, labels = image[::step, ::step], labels[::step, ::step]
     colors = class_colors(len(class_names))
     return add_legend(overlay_labels(image, labels, colors), class_names, colors)
 
 
 def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = None, tile_size: int | None = 512,
             overlap: float = 0.25, batch_size: int = 4, probabilities: bool = False, overlays: bool = True,
-            precision: str = "fp32", overwrite: bool = False, progress: bool = True) -> list[dict]:
+            precision: str = "fp32", augment: bool = False, overwrite: bool = False, progress: bool = True) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
 
     Parameters
@@ -84,8 +93,9 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         Only files in input folders whose name matches this glob pattern.
     channel : int, optional
         Channel of multi-channel images (default: the channel the model was trained on).
-    tile_size, overlap, batch_size, precision :
-        Sliding-window settings and network arithmetic (see :meth:`SegmentationModel.predict`).
+    tile_size, overlap, batch_size, precision, augment :
+        Sliding-window settings, network arithmetic and test-time augmentation (see
+        :meth:`SegmentationModel.predict`).
     probabilities, overlays : bool
         Write the probability TIFFs; write the overlay PNGs.
     overwrite : bool
@@ -122,7 +132,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         image = read_image(path, channel=channel)
         check_not_constant(image, path)
         settings = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision,
-                        progress=progress and len(found) == 1)
+                        augment=augment, progress=progress and len(found) == 1)
         if probabilities:
             # Written straight into a memory-mapped TIFF: bounded memory for any image size.
             with atomic_path(out / f"{stem}_probabilities.tif", overwrite=overwrite) as tmp:

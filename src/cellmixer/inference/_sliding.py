@@ -36,10 +36,22 @@ def blend_window(height: int, width: int) -> np.ndarray:
     return np.outer(ramp(height), ramp(width)).astype(np.float32)
 
 
-def _run(network, tiles: list[np.ndarray], precision: str = "fp32") -> np.ndarray:
-    x = torch.from_numpy(np.stack(tiles)[:, None]).contiguous(memory_format=torch.channels_last)
+def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: bool = False) -> np.ndarray:
+    """Softmax of the network on a batch of tiles; with ``augment``, averaged over the 8 flips and
+    rotations of the square (each prediction turned back before averaging)."""
+    x = torch.from_numpy(np.stack(tiles)[:, None])
     with torch.inference_mode(), autocast(precision):
-        return torch.softmax(network(x).float(), dim=1).numpy()
+        if not augment:
+            return torch.softmax(network(x.contiguous(memory_format=torch.channels_last)).float(), dim=1).numpy()
+        total = 0
+        for k in range(4):
+            for flip in (False, True):
+                t = torch.rot90(x, k, dims=(2, 3))
+                t = torch.flip(t, dims=(3,)) if flip else t
+                p = torch.softmax(network(t.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+                p = torch.flip(p, dims=(3,)) if flip else p
+                total = total + torch.rot90(p, -k, dims=(2, 3))
+        return (total / 8).numpy()
 
 
 def _read_tile(image, y: int, x: int, height: int, width: int, offset: float, scale: float) -> np.ndarray:
@@ -54,7 +66,8 @@ def _read_tile(image, y: int, x: int, height: int, width: int, offset: float, sc
 
 def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: float, num_classes: int,
                           tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
-                          probabilities=None, precision: str = "fp32", progress: bool = False) -> np.ndarray:
+                          probabilities=None, precision: str = "fp32", augment: bool = False,
+                          progress: bool = False) -> np.ndarray:
     """Class labels of ``image`` (argmax of blended softmax), optionally filling ``probabilities``.
 
     The image is extended at its bottom and right (mirrored) to a multiple of the network's
@@ -78,6 +91,8 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
         Filled with the blended class probabilities (may be a memory-mapped file).
     precision : {'fp32', 'bf16', 'auto'}
         Arithmetic of the network (see :func:`cellmixer.models.resolve_precision`).
+    augment : bool
+        Test-time augmentation: average the predictions of the 8 flips and rotations (8x slower).
 
     Returns
     -------
@@ -88,7 +103,8 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
     labels = np.empty((height, width), np.uint8)
     if tile_size is None or (padded_h <= tile_size and padded_w <= tile_size):
-        p = _run(network, [_read_tile(image, 0, 0, padded_h, padded_w, offset, scale)], precision)[0][:, :height, :width]
+        tile = _read_tile(image, 0, 0, padded_h, padded_w, offset, scale)
+        p = _run(network, [tile], precision, augment)[0][:, :height, :width]
         labels[:] = p.argmax(axis=0)
         if probabilities is not None:
             probabilities[:] = p
@@ -110,7 +126,7 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
         for start in range(0, len(xs), batch_size):
             chunk = xs[start:start + batch_size]
             tiles = [_read_tile(image, top, x, th, tw, offset, scale) for x in chunk]
-            for x, p in zip(chunk, _run(network, tiles, precision)):
+            for x, p in zip(chunk, _run(network, tiles, precision, augment)):
                 acc[:, :, x:x + tw] += p * window
                 weight[:, x:x + tw] += window
             bar.update(len(chunk))

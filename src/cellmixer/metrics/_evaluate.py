@@ -112,7 +112,8 @@ def artificial_mixtures(items: list[EvaluationImage], *, lam: float = 0.5, limit
 
 
 def score(model, items: list[EvaluationImage], *, tile_size: int | None = 512, overlap: float = 0.25,
-          batch_size: int = 4, precision: str = "fp32", progress: bool = False, desc: str = "scoring"):
+          batch_size: int = 4, precision: str = "fp32", augment: bool = False, progress: bool = False,
+          desc: str = "scoring"):
     """Predict each item with ``model`` and score all of them together (one confusion matrix);
     pixels marked ``NOT_ANNOTATED`` are left out.
 
@@ -122,7 +123,8 @@ def score(model, items: list[EvaluationImage], *, tile_size: int | None = 512, o
         :func:`segmentation_scores` with class names ``background`` and the model's classes.
     predictions : list of (H, W) uint8 arrays
     """
-    predict_options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision)
+    predict_options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision,
+                           augment=augment)
     names = ["background", *model.classes]
     matrix = np.zeros((len(names), len(names)), np.int64)
     predictions = []
@@ -147,7 +149,7 @@ def evaluation_panel(item: EvaluationImage, prediction: np.ndarray, class_names)
 def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
              channel: int | None = None, ignore_value: int | None = None, artificial: int = 100, lam: float = 0.5,
              seed: int = 0, tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
-             precision: str = "fp32", output=None, overlays: bool = True, overwrite: bool = False,
+             precision: str = "fp32", augment: bool = False, output=None, overlays: bool = True, overwrite: bool = False,
              progress: bool = True) -> dict:
     """Score one or more models on annotated images: per-class accuracy and IoU, mAcc, mIoU.
 
@@ -167,8 +169,8 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         different classes, mixed with their ground-truth masks (0: none).
     lam, seed :
         Mixing weight and the seed that picks the pairs.
-    tile_size, overlap, batch_size, precision :
-        Prediction settings.
+    tile_size, overlap, batch_size, precision, augment :
+        Prediction settings (see :meth:`SegmentationModel.predict`).
     output : str or Path, optional
         Folder for ``evaluation.json``, ``evaluation.md`` (the table) and, with ``overlays``, one
         PNG per image and model (image, truth, prediction).
@@ -205,7 +207,7 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         mixtures = artificial_mixtures(items, lam=lam, limit=artificial, seed=seed)
         if mixtures:
             sets[ARTIFICIAL] = mixtures
-    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision)
+    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision, augment=augment)
     results: dict = {}
     for name, model in zip(names, loaded):
         results[name] = {}

@@ -166,7 +166,8 @@ class SegmentationModel:
         return input_statistics(image, self.config["normalization"])
 
     def predict(self, image: np.ndarray, *, tile_size: int | None = 512, overlap: float = 0.25,
-                batch_size: int = 4, probabilities=False, precision: str = "fp32", progress: bool = False):
+                batch_size: int = 4, probabilities=False, precision: str = "fp32", augment: bool = False,
+                progress: bool = False):
         """Label every pixel of ``image`` with a class (0 = background).
 
         Parameters
@@ -186,6 +187,9 @@ class SegmentationModel:
             Network arithmetic. ``'auto'`` uses bfloat16 where the CPU has native support (about 3x
             faster, labels differ from float32 at about 0.1 % of pixels, near ties), float32
             elsewhere.
+        augment : bool
+            Test-time augmentation: average over the 8 flips and rotations (8x slower, often a
+            little more accurate).
         progress : bool
             Show a progress bar over tiles.
 
@@ -202,7 +206,7 @@ class SegmentationModel:
             probabilities if probabilities is not False and probabilities is not None else None)
         options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tile_size=tile_size,
                        overlap=overlap, batch_size=batch_size, precision=resolve_precision(precision),
-                       progress=progress)
+                       augment=augment, progress=progress)
         if self.input_scale == 1.0:
             labels = predict_probabilities(self.network, image, probabilities=probs, **options)
         else:
