@@ -28,12 +28,11 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-from scipy import ndimage as ndi  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, RESULTS, git_commit, machine, save_json  # noqa: E402
 
-from cellmixer.io import read_image  # noqa: E402
+from cellmixer.io import read_image, read_labels  # noqa: E402
 from cellmixer.metrics import dice_per_class, instance_scores  # noqa: E402
 from cellmixer.pseudolabels import (CLASSICAL_CONFIGURATIONS, consensus_labels, identify_primary_objects,  # noqa: E402
                                     three_class_targets)
@@ -43,18 +42,6 @@ PAPER_JACCARD = {"shape/intensity": 0.504, "intensity/shape": 0.481, "shape/shap
                  "intensity/intensity": 0.251}
 PAPER_DICE = {"shape/intensity": {"nuclei": 0.939, "separations": 0.29}}
 TARGET_SECONDS = 0.25
-
-
-def bbbc039_labels(mask_path: Path) -> np.ndarray:
-    """Ground truth: connected components of each value of channel 0 of the RGBA mask."""
-    from PIL import Image
-
-    values = np.asarray(Image.open(mask_path))[..., 0]
-    out = np.zeros(values.shape, np.int32)
-    for v in np.unique(values[values > 0]):
-        comp, _ = ndi.label(values == v)
-        out[comp > 0] = comp[comp > 0] + out.max()
-    return out
 
 
 def label_all(image: np.ndarray) -> dict[str, np.ndarray]:
@@ -82,7 +69,7 @@ def main(argv=None) -> int:
 
     names = split.read_text().split()
     images = {n: read_image(args.data / "images" / n) for n in names}
-    truths = {n: bbbc039_labels(args.data / "masks" / n) for n in names}
+    truths = {n: read_labels(args.data / "masks" / n) for n in names}
     configs = [f"{d}/{w}" for d, w in CLASSICAL_CONFIGURATIONS]
 
     # --- speed: each configuration on the first --timing-images test images, one warm-up call first.

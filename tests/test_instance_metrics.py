@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from cellmixer import CellmixerError
+from cellmixer.io import read_labels
 from cellmixer.metrics import (AP_THRESHOLDS, F1_THRESHOLDS, average_precision, dice_per_class, erode_labels,
                                instance_overlap, instance_scores, match_instances, mean_f1, missed_objects,
                                object_jaccard, remove_border_objects, splits_and_merges)
@@ -21,18 +22,6 @@ def boxes(shape, *items):
     out = np.zeros(shape, np.int32)
     for lab, y0, y1, x0, x1 in items:
         out[y0:y1, x0:x1] = lab
-    return out
-
-
-def bbbc039_labels(mask_path) -> np.ndarray:
-    """BBBC039 ground truth: connected components of each value of channel 0 of the RGBA mask."""
-    from PIL import Image
-
-    values = np.asarray(Image.open(mask_path))[..., 0]
-    out = np.zeros(values.shape, np.int32)
-    for v in np.unique(values[values > 0]):
-        comp, n = ndi.label(values == v)
-        out[comp > 0] = comp[comp > 0] + out.max()
     return out
 
 
@@ -191,7 +180,7 @@ def test_agrees_with_stardist_on_bbbc039():
     from cellmixer.pseudolabels import identify_primary_objects
 
     for name in (BBBC039 / "metadata" / "test.txt").read_text().split()[:2]:
-        truth = bbbc039_labels(BBBC039 / "masks" / name)
+        truth = read_labels(BBBC039 / "masks" / name)
         classical = identify_primary_objects(np.asarray(Image.open(BBBC039 / "images" / name)))
         shifted = np.roll(ndi.grey_dilation(truth, size=3), (2, 1), axis=(0, 1))
         for prediction in (classical, shifted):

@@ -85,6 +85,143 @@ def _add_output_options(parser, *, output_required: bool = True, default=None) -
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
+def _add_nuclei_parser(sub) -> None:
+    from ..pseudolabels import CLASSICAL_METHODS
+
+    nuclei = sub.add_parser("nuclei", help="nucleus instances without annotation: label, train, predict, evaluate",
+                            description="Classical labels (CellProfiler's IdentifyPrimaryObjects) -> 3-class U-Net "
+                                        "(background, nucleus, separation line) -> instance label images.")
+    steps = nuclei.add_subparsers(dest="step", metavar="STEP", required=True)
+
+    def classical_options(group) -> None:
+        group.add_argument("--diameter", type=int, nargs=2, default=(10, 50), metavar=("MIN", "MAX"),
+                           help="typical nucleus diameter range in pixels (default: 10 50)")
+
+    p = steps.add_parser("label", help="label nuclei with the classical pipeline (the training labels)",
+                         description="Write <name>_labels.tif, <name>_objects.csv and overlays for each image.")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    group = p.add_argument_group("classical pipeline")
+    group.add_argument("--method", choices=CLASSICAL_METHODS, default="shape/intensity",
+                       help="declumping/dividing lines, or the consensus of the 3 best (default: %(default)s)")
+    classical_options(group)
+    _add_data_options(p, classes=False)
+    _add_output_options(p)
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
+
+    p = steps.add_parser("train", help="train a 3-class nucleus model on classical labels",
+                         description="Label the images classically, train a U-Net on the 3-class targets with the "
+                                     "log-Dice loss, keep the weights with the lowest validation loss.")
+    p.add_argument("images", nargs="+", help="image files or folders of nuclei")
+    group = p.add_argument_group("labels")
+    group.add_argument("--labels", choices=(*CLASSICAL_METHODS, "files"), default=None,
+                       help="classical method, or 'files' to read label images (default: shape/intensity, or files "
+                            "with --label-dir)")
+    group.add_argument("--label-dir", default=None, help="folder of label images <name><suffix>.tif")
+    group.add_argument("--label-suffix", default="_labels", help="(default: %(default)s)")
+    group.add_argument("--validation", nargs="+", default=None,
+                       help="validation images or folders (default: --validation-fraction of the images)")
+    group.add_argument("--validation-fraction", type=float, default=0.2, help="(default: %(default)s)")
+    group.add_argument("--line-radius", type=int, default=1,
+                       help="separation-line pixels have another nucleus this close (default: %(default)s)")
+    classical_options(group)
+    group = p.add_argument_group("network")
+    unet = architecture_options("unet")
+    group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
+    group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
+    group = p.add_argument_group("optimisation")
+    group.add_argument("--iterations", type=int, default=3000, help="(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
+    group.add_argument("--crop-size", type=int, default=256, help="crops, and tiles at prediction (default: %(default)s)")
+    group.add_argument("--optimizer", choices=("sgd", "adam"), default="adam", help="(default: %(default)s)")
+    group.add_argument("--learning-rate", type=float, default=1e-3, help="(default: %(default)s)")
+    group.add_argument("--weight-decay", type=float, default=1e-4, help="(default: %(default)s)")
+    group.add_argument("--lr-schedule", choices=("constant", "poly"), default="poly", help="(default: %(default)s)")
+    group.add_argument("--dice-weights", type=float, nargs=3, default=(0.2, 0.4, 0.4), metavar=("BG", "N", "SL"),
+                       help="log-Dice weights (default: 0.2 0.4 0.4)")
+    group.add_argument("--no-augment", dest="augment", action="store_false", help="no flips and rotations")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    _add_precision_option(group, "auto")
+    group = p.add_argument_group("checkpoints")
+    group.add_argument("--checkpoint-every", type=int, default=250,
+                       help="iterations between checkpoints and validation (default: %(default)s)")
+    group.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    _add_data_options(p, classes=False)
+    _add_output_options(p)
+
+    def instance_options(parser) -> None:
+        group = parser.add_argument_group("instances")
+        group.add_argument("--remove-border", action="store_true", help="drop nuclei touching the image edge")
+        group.add_argument("--min-area", type=int, default=0, help="drop nuclei smaller than this (pixels)")
+
+    p = steps.add_parser("predict", help="segment nuclei with a trained model",
+                         description="Write <name>_labels.tif (0 background, 1..n nuclei), <name>_objects.csv, "
+                                     "overlays and nuclei.csv.")
+    p.add_argument("model", help="model folder written by `cellmixer nuclei train`")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    instance_options(p)
+    _add_data_options(p, classes=False)
+    group = p.add_argument_group("sliding window")
+    group.add_argument("--overlap", type=float, default=0.25, help="(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
+    _add_precision_option(group, "fp32")
+    group.add_argument("--augment", action="store_true", help="average over the 8 flips and rotations (8x slower)")
+    _add_output_options(p)
+    p.add_argument("--classes", action="store_true", help="also write <name>_classes.tif (3-class map)")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
+
+    p = steps.add_parser("evaluate", help="score nucleus label images against ground truth",
+                         description="Object-wise Jaccard, F1 and AP at IoU thresholds, splits and merges, pixel Dice.")
+    p.add_argument("predictions", help="folder written by `cellmixer nuclei predict` or `label`")
+    p.add_argument("--truth", required=True, help="folder of ground-truth label images")
+    p.add_argument("--truth-suffix", default="", help="truth of a is a<suffix>.tif (default: none)")
+    p.add_argument("--keep-border", dest="exclude_border", action="store_false",
+                   help="score nuclei touching the image edge too (default: removed from both, as the paper)")
+    _add_output_options(p, output_required=False, default="nuclei_evaluation")
+
+
+def _run_nuclei(args, progress: bool) -> None:
+    if args.step == "label":
+        from ..pseudolabels import label_nuclei
+
+        rows = label_nuclei(args.inputs, args.output, method=args.method, pattern=args.pattern, channel=args.channel,
+                            diameter_range=tuple(args.diameter), overlays=args.overlays, overwrite=args.overwrite,
+                            progress=progress)
+        print(f"labelled {len(rows)} images ({sum(r['objects'] for r in rows)} nuclei) -> {args.output}")
+    elif args.step == "train":
+        from ..training import train_nuclei
+
+        model = train_nuclei(
+            args.images, args.output, validation=args.validation, labels=args.labels, label_dir=args.label_dir,
+            label_suffix=args.label_suffix, pattern=args.pattern, channel=args.channel,
+            diameter_range=tuple(args.diameter), model_options={"width": args.width, "depth": args.depth},
+            iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
+            optimizer=args.optimizer, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+            lr_schedule=args.lr_schedule, dice_weights=tuple(args.dice_weights), line_radius=args.line_radius,
+            validation_fraction=args.validation_fraction, augment=args.augment, precision=args.precision,
+            seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads, resume=args.resume,
+            overwrite=args.overwrite, progress=progress)
+        info = model.config["training"]
+        print(f"trained nucleus model on {info['labels']} labels ({info['iterations']} iterations; kept iteration "
+              f"{info['selected_iteration']}, validation loss {info['validation_loss']:.4f}) -> {args.output}")
+    elif args.step == "predict":
+        from ..inference import predict_nuclei
+
+        rows = predict_nuclei(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
+                              overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
+                              augment=args.augment, remove_border=args.remove_border, min_area=args.min_area,
+                              classes=args.classes, overlays=args.overlays, overwrite=args.overwrite,
+                              progress=progress)
+        print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} nuclei) -> {args.output}")
+    elif args.step == "evaluate":
+        from ..metrics import evaluate_nuclei
+
+        result = evaluate_nuclei(args.predictions, args.truth, truth_suffix=args.truth_suffix,
+                                 exclude_border=args.exclude_border, output=args.output, overwrite=args.overwrite)
+        print(result["table"])
+        print(f"\nscores -> {args.output}/nuclei_evaluation.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellmixer",
@@ -189,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(p, output_required=False, default="evaluation")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the per-image PNGs")
 
+    _add_nuclei_parser(sub)
+
     p = sub.add_parser("demo", help="run everything on generated cultures (a few minutes, no download)",
                        description="Generate three cell types, train baseline and CellMixer, compare them.")
     p.add_argument("--iterations", type=int, default=600, help="per model (default: %(default)s)")
@@ -250,6 +389,8 @@ def run(args) -> int:
                           overwrite=args.overwrite, progress=progress)
         print(result["table"])
         print(f"\nscores -> {args.output}/evaluation.json")
+    elif args.command == "nuclei":
+        _run_nuclei(args, progress)
     elif args.command == "demo":
         from ..demo import demo
         from ..demo._run import print_demo_report
@@ -258,6 +399,10 @@ def run(args) -> int:
                        progress=progress)
         print_demo_report(summary, args.output)
     return 0
+
+
+def _command_name(args) -> str:
+    return f"{args.command} {args.step}" if getattr(args, "step", None) else args.command
 
 
 def main(argv=None) -> int:
@@ -272,16 +417,16 @@ def main(argv=None) -> int:
         print(f"cellmixer: {exc}", file=sys.stderr)
         return 130
     except CellmixerError as exc:
-        print(f"cellmixer {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cellmixer {_command_name(args)}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cellmixer: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        print(f"cellmixer {args.command}: error: out of memory; use a smaller --tile-size, --batch-size or "
+        print(f"cellmixer {_command_name(args)}: error: out of memory; use a smaller --tile-size, --batch-size or "
               "--crop-size.", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission denied, ... while writing or reading
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"cellmixer {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"cellmixer {_command_name(args)}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2

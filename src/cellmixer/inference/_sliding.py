@@ -9,6 +9,11 @@ from .._progress import progress_bar
 from ..models._precision import autocast
 
 
+def tile_statistics(tile: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of a tile (the standard deviation at least 1e-6)."""
+    return float(tile.mean()), max(float(tile.std()), 1e-6)
+
+
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     """Start offsets of tiles of size ``tile`` covering ``length`` with at most ``stride`` between them.
 
@@ -54,9 +59,17 @@ def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: boo
         return (total / 8).numpy()
 
 
-def _read_tile(image, y: int, x: int, height: int, width: int, offset: float, scale: float) -> np.ndarray:
-    """A normalized tile; where it reaches past the image's bottom or right edge, mirrored image rows/columns."""
-    tile = (np.asarray(image[y:y + height, x:x + width], dtype=np.float32) - np.float32(offset)) / np.float32(scale)
+def _read_tile(image, y: int, x: int, height: int, width: int, offset: float | None,
+               scale: float | None) -> np.ndarray:
+    """A normalized tile; where it reaches past the image's bottom or right edge, mirrored image rows/columns.
+
+    ``offset=None`` normalizes the tile by its own mean and standard deviation (of its image
+    pixels), as models trained on per-tile normalized crops expect.
+    """
+    tile = np.asarray(image[y:y + height, x:x + width], dtype=np.float32)
+    if offset is None:
+        offset, scale = tile_statistics(tile)
+    tile = (tile - np.float32(offset)) / np.float32(scale)
     pad_h, pad_w = height - tile.shape[0], width - tile.shape[1]
     if pad_h or pad_w:
         mode = "reflect" if pad_h < tile.shape[0] and pad_w < tile.shape[1] else "symmetric"
@@ -64,7 +77,7 @@ def _read_tile(image, y: int, x: int, height: int, width: int, offset: float, sc
     return tile
 
 
-def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: float, num_classes: int,
+def predict_probabilities(network, image: np.ndarray, *, offset: float | None, scale: float | None, num_classes: int,
                           tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
                           probabilities=None, precision: str = "fp32", augment: bool = False,
                           progress: bool = False) -> np.ndarray:
@@ -81,7 +94,8 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float, scale: f
         Maps (B, 1, h, w) inputs to (B, num_classes, h, w) logits; in eval mode.
     image : (H, W) array
         Raw image (may be memory-mapped); each tile is normalized on the fly as
-        ``(tile - offset) / scale``.
+        ``(tile - offset) / scale``, or by its own mean and standard deviation when ``offset`` is
+        None.
     tile_size : int or None
         Side of the square tiles (rounded down to the grid); ``None`` predicts the whole image
         in one pass.

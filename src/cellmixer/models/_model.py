@@ -176,6 +176,8 @@ class SegmentationModel:
             Any size and numeric type.
         tile_size : int or None
             Sliding-window tile side; ``None`` predicts in one pass (needs memory for the whole image).
+            Models trained on per-tile normalized crops (``normalization`` method ``'tile'``, e.g.
+            nucleus models) always use the tile size they were trained at.
         overlap : float
             Fraction of each tile shared with its neighbours; overlapping predictions are blended.
         batch_size : int
@@ -202,6 +204,8 @@ class SegmentationModel:
 
         image = np.asarray(image)
         offset, scale = self.input_statistics(image)
+        if self.config["normalization"].get("method") == "tile":
+            tile_size = self.config["normalization"]["tile_size"]
         probs = np.empty((self.num_classes, *image.shape), np.float32) if probabilities is True else (
             probabilities if probabilities is not False and probabilities is not None else None)
         options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tile_size=tile_size,

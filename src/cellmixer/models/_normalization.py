@@ -29,13 +29,14 @@ def _foreground_of_large_image(image: np.ndarray, params: ForegroundParams) -> t
     return mask, image[:h:f, :w:f].astype(np.float32)
 
 
-def input_statistics(image: np.ndarray, normalization: dict) -> tuple[float, float]:
+def input_statistics(image: np.ndarray, normalization: dict) -> tuple[float | None, float | None]:
     """Offset and scale such that ``(image - offset) / scale`` is the network input.
 
     ``normalization`` is the model's setting: ``{"method": "background", "foreground": {...}}``
     (mean and standard deviation of the background found by the unsupervised foreground
     extraction, as CellMixer normalizes its mixtures) or ``{"method": "percentile", "low": 1,
-    "high": 99.8}``.
+    "high": 99.8}`` or ``{"method": "tile", "tile_size": 256}`` (each network input tile by its own
+    mean and standard deviation: returns ``(None, None)``).
     """
     method = normalization.get("method", "background")
     if method == "background":
@@ -50,4 +51,6 @@ def input_statistics(image: np.ndarray, normalization: dict) -> tuple[float, flo
         step = max(1, int(math.sqrt(image.size / 1_000_000)))
         lo, hi = np.percentile(image[::step, ::step], [normalization.get("low", 1.0), normalization.get("high", 99.8)])
         return float(lo), float(max(hi - lo, 1e-6))
+    if method == "tile":
+        return None, None
     raise ValueError(f"unknown normalization method {method!r}")

@@ -556,3 +556,45 @@ def consensus_labels(label_images, *, reference: int = 0) -> tuple[np.ndarray, n
     ignore = disagree[clusters]
     labels = np.where(ignore, 0, images[reference]).astype(np.int64)
     return _relabel(labels), ignore
+
+
+# Method names of the command line: "<declump>/<dividing lines>", or the consensus of the paper's
+# three best configurations.
+CLASSICAL_METHODS = tuple(f"{d}/{w}" for d, w in CLASSICAL_CONFIGURATIONS) + ("consensus",)
+
+
+def classical_labels(image, *, method: str = "shape/intensity", **options) -> tuple[np.ndarray, np.ndarray]:
+    """Nucleus labels of one image by a named classical configuration, with the pixels to ignore.
+
+    Parameters
+    ----------
+    image : (H, W) array
+    method : str
+        One of :data:`CLASSICAL_METHODS`: ``"<declump>/<dividing lines>"`` for
+        :func:`identify_primary_objects`, or ``"consensus"``: the three best configurations
+        combined by :func:`consensus_labels` (clusters where they disagree are ignored).
+    **options
+        Further options of :func:`identify_primary_objects` (e.g. ``diameter_range``).
+
+    Returns
+    -------
+    labels : (H, W) int32 ndarray
+    ignore : (H, W) bool ndarray
+        All False except for the consensus.
+
+    Examples
+    --------
+    >>> image = np.zeros((40, 40)); image[10:22, 10:22] = 1.0
+    >>> labels, ignore = classical_labels(image, method="consensus")
+    >>> int(labels.max()), bool(ignore.any())
+    (1, False)
+    """
+    if method not in CLASSICAL_METHODS:
+        raise CellmixerError(f"--method {method}: unknown; choose one of {', '.join(CLASSICAL_METHODS)}.")
+    if method == "consensus":
+        runs = [identify_primary_objects(image, declump=d, dividing_lines=w, **options)
+                for d, w in CLASSICAL_CONFIGURATIONS[:3]]
+        return consensus_labels(runs)
+    declump, lines = method.split("/")
+    labels = identify_primary_objects(image, declump=declump, dividing_lines=lines, **options)
+    return labels.astype(np.int32, copy=False), np.zeros(labels.shape, bool)

@@ -19,7 +19,9 @@ def moving_average(values, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-def plot_training_curve(path: Path, iterations, losses, *, title: str = "", overwrite: bool = True) -> Path:
+def plot_training_curve(path: Path, iterations, losses, *, validation=None, ylabel: str = "Tversky loss",
+                        title: str = "", overwrite: bool = True) -> Path:
+    """Loss per iteration, its moving average and, if given, ``validation = (iterations, losses)``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,8 +30,10 @@ def plot_training_curve(path: Path, iterations, losses, *, title: str = "", over
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(iterations, losses, color="0.75", lw=0.8, label="loss per iteration")
     ax.plot(iterations, moving_average(losses, max(1, len(losses) // 25)), color="C0", lw=2, label="moving average")
+    if validation is not None and len(validation[0]):
+        ax.plot(*validation, "o-", color="C3", lw=1.5, ms=3, label="validation loss")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("Tversky loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", frameon=False)

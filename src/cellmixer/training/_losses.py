@@ -39,3 +39,37 @@ def tversky_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0
     fn = ((1 - probs) * onehot * weight).sum(dims)
     index = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
     return (1 - index).mean()
+
+
+def log_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, weights=(0.2, 0.4, 0.4),
+                  ignore_index: int | None = 255, smooth: float = 1.0) -> torch.Tensor:
+    """Class-weighted log-Dice loss of Matuszewski & Ranefall (2021), equations 1-2.
+
+    ``-(sum_c w_c log d_c)`` with ``d_c = (2 sum(y p) + 1) / (sum(y) + sum(p) + 1)`` over the
+    whole batch, from the softmax ``p`` and the one-hot target ``y`` of class ``c``. The paper's
+    weights for background, nucleus and separation line are 0.2, 0.4, 0.4: the thin separation
+    lines weigh as much as the nuclei. Pixels whose target is ``ignore_index`` count for nothing.
+
+    Examples
+    --------
+    >>> import torch
+    >>> target = torch.tensor([[[0, 1], [1, 2]]])
+    >>> perfect = 30 * torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    >>> float(log_dice_loss(perfect, target)) < 1e-6
+    True
+    >>> wrong = -perfect    # each pixel split between the two wrong classes: d = 1/3.5, 1/4, 1/3.5
+    >>> round(float(log_dice_loss(wrong, target)), 4)
+    1.3062
+    """
+    num_classes = logits.shape[1]
+    weights = torch.as_tensor(weights, dtype=torch.float32)
+    if weights.numel() != num_classes:
+        raise ValueError(f"{weights.numel()} class weights for {num_classes} classes")
+    probs = torch.softmax(logits.float(), dim=1)
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, 0).long(), num_classes).permute(0, 3, 1, 2).float()
+    weight = valid.unsqueeze(1).float()
+    dims = (0, 2, 3)
+    dice = (2 * (probs * onehot * weight).sum(dims) + smooth) / (
+        (onehot * weight).sum(dims) + (probs * weight).sum(dims) + smooth)
+    return -(weights * torch.log(dice)).sum()

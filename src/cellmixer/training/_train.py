@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -15,95 +11,39 @@ import numpy as np
 import torch
 
 from .._errors import CellmixerError
-from .._progress import progress_bar
 from ..io import ImageDataset, discover_dataset, prepare_output_dir, write_csv
-from ..models import CONFIG_FILE, WEIGHTS_FILE, SegmentationModel, autocast, resolve_precision
+from ..models import CONFIG_FILE, WEIGHTS_FILE, SegmentationModel, resolve_precision
 from ..pseudolabels import ForegroundParams
 from ._augment import AugmentParams
-from ._checkpoint import read_checkpoint_meta, restore_checkpoint, save_checkpoint
+from ._checkpoint import read_checkpoint_meta
 from ._curve import plot_training_curve
 from ._data import CropSampler, load_pseudolabelled
 from ._losses import tversky_loss
+from ._loop import Optimization, OptimizationSettings, TrainingInterrupted  # noqa: F401  (re-exported)
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "training_log.csv"
 CURVE_FILE = "training_curve.png"
 
 
-class TrainingInterrupted(CellmixerError):
-    """Training stopped by the user; a checkpoint was written."""
-
-
-class _StopRequest:
-    requested = False
-
-
-@contextlib.contextmanager
-def _stop_on_interrupt():
-    """The first Ctrl-C lets the current iteration finish, so the checkpoint written then is exactly
-    the state an uninterrupted run has at that iteration; a second Ctrl-C stops at once."""
-    stop = _StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum, frame):
-        if stop.requested:
-            raise KeyboardInterrupt
-        stop.requested = True
-        print("\nstopping after this iteration and saving a checkpoint (Ctrl-C again to stop at once)",
-              file=sys.stderr)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 @dataclass
-class TrainingConfig:
+class TrainingConfig(OptimizationSettings):
     """Training settings (saved in the model's ``config.json``). Defaults follow the CellMixer paper
     (SGD, learning rate 1e-3, momentum, no weight decay, Tversky loss, lam = 0.5) at CPU-sized
     iterations, batch and crop."""
 
     mode: str = "cellmixer"
-    iterations: int = 2000
-    batch_size: int = 8
-    crop_size: int = 256
-    optimizer: str = "sgd"
-    learning_rate: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
     lam: float = 0.5
     mix_probability: float = 1.0
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
     boundary_ignore: int = 0
-    augment: bool = True
-    precision: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 250
 
     def validate(self) -> None:
-        def bad(option, value, need):
-            raise CellmixerError(f"--{option.replace('_', '-')} {value}: {need}.")
-
+        bad = self.bad
         if self.mode not in ("cellmixer", "baseline"):
             bad("mode", self.mode, "choose 'cellmixer' (artificial mixtures) or 'baseline' (homogeneous crops)")
-        for name in ("iterations", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                bad(name, getattr(self, name), "must be at least 1")
-        if self.crop_size < 16:
-            bad("crop_size", self.crop_size, "must be at least 16 pixels")
-        if self.optimizer not in ("sgd", "adam"):
-            bad("optimizer", self.optimizer, "choose 'sgd' or 'adam'")
-        if self.lr_schedule not in ("constant", "poly"):
-            bad("lr_schedule", self.lr_schedule, "choose 'constant' or 'poly'")
-        if not self.learning_rate > 0:
-            bad("learning_rate", self.learning_rate, "must be positive")
+        super().validate()
         if not 0 < self.lam < 1:
             bad("lam", self.lam, "must be between 0 and 1 (0.5 blends both cultures equally)")
         if not 0 <= self.mix_probability <= 1:
@@ -112,18 +52,6 @@ class TrainingConfig:
             bad("boundary_ignore", self.boundary_ignore, "must be 0 (off) or a width in pixels")
         if self.tversky_alpha < 0 or self.tversky_beta < 0 or self.tversky_alpha + self.tversky_beta <= 0:
             bad("tversky_alpha", self.tversky_alpha, "alpha and beta must be >= 0 and not both 0")
-
-    def learning_rate_at(self, iteration: int) -> float:
-        if self.lr_schedule == "poly":
-            return self.learning_rate * (1 - iteration / self.iterations) ** 0.9
-        return self.learning_rate
-
-
-def _make_optimizer(config: TrainingConfig, parameters):
-    if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
-                           weight_decay=config.weight_decay)
 
 
 def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
@@ -251,51 +179,16 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     segmentation_model = SegmentationModel.new(
         dataset.classes, architecture=model, channel=channel, input_scale=scale, seed=config.seed,
         normalization={"method": "background", "foreground": foreground.to_dict()}, **(model_options or {}))
-    network = segmentation_model.network
-    opt = _make_optimizer(config, network.parameters())
-    rng = np.random.default_rng(config.seed)
-    history: list[dict] = []
-    first = 0
-    if meta is not None:
-        restore_checkpoint(checkpoint_dir, meta, network=network, optimizer=opt, rng=rng)
-        history, first = meta["history"], meta["iteration"]
-
     checkpoint_meta = {key: segmentation_model.config[key]
                        for key in ("classes", "architecture", "normalization", "channel", "input_scale")}
-
-    def checkpoint(iteration: int) -> None:
-        save_checkpoint(checkpoint_dir, network=network, optimizer=opt, rng=rng, iteration=iteration,
-                        history=history, meta={**checkpoint_meta, "training": asdict(config)})
-
-    network.train()
-    bar = progress_bar(total=config.iterations, initial=first, desc=f"training ({config.mode})", unit="it",
-                       enabled=progress)
-    with _stop_on_interrupt() as stop:
-        for iteration in range(first, config.iterations):
-            lr = config.learning_rate_at(iteration)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            images_np, labels_np = sampler.batch(rng, config.batch_size)
-            x = torch.from_numpy(images_np).contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(labels_np)
-            with autocast(config.precision):
-                logits = network(x)
-            loss = tversky_loss(logits, y, alpha=config.tversky_alpha, beta=config.tversky_beta)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append({"iteration": iteration + 1, "loss": round(loss.item(), 6), "learning_rate": lr,
-                            "elapsed_s": round(time.perf_counter() - start_time, 2)})
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.4f}")
-            if (iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations or stop.requested:
-                checkpoint(iteration + 1)
-            if stop.requested:
-                bar.close()
-                raise TrainingInterrupted(f"training stopped at iteration {iteration + 1}; checkpoint saved in "
-                                          f"{checkpoint_dir}, run the same command with --resume to continue.")
-    bar.close()
-    network.eval()
+    run = Optimization(segmentation_model.network, config, checkpoint_dir,
+                       {**checkpoint_meta, "training": asdict(config)})
+    if meta is not None:
+        run.resume(meta)
+    run.run(sampler.batch, lambda logits, y: tversky_loss(logits, y, alpha=config.tversky_alpha,
+                                                          beta=config.tversky_beta),
+            desc=f"training ({config.mode})", progress=progress, start_time=start_time)
+    history = run.history
 
     counts = {name: int(sum(1 for k in dataset.labels if k == i + 1)) for i, name in enumerate(dataset.classes)}
     segmentation_model.config["training"] = {
