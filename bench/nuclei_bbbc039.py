@@ -1,6 +1,6 @@
 """Nuclei without annotation on BBBC039: classical labels -> 3-class U-Net -> instances.
 
-    python bench/nuclei_bbbc039.py [--data ../shared/data/bbbc039] [--iterations 2000]
+    python bench/nuclei_bbbc039.py [--data ../shared/data/bbbc039] [--iterations 2400]
 
 The rows of Matuszewski & Ranefall's Tables 1 and 2 on the official split (metadata/{training,
 validation,test}.txt: 100/50/50 images):
@@ -71,12 +71,15 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "bbbc039")
     parser.add_argument("--output", type=Path, default=RESULTS / "nuclei_bbbc039")
     parser.add_argument("--json", type=Path, default=RESULTS / "nuclei_bbbc039.json")
-    parser.add_argument("--iterations", type=int, default=2000, help="per U-Net (default: %(default)s)")
+    parser.add_argument("--iterations", type=int, default=2400, help="per U-Net (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--line-radius", type=int, default=1)
+    parser.add_argument("--min-solidity", type=float, default=0.0,
+                        help="leave classical objects less convex than this out of the loss (0: the paper's setting)")
     parser.add_argument("--unet", nargs="*", default=list(UNET_ROWS), choices=list(UNET_ROWS),
                         help="U-Net rows to train: label sources (files = ground truth)")
     parser.add_argument("--augment", action="store_true", help="test-time augmentation for the U-Nets")
@@ -113,6 +116,7 @@ def main(argv=None) -> int:
                              validation=split(args.data, "validation"), labels=source, iterations=args.iterations,
                              batch_size=args.batch_size, crop_size=args.crop_size, learning_rate=args.learning_rate,
                              model_options={"width": args.width}, checkpoint_every=args.checkpoint_every,
+                             line_radius=args.line_radius, min_solidity=args.min_solidity,
                              seed=args.seed, overwrite=True, **extra)
         train_s = t()
         rows, seconds = [], []

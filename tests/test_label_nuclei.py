@@ -13,19 +13,13 @@ from PIL import Image
 
 from cellmixer import CellmixerError
 from cellmixer.pseudolabels import CLASSICAL_METHODS, label_nuclei
+from .test_classical import nuclei as classical_test_image
 
 DISCS = [(20, 20, 8), (20, 60, 7), (55, 25, 9), (55, 41, 9), (60, 75, 8)]   # one touching pair
 
 
-def nuclei(shape=(80, 100), discs=DISCS, *, seed=0, peak=20000, noise=150) -> np.ndarray:
-    """uint16 image of bright discs (cy, cx, radius) on a dim noisy background."""
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    img = np.zeros(shape)
-    for cy, cx, r in discs:
-        d2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / r ** 2
-        img = np.maximum(img, np.where(d2 <= 1, 1.0 - 0.5 * d2, 0))
-    rng = np.random.default_rng(seed)
-    return (1000 + peak * img + rng.normal(0, noise, shape)).clip(0, 65535).astype(np.uint16)
+def nuclei(shape=(80, 100), discs=DISCS, **kwargs) -> np.ndarray:
+    return classical_test_image(shape, discs, **kwargs)
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict]]:

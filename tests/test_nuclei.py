@@ -142,6 +142,17 @@ def test_targets_from_label_files_and_missing_files(nuclei_dir, tmp_path):
         nucleus_targets([nuclei_dir / "images" / "n0.tif"], labels="files", label_dir=tmp_path, progress=False)
 
 
+def test_irregular_classical_objects_are_left_out_of_the_loss(nuclei_dir):
+    path = [nuclei_dir / "images" / "n0.tif"]
+    options = dict(classical_options={"diameter_range": (8, 30)}, progress=False)
+    plain = nucleus_targets(path, **options)[0].target
+    strict = nucleus_targets(path, min_solidity=0.97, **options)[0].target
+    assert not (plain == IGNORE).any()
+    ignored = strict == IGNORE
+    assert ignored.any() and (plain[ignored] > 0).all()          # whole objects, never background
+    assert np.array_equal(strict[~ignored], plain[~ignored])
+
+
 # ----------------------------------------------------------------------------- training
 def test_training_writes_a_nucleus_model_selected_on_validation(nucleus_model):
     model, folder = nucleus_model

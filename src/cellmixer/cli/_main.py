@@ -123,6 +123,9 @@ def _add_nuclei_parser(sub) -> None:
     group.add_argument("--validation-fraction", type=float, default=0.2, help="(default: %(default)s)")
     group.add_argument("--line-radius", type=int, default=1,
                        help="separation-line pixels have another nucleus this close (default: %(default)s)")
+    group.add_argument("--min-solidity", type=float, default=0.0,
+                       help="leave classical objects less convex than this out of the loss, e.g. 0.9 (mostly "
+                            "unsplit clumps; default: %(default)s keeps all)")
     classical_options(group)
     group = p.add_argument_group("network")
     unet = architecture_options("unet")
@@ -198,6 +201,7 @@ def _run_nuclei(args, progress: bool) -> None:
             iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
             optimizer=args.optimizer, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
             lr_schedule=args.lr_schedule, dice_weights=tuple(args.dice_weights), line_radius=args.line_radius,
+            min_solidity=args.min_solidity,
             validation_fraction=args.validation_fraction, augment=args.augment, precision=args.precision,
             seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads, resume=args.resume,
             overwrite=args.overwrite, progress=progress)

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._errors import CellmixerError
+from ..pseudolabels._classical import relabel_consecutive
 
 BACKGROUND, NUCLEUS, SEPARATION = 0, 1, 2
 
@@ -48,15 +49,6 @@ def _check_classes(classes) -> np.ndarray:
             raise CellmixerError(f"classes: found value {bad.flat[0]}; a class map holds only 0 (background), "
                                  "1 (nucleus) and 2 (separation line) (set ignored pixels to 0 first).")
     return classes
-
-
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    """Number the objects 1..n in order of their old labels; int32."""
-    present = np.bincount(labels.ravel()) > 0
-    present[0] = False
-    lut = np.zeros(len(present), np.int32)
-    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-    return lut[labels]
 
 
 def instances_from_classes(classes, *, remove_border: bool = False, min_area: int = 0) -> np.ndarray:
@@ -133,4 +125,4 @@ def instances_from_classes(classes, *, remove_border: bool = False, min_area: in
         small = areas < min_area
         small[0] = False
         labels = np.where(small[labels], 0, labels)
-    return _relabel(labels)
+    return relabel_consecutive(labels)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .._errors import CellmixerError
+from ._read import decode
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -108,14 +108,7 @@ def read_labels(path, *, connectivity: int = 2) -> np.ndarray:
         raise CellmixerError(f"{path}: no such label image; check the path.")
     if path.suffix.lower() in (".jpg", ".jpeg"):
         raise CellmixerError(f"{path}: JPEG compression changes label values; save label images as PNG or TIFF.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            raw = _read_raw_labels(path)
-    except Exception as exc:  # any decoder failure is a bad file for the user
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CellmixerError(f"{path}: cannot read this label image ({reason}); is the file complete and a "
-                             "TIFF or PNG?") from None
+    raw = decode(path, _read_raw_labels, "label image", "TIFF or PNG")
     raw = np.squeeze(np.asarray(raw))
     if raw.ndim == 3 and raw.shape[-1] not in (2, 3, 4) and raw.shape[0] in (3, 4):
         raw = np.moveaxis(raw, 0, -1)  # planar RGB(A) TIFF

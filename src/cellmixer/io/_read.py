@@ -28,6 +28,18 @@ def _read_raw(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
+def decode(path: Path, reader, what: str, formats: str):
+    """``reader(path)``, with any decoder failure turned into a one-line error naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return reader(path)
+    except Exception as exc:  # any decoder failure is a bad file for the user
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CellmixerError(f"{path}: cannot read this {what} ({reason}); is the file complete and a "
+                             f"{formats}?") from None
+
+
 def _channel_axis(shape: tuple[int, ...]) -> int | None:
     """Guess where the channels are in a 3-D array: last (H, W, C) or first (C, H, W)."""
     if len(shape) == 2:
@@ -74,15 +86,7 @@ def read_image(path, *, channel: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise CellmixerError(f"{path}: no such image file; check the path.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            raw = _read_raw(path)
-    except Exception as exc:  # any decoder failure is a bad file for the user
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CellmixerError(
-            f"{path}: cannot read this image ({reason}); is the file complete and a TIFF, PNG or JPEG?"
-        ) from None
+    raw = decode(path, _read_raw, "image", "TIFF, PNG or JPEG")
     raw = np.squeeze(np.asarray(raw))
     if raw.ndim == 3:
         axis = _channel_axis(raw.shape)

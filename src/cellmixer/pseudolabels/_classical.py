@@ -479,10 +479,10 @@ def identify_primary_objects(image, *, diameter_range=(10, 50), declump: str = "
         labels = np.where(bad[labels], 0, labels)
     if fill_holes != "never":
         labels = _fill_label_holes(labels)
-    return _relabel(labels)
+    return relabel_consecutive(labels)
 
 
-def _relabel(labels: np.ndarray) -> np.ndarray:
+def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
     """Number the objects 1..n in order of their old labels; int32."""
     present = np.bincount(labels.ravel()) > 0
     present[0] = False
@@ -555,7 +555,7 @@ def consensus_labels(label_images, *, reference: int = 0) -> tuple[np.ndarray, n
     disagree[0] = False
     ignore = disagree[clusters]
     labels = np.where(ignore, 0, images[reference]).astype(np.int64)
-    return _relabel(labels), ignore
+    return relabel_consecutive(labels), ignore
 
 
 # Method names of the command line: "<declump>/<dividing lines>", or the consensus of the paper's

@@ -3,11 +3,11 @@ classical labels (3 classes, log-Dice loss, validation-selected weights)."""
 
 from ._augment import AugmentParams, augment
 from ._data import CropSampler, PseudoLabelledImage, load_pseudolabelled, pseudolabel_image
-from ._loop import Optimization, OptimizationSettings
+from ._loop import Optimization, OptimizationSettings, TrainingInterrupted
 from ._losses import log_dice_loss, tversky_loss
 from ._nuclei import (NUCLEUS_CLASSES, LabelledNuclei, NucleiSampler, NucleiTrainingConfig, nucleus_targets,
                       train_nuclei, validation_tiles)
-from ._train import TrainingConfig, TrainingInterrupted, train
+from ._train import TrainingConfig, train
 
 __all__ = ["NUCLEUS_CLASSES", "AugmentParams", "CropSampler", "LabelledNuclei", "NucleiSampler", "NucleiTrainingConfig",
            "Optimization", "OptimizationSettings", "PseudoLabelledImage", "TrainingConfig", "TrainingInterrupted",

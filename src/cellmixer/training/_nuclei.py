@@ -44,6 +44,7 @@ class NucleiTrainingConfig(OptimizationSettings):
     labels: str = "shape/intensity"
     dice_weights: tuple = (0.2, 0.4, 0.4)
     line_radius: int = 1
+    min_solidity: float = 0.0
     validation_fraction: float = 0.2
     classical_options: dict = field(default_factory=dict)
 
@@ -56,6 +57,9 @@ class NucleiTrainingConfig(OptimizationSettings):
                      "separation line), not all 0")
         if self.line_radius < 1:
             self.bad("line_radius", self.line_radius, "must be at least 1")
+        if not 0 <= self.min_solidity < 1:
+            self.bad("min_solidity", self.min_solidity, "must be in [0, 1): 0 keeps every object, 0.9 ignores "
+                     "objects less convex than 90 %")
         if not 0 < self.validation_fraction < 1:
             self.bad("validation_fraction", self.validation_fraction, "must be between 0 and 1")
 
@@ -70,7 +74,8 @@ class LabelledNuclei:
 
 
 def nucleus_targets(paths, *, labels: str = "shape/intensity", label_dir=None, label_suffix: str = "_labels",
-                    channel: int | None = None, line_radius: int = 1, classical_options: dict | None = None,
+                    channel: int | None = None, line_radius: int = 1, min_solidity: float = 0.0,
+                    classical_options: dict | None = None,
                     progress: bool = True, desc: str = "labelling") -> list[LabelledNuclei]:
     """Read each image and make its training target, from a classical method or from label files.
 
@@ -84,6 +89,9 @@ def nucleus_targets(paths, *, labels: str = "shape/intensity", label_dir=None, l
         ``<image stem><label_suffix>.<ext>`` or ``<image stem>.<ext>``.
     line_radius : int
         Width of the separation lines (see :func:`cellmixer.pseudolabels.three_class_targets`).
+    min_solidity : float
+        Classical objects less convex than this (area / convex hull area) are left out of the
+        loss: they are mostly clumps the pipeline did not split (0 keeps every object).
     """
     paths = list(paths)
     label_paths = {}
@@ -108,9 +116,25 @@ def nucleus_targets(paths, *, labels: str = "shape/intensity", label_dir=None, l
             ignore = None
         else:
             instance, ignore = classical_labels(image, method=labels, **(classical_options or {}))
+        if min_solidity > 0 and labels != LABEL_FILES:
+            ignore = ignore | irregular_objects(instance, min_solidity)
         target = three_class_targets(instance, ignore=ignore, line_radius=line_radius)
         items.append(LabelledNuclei(image.astype(np.float32, copy=False), target, Path(path)))
     return items
+
+
+def irregular_objects(labels: np.ndarray, min_solidity: float) -> np.ndarray:
+    """Pixels of the objects whose solidity (area / area of the convex hull) is below ``min_solidity``.
+
+    >>> labels = np.zeros((20, 20), int); labels[2:8, 2:8] = 1                  # a square nucleus
+    >>> labels[10:18, 2:4] = 2; labels[16:18, 2:18] = 2                           # an L-shaped clump
+    >>> [int(v) for v in np.unique(labels[irregular_objects(labels, 0.9)])]
+    [2]
+    """
+    from skimage.measure import regionprops
+
+    irregular = [r.label for r in regionprops(labels) if r.solidity < min_solidity]
+    return np.isin(labels, irregular)
 
 
 def _normalize(tile: np.ndarray) -> np.ndarray:
@@ -208,6 +232,7 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
                  iterations: int = 3000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "adam",
                  learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 1e-4,
                  lr_schedule: str = "poly", dice_weights=(0.2, 0.4, 0.4), line_radius: int = 1,
+                 min_solidity: float = 0.0,
                  validation_fraction: float = 0.2, augment: bool = True, precision: str = "auto", seed: int = 0,
                  checkpoint_every: int = 250, threads: int | None = None, resume: bool = False,
                  overwrite: bool = False, progress: bool = True) -> SegmentationModel:
@@ -247,6 +272,9 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
         Weights of background, nucleus and separation line in the log-Dice loss.
     line_radius : int
         Separation lines are pixels with another object within this distance (3x3 square for 1).
+    min_solidity : float
+        Leave classical objects less convex than this out of the loss (mostly unsplit clumps);
+        0 keeps every object. Not applied to label files.
     validation_fraction : float
         Share of ``images`` held out for validation when ``validation`` is not given.
     augment : bool
@@ -271,7 +299,8 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
         learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, lr_schedule=lr_schedule,
         augment=augment, precision=resolve_precision(precision), seed=seed, checkpoint_every=checkpoint_every,
         labels=labels,
-        dice_weights=tuple(dice_weights), line_radius=line_radius, validation_fraction=validation_fraction,
+        dice_weights=tuple(dice_weights), line_radius=line_radius, min_solidity=min_solidity,
+        validation_fraction=validation_fraction,
         classical_options={"diameter_range": list(diameter_range)})
     config.validate()
     out = prepare_output_dir(output)
@@ -305,7 +334,8 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     target_options = dict(labels=config.labels, label_dir=label_dir, label_suffix=label_suffix, channel=channel,
-                          line_radius=config.line_radius, classical_options=config.classical_options,
+                          line_radius=config.line_radius, min_solidity=config.min_solidity,
+                          classical_options=config.classical_options,
                           progress=progress)
     train_items = nucleus_targets(train_paths, **target_options, desc="labelling training images")
     val_items = nucleus_targets(val_paths, **target_options, desc="labelling validation images")

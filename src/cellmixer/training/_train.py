@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from ._checkpoint import read_checkpoint_meta
 from ._curve import plot_training_curve
 from ._data import CropSampler, load_pseudolabelled
 from ._losses import tversky_loss
-from ._loop import Optimization, OptimizationSettings, TrainingInterrupted  # noqa: F401  (re-exported)
+from ._loop import Optimization, OptimizationSettings
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "training_log.csv"
