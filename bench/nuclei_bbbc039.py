@@ -1,6 +1,6 @@
 """Nuclei without annotation on BBBC039: classical labels -> 3-class U-Net -> instances.
 
-    python bench/nuclei_bbbc039.py [--data ../shared/data/bbbc039] [--iterations 2400]
+    python bench/nuclei_bbbc039.py [--data ../shared/data/bbbc039] [--iterations 2000]
 
 The rows of Matuszewski & Ranefall's Tables 1 and 2 on the official split (metadata/{training,
 validation,test}.txt: 100/50/50 images):
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "bbbc039")
     parser.add_argument("--output", type=Path, default=RESULTS / "nuclei_bbbc039")
     parser.add_argument("--json", type=Path, default=RESULTS / "nuclei_bbbc039.json")
-    parser.add_argument("--iterations", type=int, default=2400, help="per U-Net (default: %(default)s)")
+    parser.add_argument("--iterations", type=int, default=2000, help="per U-Net (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=256)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
