@@ -204,6 +204,10 @@ def test_resume_extends_the_run(nuclei_dir, tmp_path):
     with open(tmp_path / "m" / "training_log.csv") as fh:
         assert [int(r["iteration"]) for r in csv.DictReader(fh)] == list(range(1, 11))
     assert model.config["training"]["iterations"] == 10
+    from cellmixer import train
+
+    with pytest.raises(CellmixerError, match="nucleus training.*cellmixer nuclei train"):
+        train(nuclei_dir, tmp_path / "m", resume=True, progress=False)
 
 
 def test_training_refuses_bad_settings(nuclei_dir, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import __version__
 from .._errors import CellmixerError
 from .._progress import progress_bar
 from ..instances import write_instances
@@ -97,6 +98,7 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
     list of dict
         The rows of ``nuclei.csv``.
     """
+    model_source = str(model) if not isinstance(model, SegmentationModel) else None
     model = load_nucleus_model(model)
     if not 0 <= overlap <= 0.9:
         raise CellmixerError(f"--overlap {overlap}: must be between 0 and 0.9.")
@@ -121,7 +123,8 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
                                                            classes=class_map if classes else None,
                                                            overwrite=overwrite)})
     write_csv(out / SUMMARY_FILE, rows, overwrite=overwrite)
-    write_json(out / "nuclei.json", {"model": str(model.config.get("training", {}).get("labels")),
-                                     "overlap": overlap, "precision": precision, "augment": augment,
+    write_json(out / "nuclei.json", {"model": model_source,
+                                     "training_labels": model.config.get("training", {}).get("labels"),
+                                     "cellmixer_version": __version__, "overlap": overlap, "precision": precision, "augment": augment,
                                      "remove_border": remove_border, "min_area": min_area}, overwrite=overwrite)
     return rows

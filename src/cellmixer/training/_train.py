@@ -146,6 +146,9 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     meta = None
     if resume:
         meta = read_checkpoint_meta(checkpoint_dir)
+        if meta.get("task") == "nuclei":
+            raise CellmixerError(f"--resume: {checkpoint_dir} is a nucleus training; use `cellmixer nuclei train "
+                                 "--resume`.")
         stored = meta["training"]
         config = TrainingConfig(**{f.name: stored[f.name] for f in fields(TrainingConfig) if f.name in stored})
         config.iterations = max(config.iterations, iterations)
