@@ -10,6 +10,7 @@ from .. import __version__
 from .._errors import CellmixerError
 from ..models import PRECISIONS, architecture_options
 from ..pseudolabels import THRESHOLD_METHODS, ForegroundParams
+from ..training import NucleiTrainingConfig, TrainingConfig
 
 FOREGROUND_HELP = {
     "sigma_pre": "Gaussian smoothing (pixels) before the Sobel operator",
@@ -85,6 +86,37 @@ def _add_output_options(parser, *, output_required: bool = True, default=None) -
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
+def _add_optimisation_options(parser, config_class, *, augment_help: str, crop_help: str = ""):
+    """The options every training shares, with the defaults of ``config_class``; returns the
+    "optimisation" group for the method's own options."""
+    d = config_class()
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--iterations", type=int, default=d.iterations, help="(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
+    group.add_argument("--crop-size", type=int, default=d.crop_size, help=f"{crop_help} (default: %(default)s)".strip())
+    group.add_argument("--optimizer", choices=("sgd", "adam"), default=d.optimizer, help="(default: %(default)s)")
+    group.add_argument("--learning-rate", type=float, default=d.learning_rate, help="(default: %(default)s)")
+    group.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
+    group.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
+    group.add_argument("--lr-schedule", choices=("constant", "poly"), default=d.lr_schedule,
+                       help="(default: %(default)s)")
+    group.add_argument("--no-augment", dest="augment", action="store_false", help=augment_help)
+    group.add_argument("--seed", type=int, default=d.seed)
+    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    _add_precision_option(group, d.precision)
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                             help="iterations between checkpoints (default: %(default)s)")
+    checkpoints.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    return group
+
+
+def _optimisation_kwargs(args) -> dict:
+    names = ("iterations", "batch_size", "crop_size", "optimizer", "learning_rate", "momentum", "weight_decay",
+             "lr_schedule", "augment", "seed", "threads", "precision", "checkpoint_every", "resume", "overwrite")
+    return {name: getattr(args, name) for name in names}
+
+
 def _add_nuclei_parser(sub) -> None:
     from ..pseudolabels import CLASSICAL_METHODS
 
@@ -131,24 +163,10 @@ def _add_nuclei_parser(sub) -> None:
     unet = architecture_options("unet")
     group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
     group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
-    group = p.add_argument_group("optimisation")
-    group.add_argument("--iterations", type=int, default=3000, help="(default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
-    group.add_argument("--crop-size", type=int, default=256, help="crops, and tiles at prediction (default: %(default)s)")
-    group.add_argument("--optimizer", choices=("sgd", "adam"), default="adam", help="(default: %(default)s)")
-    group.add_argument("--learning-rate", type=float, default=1e-3, help="(default: %(default)s)")
-    group.add_argument("--weight-decay", type=float, default=1e-4, help="(default: %(default)s)")
-    group.add_argument("--lr-schedule", choices=("constant", "poly"), default="poly", help="(default: %(default)s)")
+    group = _add_optimisation_options(p, NucleiTrainingConfig, crop_help="crops, and tiles at prediction",
+                                      augment_help="no flips and rotations")
     group.add_argument("--dice-weights", type=float, nargs=3, default=(0.2, 0.4, 0.4), metavar=("BG", "N", "SL"),
                        help="log-Dice weights (default: 0.2 0.4 0.4)")
-    group.add_argument("--no-augment", dest="augment", action="store_false", help="no flips and rotations")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    _add_precision_option(group, "auto")
-    group = p.add_argument_group("checkpoints")
-    group.add_argument("--checkpoint-every", type=int, default=250,
-                       help="iterations between checkpoints and validation (default: %(default)s)")
-    group.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     _add_data_options(p, classes=False)
     _add_output_options(p)
 
@@ -198,13 +216,8 @@ def _run_nuclei(args, progress: bool) -> None:
             args.images, args.output, validation=args.validation, labels=args.labels, label_dir=args.label_dir,
             label_suffix=args.label_suffix, pattern=args.pattern, channel=args.channel,
             diameter_range=tuple(args.diameter), model_options={"width": args.width, "depth": args.depth},
-            iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
-            optimizer=args.optimizer, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-            lr_schedule=args.lr_schedule, dice_weights=tuple(args.dice_weights), line_radius=args.line_radius,
-            min_solidity=args.min_solidity,
-            validation_fraction=args.validation_fraction, augment=args.augment, precision=args.precision,
-            seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads, resume=args.resume,
-            overwrite=args.overwrite, progress=progress)
+            dice_weights=tuple(args.dice_weights), line_radius=args.line_radius, min_solidity=args.min_solidity,
+            validation_fraction=args.validation_fraction, progress=progress, **_optimisation_kwargs(args))
         info = model.config["training"]
         print(f"trained nucleus model on {info['labels']} labels ({info['iterations']} iterations; kept iteration "
               f"{info['selected_iteration']}, validation loss {info['validation_loss']:.4f}) -> {args.output}")
@@ -274,26 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--depth", type=int, default=unet["depth"], help="U-Net down-sampling steps (default: %(default)s)")
     group.add_argument("--scale", type=float, default=1.0,
                        help="resize images by this factor for the network, e.g. 0.5 for large cells (default: %(default)s)")
-    group = p.add_argument_group("optimisation")
-    group.add_argument("--iterations", type=int, default=2000, help="(default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
-    group.add_argument("--crop-size", type=int, default=256, help="(default: %(default)s)")
-    group.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="(default: %(default)s)")
-    group.add_argument("--learning-rate", type=float, default=1e-3, help="(default: %(default)s)")
-    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
-    group.add_argument("--weight-decay", type=float, default=0.0, help="(default: %(default)s)")
-    group.add_argument("--lr-schedule", choices=("constant", "poly"), default="constant", help="(default: %(default)s)")
+    group = _add_optimisation_options(p, TrainingConfig, augment_help="no flips, blur, noise or intensity changes")
     group.add_argument("--tversky-alpha", type=float, default=0.3, help="weight of false positives (default: %(default)s)")
     group.add_argument("--tversky-beta", type=float, default=0.7, help="weight of false negatives (default: %(default)s)")
     group.add_argument("--boundary-ignore", type=int, default=0,
                        help="leave pseudo-label pixels this close to an outline out of the loss (default: %(default)s)")
-    group.add_argument("--no-augment", dest="augment", action="store_false", help="no flips, blur, noise or intensity changes")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    _add_precision_option(group, "auto")
-    group = p.add_argument_group("checkpoints")
-    group.add_argument("--checkpoint-every", type=int, default=250, help="iterations (default: %(default)s)")
-    group.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     _add_data_options(p)
     _add_foreground_options(p)
     _add_output_options(p)
@@ -362,14 +360,9 @@ def run(args) -> int:
         model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
                       mode=args.mode, model=args.model, model_options={"width": args.width, "depth": args.depth},
                       scale=args.scale,
-                      iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
-                      optimizer=args.optimizer, learning_rate=args.learning_rate, momentum=args.momentum,
-                      weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, lam=args.lam,
-                      mix_probability=args.mix_probability, tversky_alpha=args.tversky_alpha,
-                      tversky_beta=args.tversky_beta, boundary_ignore=args.boundary_ignore, augment=args.augment,
-                      foreground=_foreground(args), precision=args.precision,
-                      seed=args.seed, checkpoint_every=args.checkpoint_every, threads=args.threads,
-                      resume=args.resume, overwrite=args.overwrite, progress=progress)
+                      lam=args.lam, mix_probability=args.mix_probability, tversky_alpha=args.tversky_alpha,
+                      tversky_beta=args.tversky_beta, boundary_ignore=args.boundary_ignore,
+                      foreground=_foreground(args), progress=progress, **_optimisation_kwargs(args))
         info = model.config["training"]
         print(f"trained {info['mode']} model for {', '.join(model.classes)} "
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
