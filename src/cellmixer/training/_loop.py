@@ -96,6 +96,23 @@ class OptimizationSettings:
         return self.learning_rate
 
 
+def refuse_existing_model(out: Path, checkpoint_dir: Path) -> None:
+    """A model or checkpoint already in ``out`` is replaced only with ``--overwrite``."""
+    from ..models import CONFIG_FILE, WEIGHTS_FILE
+
+    existing = [p for p in (out / CONFIG_FILE, out / WEIGHTS_FILE, checkpoint_dir) if p.exists()]
+    if existing:
+        hint = "pass --resume to continue its checkpoint, " if checkpoint_dir.exists() else ""
+        raise CellmixerError(f"{out}: already holds a model ({existing[0].name}); {hint}pass --overwrite to "
+                             "replace it, or choose another output folder.")
+
+
+def stored_architecture(meta: dict) -> tuple[str, dict]:
+    """Architecture name and options of a checkpoint."""
+    spec = meta["architecture"]
+    return spec["name"], {k: v for k, v in spec.items() if k not in ("name", "in_channels", "num_classes")}
+
+
 def make_optimizer(config, parameters):
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)

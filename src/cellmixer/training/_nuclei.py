@@ -15,11 +15,11 @@ import torch
 from .._errors import CellmixerError
 from .._progress import progress_bar
 from ..io import check_not_constant, find_mask, prepare_output_dir, read_image, write_csv
-from ..models import CONFIG_FILE, WEIGHTS_FILE, SegmentationModel, autocast, resolve_precision
+from ..models import SegmentationModel, autocast, resolve_precision
 from ..pseudolabels import CLASSICAL_METHODS, IGNORE, classical_labels, three_class_targets
 from ._checkpoint import read_checkpoint_meta
 from ._curve import plot_training_curve
-from ._loop import Optimization, OptimizationSettings
+from ._loop import Optimization, OptimizationSettings, refuse_existing_model, stored_architecture
 from ._losses import log_dice_loss
 from ._train import CHECKPOINT_DIR, CURVE_FILE, LOG_FILE
 
@@ -315,17 +315,12 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
         config.iterations = max(config.iterations, iterations)
         config.checkpoint_every = checkpoint_every
         channel = meta["channel"]
-        model, model_options = meta["architecture"]["name"], {
-            k: v for k, v in meta["architecture"].items() if k not in ("name", "in_channels", "num_classes")}
+        model, model_options = stored_architecture(meta)
         train_paths, val_paths = [Path(p) for p in meta["train_images"]], [Path(p) for p in meta["validation_images"]]
         label_dir, label_suffix = meta.get("label_dir"), meta.get("label_suffix", label_suffix)
     else:
         if not overwrite:
-            existing = [p for p in (out / CONFIG_FILE, out / WEIGHTS_FILE, checkpoint_dir) if p.exists()]
-            if existing:
-                hint = "pass --resume to continue its checkpoint, " if checkpoint_dir.exists() else ""
-                raise CellmixerError(f"{out}: already holds a model ({existing[0].name}); {hint}pass --overwrite to "
-                                     "replace it, or choose another output folder.")
+            refuse_existing_model(out, checkpoint_dir)
         paths = _image_paths(images, pattern)
         if validation is None:
             train_paths, val_paths = _split(paths, config.validation_fraction, config.seed)

@@ -11,14 +11,14 @@ import torch
 
 from .._errors import CellmixerError
 from ..io import ImageDataset, discover_dataset, prepare_output_dir, write_csv
-from ..models import CONFIG_FILE, WEIGHTS_FILE, SegmentationModel, resolve_precision
+from ..models import SegmentationModel, resolve_precision
 from ..pseudolabels import ForegroundParams
 from ._augment import AugmentParams
 from ._checkpoint import read_checkpoint_meta
 from ._curve import plot_training_curve
 from ._data import CropSampler, load_pseudolabelled
 from ._losses import tversky_loss
-from ._loop import Optimization, OptimizationSettings
+from ._loop import Optimization, OptimizationSettings, refuse_existing_model, stored_architecture
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "training_log.csv"
@@ -155,14 +155,9 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         config.checkpoint_every = checkpoint_every
         foreground = ForegroundParams(**meta["normalization"]["foreground"])
         classes, channel, scale = meta["classes"], meta["channel"], meta.get("input_scale", 1.0)
-        model, model_options = meta["architecture"]["name"], {
-            k: v for k, v in meta["architecture"].items() if k not in ("name", "in_channels", "num_classes")}
+        model, model_options = stored_architecture(meta)
     elif not overwrite:
-        existing = [p for p in (out / CONFIG_FILE, out / WEIGHTS_FILE, checkpoint_dir) if p.exists()]
-        if existing:
-            hint = ("pass --resume to continue its checkpoint, " if checkpoint_dir.exists() else "")
-            raise CellmixerError(f"{out}: already holds a model ({existing[0].name}); {hint}pass --overwrite to "
-                                 "replace it, or choose another output folder.")
+        refuse_existing_model(out, checkpoint_dir)
 
     dataset = data if isinstance(data, ImageDataset) else discover_dataset(data, classes=classes, min_classes=2,
                                                                            pattern=pattern)
