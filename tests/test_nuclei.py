@@ -263,6 +263,12 @@ def test_evaluate_nuclei_scores_perfect_and_spoiled_predictions(nuclei_dir, tmp_
     assert json.loads((tmp_path / "ev" / "nuclei_evaluation.json").read_text())["summary"]["images"] == 4
     with pytest.raises(CellmixerError, match="no ground truth"):
         evaluate_nuclei(pred, tmp_path / "ev")
+    # Label images in sub-folders (as `nuclei label` mirrors its inputs) are found too.
+    (pred / "plate").mkdir()
+    (pred / "n1_labels.tif").rename(pred / "plate" / "n1_labels.tif")
+    again = evaluate_nuclei(pred, nuclei_dir / "truth", exclude_border=False)
+    assert {r["image"] for r in again["images"]} == {"n0", "plate/n1", "n2", "n3"}
+    assert again["summary"] == result["summary"]
 
 
 def test_summary_pools_jaccard_counts():

@@ -80,7 +80,7 @@ def evaluate_nuclei(predictions, truth, *, truth_suffix: str = "", exclude_borde
     ----------
     predictions : str or Path
         Folder written by :func:`cellmixer.predict_nuclei` or :func:`cellmixer.label_nuclei`:
-        ``<name>_labels.tif`` for each image, and ``<name>_classes.tif`` (3-class map) when
+        ``<name>_labels.tif`` for each image (in sub-folders too), and ``<name>_classes.tif`` (3-class map) when
         written, for the pixel Dice.
     truth : str or Path
         Folder of ground-truth label images ``<name><truth_suffix>.<ext>`` (or ``<name>.<ext>``):
@@ -103,7 +103,7 @@ def evaluate_nuclei(predictions, truth, *, truth_suffix: str = "", exclude_borde
     for option, folder in (("predictions", predictions), ("--truth", truth)):
         if not folder.is_dir():
             raise CellmixerError(f"{option} {folder}: no such folder.")
-    found = sorted(predictions.glob("*_labels.tif"))
+    found = sorted(predictions.rglob("*_labels.tif"))  # `nuclei label` mirrors input sub-folders
     if not found:
         raise CellmixerError(f"{predictions}: no *_labels.tif files; give the folder written by `cellmixer nuclei "
                              "predict` or `cellmixer nuclei label`.")
@@ -122,10 +122,10 @@ def evaluate_nuclei(predictions, truth, *, truth_suffix: str = "", exclude_borde
         if labels.shape != true_labels.shape:
             raise CellmixerError(f"{path}: {labels.shape[0]}x{labels.shape[1]} labels but the truth {truth_path} is "
                                  f"{true_labels.shape[0]}x{true_labels.shape[1]}; they must be of the same image.")
-        classes_path = predictions / f"{stem}_classes.tif"
+        classes_path = path.with_name(f"{stem}_classes.tif")
         classes = read_labels(classes_path) if classes_path.is_file() else None
         scores = nucleus_scores(true_labels, labels, classes=classes, exclude_border=exclude_border)
-        rows.append({"image": stem, **{k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()}})
+        rows.append({"image": str(path.relative_to(predictions))[: -len("_labels.tif")], **{k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()}})
     summary = summarize_instance_scores(rows)
     table = format_nuclei_table({predictions.name: summary})
     if out is not None:
