@@ -6,6 +6,14 @@ import torch
 import torch.nn.functional as F
 
 
+def _softmax_and_targets(logits, target, ignore_index):
+    """Class probabilities, one-hot targets, and a (B, 1, H, W) weight that is 0 on ignored pixels."""
+    probs = torch.softmax(logits.float(), dim=1)
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, 0).long(), logits.shape[1]).permute(0, 3, 1, 2).float()
+    return probs, onehot, valid.unsqueeze(1).float()
+
+
 def tversky_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.3, beta: float = 0.7,
                  ignore_index: int | None = 255, smooth: float = 1.0) -> torch.Tensor:
     """Multi-class Tversky loss (Salehi et al. 2017), averaged over classes.
@@ -28,11 +36,7 @@ def tversky_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0
     >>> float(tversky_loss(perfect, target)) < 1e-6
     True
     """
-    num_classes = logits.shape[1]
-    probs = torch.softmax(logits.float(), dim=1)
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    onehot = F.one_hot(torch.where(valid, target, 0).long(), num_classes).permute(0, 3, 1, 2).float()
-    weight = valid.unsqueeze(1).float()
+    probs, onehot, weight = _softmax_and_targets(logits, target, ignore_index)
     dims = (0, 2, 3)
     tp = (probs * onehot * weight).sum(dims)
     fp = (probs * (1 - onehot) * weight).sum(dims)
@@ -65,10 +69,7 @@ def log_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, weights=(0.2, 0
     weights = torch.as_tensor(weights, dtype=torch.float32)
     if weights.numel() != num_classes:
         raise ValueError(f"{weights.numel()} class weights for {num_classes} classes")
-    probs = torch.softmax(logits.float(), dim=1)
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    onehot = F.one_hot(torch.where(valid, target, 0).long(), num_classes).permute(0, 3, 1, 2).float()
-    weight = valid.unsqueeze(1).float()
+    probs, onehot, weight = _softmax_and_targets(logits, target, ignore_index)
     dims = (0, 2, 3)
     dice = (2 * (probs * onehot * weight).sum(dims) + smooth) / (
         (onehot * weight).sum(dims) + (probs * weight).sum(dims) + smooth)

@@ -17,6 +17,7 @@ from .._progress import progress_bar
 from ..io import check_not_constant, find_mask, prepare_output_dir, read_image, write_csv
 from ..models import SegmentationModel, autocast, resolve_precision
 from ..pseudolabels import CLASSICAL_METHODS, IGNORE, classical_labels, three_class_targets
+from ._augment import AugmentParams, augment
 from ._checkpoint import read_checkpoint_meta
 from ._curve import plot_training_curve
 from ._loop import Optimization, OptimizationSettings, refuse_existing_model, stored_architecture
@@ -25,6 +26,7 @@ from ._train import CHECKPOINT_DIR, CURVE_FILE, LOG_FILE
 
 NUCLEUS_CLASSES = ["nucleus", "separation line"]
 LABEL_FILES = "files"  # labels read from label images instead of made by a classical method
+FLIPS_ONLY = AugmentParams(flips=True, blur_probability=0.0, noise_probability=0.0, intensity_probability=0.0)
 
 
 @dataclass
@@ -171,10 +173,7 @@ class NucleiSampler:
         y, x = int(rng.integers(max(1, h - c + 1))), int(rng.integers(max(1, w - c + 1)))
         image, target = _crop_or_pad(item.image, item.target, y, x, c)
         if self.augment:
-            k, flip = int(rng.integers(4)), bool(rng.integers(2))
-            image, target = np.rot90(image, k), np.rot90(target, k)
-            if flip:
-                image, target = image[:, ::-1], target[:, ::-1]
+            image, target = augment(image, target, rng, FLIPS_ONLY)
         return _normalize(np.ascontiguousarray(image, np.float32)), np.ascontiguousarray(target)
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
