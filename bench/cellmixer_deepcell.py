@@ -8,9 +8,15 @@ validation images; "Artificial Mix" the six ordered pairs of them mixed by CellM
 their ground-truth masks.
 
     python bench/cellmixer_deepcell.py [--data ../shared/data/deepcell_vanvalen2016]
+    python bench/cellmixer_deepcell.py --models segmenter     # the paper's architecture, on its own
 
 Prints the table in the layout of the paper's Table 1 and writes bench/results/cellmixer_deepcell.json
 (plus PNGs of every prediction). Exits 0 with a message if the data folder is absent.
+
+``--models`` picks the rows: ``baseline`` and ``cellmixer`` are U-Nets (the default, as ``--modes``);
+``segmenter`` is CellMixer training of a DINOv2 ViT encoder with a Segmenter decoder, randomly
+initialised (no DINOv2 weights offline), with its own ``--segmenter-*`` settings sized to train in about
+17 minutes on 2 CPU cores; run alone, it writes bench/results/cellmixer_deepcell_segmenter.json.
 """
 
 from __future__ import annotations
@@ -156,7 +162,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "deepcell_vanvalen2016")
     parser.add_argument("--output", type=Path, default=RESULTS / "cellmixer_deepcell")
-    parser.add_argument("--json", type=Path, default=RESULTS / "cellmixer_deepcell.json")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="default: results/cellmixer_deepcell.json (cellmixer_deepcell_segmenter.json for "
+                             "--models segmenter)")
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=192)
@@ -170,9 +178,24 @@ def main(argv=None) -> int:
     parser.add_argument("--boundary-ignore", type=int, default=0)
     parser.add_argument("--tversky", type=float, nargs=2, default=(0.3, 0.7), metavar=("ALPHA", "BETA"))
     parser.add_argument("--modes", nargs="+", default=["baseline", "cellmixer"])
+    parser.add_argument("--models", nargs="+", choices=("baseline", "cellmixer", "segmenter"), default=None,
+                        help="rows to train and score (default: the U-Net rows of --modes)")
+    group = parser.add_argument_group("segmenter row (DINOv2 ViT + Segmenter decoder, random initialisation)")
+    group.add_argument("--vit-size", default="small")
+    group.add_argument("--segmenter-iterations", type=int, default=800)
+    group.add_argument("--segmenter-batch-size", type=int, default=4)
+    group.add_argument("--segmenter-crop-size", type=int, default=168,
+                       help="crop side, also the model's input size and prediction tile (a multiple of 14)")
+    group.add_argument("--segmenter-scale", type=float, default=0.5)
+    group.add_argument("--segmenter-optimizer", default="adam")
+    group.add_argument("--segmenter-learning-rate", type=float, default=2e-4)
     parser.add_argument("--augment", action="store_true", help="test-time augmentation (8 flips and rotations)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    rows = args.models if args.models is not None else args.modes
+    if args.json is None:
+        args.json = RESULTS / ("cellmixer_deepcell_segmenter.json" if rows == ["segmenter"] else
+                               "cellmixer_deepcell.json")
     if not (args.data / "validation_data").is_dir():
         print(f"DeepCell data not found at {args.data}; skipping (give --data).")
         return 0
@@ -194,17 +217,25 @@ def main(argv=None) -> int:
     results, timings, models = {}, {}, {}
     out = args.output
     (out / "predictions").mkdir(parents=True, exist_ok=True)
-    for mode in args.modes:
-        name = "CellMixer" if mode == "cellmixer" else "Baseline"
+    for mode in rows:
+        name = {"cellmixer": "CellMixer", "baseline": "Baseline", "segmenter": "CellMixer (Segmenter)"}[mode]
+        if mode == "segmenter":  # CellMixer mixtures; the network and its optimisation differ
+            network = dict(model="segmenter", model_options={"size": args.vit_size,
+                                                             "input_size": args.segmenter_crop_size},
+                           scale=args.segmenter_scale, iterations=args.segmenter_iterations,
+                           batch_size=args.segmenter_batch_size, crop_size=args.segmenter_crop_size,
+                           optimizer=args.segmenter_optimizer, learning_rate=args.segmenter_learning_rate)
+        else:
+            network = dict(mode=mode, model_options={"width": args.width, "depth": args.depth}, scale=args.scale,
+                           iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
+                           optimizer=args.optimizer, learning_rate=args.learning_rate)
         t = Timer()
         models[name] = cellmixer.train(
-            dataset, out / "models" / mode, mode=mode, model_options={"width": args.width, "depth": args.depth},
-            scale=args.scale, iterations=args.iterations, batch_size=args.batch_size, crop_size=args.crop_size,
-            optimizer=args.optimizer, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+            dataset, out / "models" / mode, **network, lr_schedule=args.lr_schedule,
             mix_probability=args.mix_probability, boundary_ignore=args.boundary_ignore, foreground=params,
             tversky_alpha=args.tversky[0], tversky_beta=args.tversky[1],
             seed=args.seed, overwrite=True,
-            checkpoint_every=max(250, args.iterations // 4))
+            checkpoint_every=max(250, network["iterations"] // 4))
         timings[f"train_{mode}_s"] = t()
         t = Timer()
         results[name] = {}

@@ -9,7 +9,11 @@
 - training speed (images per second) at the default settings (batch 8, crop 256, CellMixer mixtures,
   augmentation) from the training log, first 5 iterations excluded;
 - peak memory (RSS) of predicting a --big x --big image read from a memory-mapped TIFF, in a fresh
-  process, next to the size of the image and of its label image.
+  process, next to the size of the image and of its label image;
+- the paper's architecture beside the U-Net: DINOv2 ViT-S/14 + Segmenter decoder (random weights) at
+  518 x 518, its training step (CellMixer mixtures, batch --vit-batch-size) and its inference throughput
+  on the same 2048 x 2048 image with its own sliding window (tile 518, overlap 0.25). --skip-vit leaves
+  these rows out.
 
 Writes bench/results/speed.json.
 """
@@ -56,11 +60,52 @@ def median_time(fn, repeat: int) -> float:
     return float(np.median(times))
 
 
+def training_speed(folder: Path, model, wall: float, warm: int) -> dict:
+    """Seconds per iteration from a training log (the first ``warm`` iterations left out)."""
+    with open(folder / "training_log.csv") as fh:
+        log = list(csv.DictReader(fh))
+    settings = model.config["training"]
+    seconds = (float(log[-1]["elapsed_s"]) - float(log[warm - 1]["elapsed_s"])) / (len(log) - warm)
+    return {"settings": {k: settings[k] for k in ("mode", "batch_size", "crop_size", "optimizer", "augment",
+                                                  "precision")},
+            "architecture": model.config["architecture"], "iterations": len(log),
+            "seconds_per_iteration": round(seconds, 3), "images_per_second": round(settings["batch_size"] / seconds, 2),
+            "wall_time_s": round(wall, 1)}
+
+
+def vit_rows(tmp: Path, big: np.ndarray, *, iterations: int, batch_size: int) -> dict:
+    """Training step and inference throughput of DINOv2 ViT-S/14 + Segmenter at 518 (random weights)."""
+    import tifffile
+
+    for name in ("roundcell", "spindle", "epithelial"):  # cultures larger than the 518-pixel crops
+        (tmp / "vit_data" / name).mkdir(parents=True)
+        for i in range(2):
+            tifffile.imwrite(tmp / "vit_data" / name / f"{i}.tif",
+                             synthetic_culture(name, shape=(640, 640), seed=i)[0])
+    start = time.perf_counter()
+    model = cellmixer.train(tmp / "vit_data", tmp / "vit_model", model="segmenter", model_options={"size": "small"},
+                            crop_size=518, batch_size=batch_size, iterations=iterations, progress=False)
+    training = training_speed(tmp / "vit_model", model, time.perf_counter() - start, warm=min(3, iterations - 1))
+    print(f"ViT-S/14 + Segmenter training: {training['seconds_per_iteration']:.2f} s per batch of "
+          f"{batch_size} x 518^2 ({training['images_per_second']} images/s)")
+    seconds = median_time(lambda: model.predict(big), 1)
+    inference = {"image": list(big.shape), "tile_size": model.tile_size, "overlap": 0.25, "batch_size": 4,
+                 "seconds": round(seconds, 2), "megapixels_per_second": round(big.size / 1e6 / seconds, 3)}
+    print(f"ViT-S/14 + Segmenter inference: {inference['megapixels_per_second']} MP/s on {big.shape[0]}x{big.shape[1]}"
+          f" (tile {model.tile_size})")
+    parameters = sum(p.numel() for p in model.network.parameters())
+    return {"vit_segmenter_training": {**training, "parameters": parameters},
+            "vit_segmenter_inference": inference}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "deepcell_vanvalen2016")
     parser.add_argument("--big", type=int, default=8000, help="side of the large image for the memory test")
     parser.add_argument("--train-iterations", type=int, default=40)
+    parser.add_argument("--vit-iterations", type=int, default=10, help="training iterations of the ViT row")
+    parser.add_argument("--vit-batch-size", type=int, default=2, help="518 x 518 crops per ViT training step")
+    parser.add_argument("--skip-vit", action="store_true")
     args = parser.parse_args(argv)
     results: dict = {"machine": machine(), "commit": git_commit()}
 
@@ -86,20 +131,12 @@ def main(argv=None) -> int:
                 tifffile.imwrite(tmp / "data" / name / f"{i}.tif", synthetic_culture(name, shape=(512, 512), seed=i)[0])
         start = time.perf_counter()
         model = cellmixer.train(tmp / "data", tmp / "model", iterations=args.train_iterations, progress=False)
-        wall = time.perf_counter() - start
-        with open(tmp / "model" / "training_log.csv") as fh:
-            log = list(csv.DictReader(fh))
-        settings = model.config["training"]
-        warm = 5
-        seconds_per_iteration = (float(log[-1]["elapsed_s"]) - float(log[warm - 1]["elapsed_s"])) / (len(log) - warm)
-        results["training"] = {
-            "settings": {k: settings[k] for k in ("mode", "batch_size", "crop_size", "optimizer", "augment")},
-            "architecture": model.config["architecture"], "iterations": len(log),
-            "seconds_per_iteration": round(seconds_per_iteration, 3),
-            "images_per_second": round(settings["batch_size"] / seconds_per_iteration, 2),
-            "wall_time_s": round(wall, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
+        results["training"] = {**training_speed(tmp / "model", model, time.perf_counter() - start, warm=5),
+                               "peak_rss_mb": round(peak_rss_mb(), 1)}
+        settings = results["training"]["settings"]
         print(f"training: {results['training']['images_per_second']} images/s "
-              f"({seconds_per_iteration:.3f} s per batch of {settings['batch_size']} x {settings['crop_size']}^2)")
+              f"({results['training']['seconds_per_iteration']:.3f} s per batch of {settings['batch_size']} x "
+              f"{settings['crop_size']}^2)")
 
         # Inference throughput at the default sliding window, 2048 x 2048.
         big = np.tile(synthetic_culture(["epithelial", "spindle", "roundcell"], shape=(1024, 1024), seed=1)[0], (2, 2))
@@ -108,6 +145,9 @@ def main(argv=None) -> int:
                                 "seconds": round(seconds, 2),
                                 "megapixels_per_second": round(big.size / 1e6 / seconds, 2)}
         print(f"inference: {results['inference']['megapixels_per_second']} MP/s on {big.shape[0]}x{big.shape[1]}")
+
+        if not args.skip_vit:
+            results.update(vit_rows(tmp, big, iterations=args.vit_iterations, batch_size=args.vit_batch_size))
 
         # Peak memory of a very large image, predicted from a memory-mapped file in a fresh process.
         import tifffile

@@ -47,8 +47,8 @@ def test_architecture_registry():
     assert {"width", "depth", "norm"} <= set(options)
     net = build_network({"name": "unet", "in_channels": 1, "num_classes": 3, "width": 4, "depth": 1})
     assert isinstance(net, UNet) and net.depth == 1
-    with pytest.raises(CellmixerError, match="--model segmenter: unknown architecture"):
-        architecture_options("segmenter")
+    with pytest.raises(CellmixerError, match="--model resnet: unknown architecture"):
+        architecture_options("resnet")
     with pytest.raises(CellmixerError, match="no option.*heads"):
         build_network({"name": "unet", "in_channels": 1, "num_classes": 3, "heads": 4})
 

@@ -8,9 +8,10 @@ from dataclasses import fields
 
 from .. import __version__
 from .._errors import CellmixerError
-from ..models import PRECISIONS, architecture_options
+from ..models import PRECISIONS
 from ..pseudolabels import THRESHOLD_METHODS, ForegroundParams
 from ..training import NucleiTrainingConfig, TrainingConfig
+from ._network import add_network_options, network_kwargs, tile_size
 
 FOREGROUND_HELP = {
     "sigma_pre": "Gaussian smoothing (pixels) before the Sobel operator",
@@ -69,7 +70,9 @@ def _add_precision_option(group, default: str) -> None:
 
 def _add_tiling_options(parser) -> None:
     group = parser.add_argument_group("sliding window")
-    group.add_argument("--tile-size", type=int, default=512, help="tile side in pixels (default: %(default)s)")
+    group.add_argument("--tile-size", type=tile_size, default="auto",
+                       help="tile side in pixels; auto = the model's input size: 518 for ViT models, 512 for U-Nets "
+                            "(default: %(default)s)")
     group.add_argument("--overlap", type=float, default=0.25, help="fraction of a tile shared with neighbours "
                                                                    "(default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
@@ -159,10 +162,7 @@ def _add_nuclei_parser(sub) -> None:
                        help="leave classical objects less convex than this out of the loss, e.g. 0.9 (mostly "
                             "unsplit clumps; default: %(default)s keeps all)")
     classical_options(group)
-    group = p.add_argument_group("network")
-    unet = architecture_options("unet")
-    group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
-    group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
+    add_network_options(p)
     group = _add_optimisation_options(p, NucleiTrainingConfig, crop_help="crops, and tiles at prediction",
                                       augment_help="no flips and rotations")
     group.add_argument("--dice-weights", type=float, nargs=3, default=(0.2, 0.4, 0.4), metavar=("BG", "N", "SL"),
@@ -215,7 +215,7 @@ def _run_nuclei(args, progress: bool) -> None:
         model = train_nuclei(
             args.images, args.output, validation=args.validation, labels=args.labels, label_dir=args.label_dir,
             label_suffix=args.label_suffix, pattern=args.pattern, channel=args.channel,
-            diameter_range=tuple(args.diameter), model_options={"width": args.width, "depth": args.depth},
+            diameter_range=tuple(args.diameter), **network_kwargs(args),
             dice_weights=tuple(args.dice_weights), line_radius=args.line_radius, min_solidity=args.min_solidity,
             validation_fraction=args.validation_fraction, progress=progress, **_optimisation_kwargs(args))
         info = model.config["training"]
@@ -279,12 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--lam", type=float, default=0.5, help="mixup weight (default: %(default)s)")
     group.add_argument("--mix-probability", type=float, default=1.0,
                        help="share of samples that are mixtures (default: %(default)s)")
-    group = p.add_argument_group("network")
-    group.add_argument("--model", default="unet", help="architecture (default: %(default)s)")
-    unet = architecture_options("unet")
-    group.add_argument("--width", type=int, default=unet["width"],
-                       help="U-Net channels at full resolution (default: %(default)s)")
-    group.add_argument("--depth", type=int, default=unet["depth"], help="U-Net down-sampling steps (default: %(default)s)")
+    group = add_network_options(p)
     group.add_argument("--scale", type=float, default=1.0,
                        help="resize images by this factor for the network, e.g. 0.5 for large cells (default: %(default)s)")
     group = _add_optimisation_options(p, TrainingConfig, augment_help="no flips, blur, noise or intensity changes")
@@ -329,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the per-image PNGs")
 
     _add_nuclei_parser(sub)
+    from ._typed import add_typed_parser
+
+    add_typed_parser(sub)
+    from ._centroids import add_centroids_parser
+
+    add_centroids_parser(sub)
 
     p = sub.add_parser("demo", help="run everything on generated cultures (a few minutes, no download)",
                        description="Generate three cell types, train baseline and CellMixer, compare them.")
@@ -358,7 +359,7 @@ def run(args) -> int:
         from ..training import train
 
         model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
-                      mode=args.mode, model=args.model, model_options={"width": args.width, "depth": args.depth},
+                      mode=args.mode, **network_kwargs(args),
                       scale=args.scale,
                       lam=args.lam, mix_probability=args.mix_probability, tversky_alpha=args.tversky_alpha,
                       tversky_beta=args.tversky_beta, boundary_ignore=args.boundary_ignore,
@@ -388,6 +389,14 @@ def run(args) -> int:
         print(f"\nscores -> {args.output}/evaluation.json")
     elif args.command == "nuclei":
         _run_nuclei(args, progress)
+    elif args.command == "typed":
+        from ._typed import run_typed
+
+        run_typed(args, progress)
+    elif args.command == "centroids":
+        from ._centroids import run_centroids
+
+        run_centroids(args, progress)
     elif args.command == "demo":
         from ..demo import demo
         from ..demo._run import print_demo_report

@@ -73,7 +73,8 @@ def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndar
     return add_legend(overlay_labels(image, labels, colors), class_names, colors)
 
 
-def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = None, tile_size: int | None = 512,
+def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = None,
+            tile_size: int | str | None = "auto",
             overlap: float = 0.25, batch_size: int = 4, probabilities: bool = False, overlays: bool = True,
             precision: str = "fp32", augment: bool = False, overwrite: bool = False, progress: bool = True) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
@@ -111,8 +112,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
 
     if not isinstance(model, SegmentationModel):
         model = SegmentationModel.load(model)
-    if tile_size is not None and tile_size < 16:
-        raise CellmixerError(f"--tile-size {tile_size}: must be at least 16 pixels.")
+    if tile_size not in (None, "auto") and not (isinstance(tile_size, int) and tile_size >= 16):
+        raise CellmixerError(f"--tile-size {tile_size}: must be at least 16 pixels, or 'auto' (the model's input size).")
     if not 0 <= overlap <= 0.9:
         raise CellmixerError(f"--overlap {overlap}: must be between 0 and 0.9.")
     found = collect_inputs(inputs, pattern=pattern)

@@ -41,19 +41,28 @@ def blend_window(height: int, width: int) -> np.ndarray:
     return np.outer(ramp(height), ramp(width)).astype(np.float32)
 
 
+def _softmax(network, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities; a network with several heads (``output_groups``, e.g. instance classes and
+    cell types) gets one softmax per head over its own channels."""
+    groups = getattr(network, "output_groups", None)
+    if groups is None:
+        return torch.softmax(logits.float(), dim=1)
+    return torch.cat([torch.softmax(part.float(), dim=1) for part in torch.split(logits, list(groups), dim=1)], dim=1)
+
+
 def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: bool = False) -> np.ndarray:
     """Softmax of the network on a batch of tiles; with ``augment``, averaged over the 8 flips and
     rotations of the square (each prediction turned back before averaging)."""
     x = torch.from_numpy(np.stack(tiles)[:, None])
     with torch.inference_mode(), autocast(precision):
         if not augment:
-            return torch.softmax(network(x.contiguous(memory_format=torch.channels_last)).float(), dim=1).numpy()
+            return _softmax(network, network(x.contiguous(memory_format=torch.channels_last))).numpy()
         total = 0
         for k in range(4):
             for flip in (False, True):
                 t = torch.rot90(x, k, dims=(2, 3))
                 t = torch.flip(t, dims=(3,)) if flip else t
-                p = torch.softmax(network(t.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+                p = _softmax(network, network(t.contiguous(memory_format=torch.channels_last)))
                 p = torch.flip(p, dims=(3,)) if flip else p
                 total = total + torch.rot90(p, -k, dims=(2, 3))
         return (total / 8).numpy()

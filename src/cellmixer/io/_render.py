@@ -30,8 +30,12 @@ def to_uint8(image: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> np.n
 
 
 def overlay_labels(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, *, alpha: float = 0.45,
-                   outline: bool = True) -> np.ndarray:
-    """RGB view of ``image`` with label ``k`` (k >= 1) tinted in ``colors[k - 1]``, outlines solid."""
+                   outline: bool = True, regions: np.ndarray | None = None) -> np.ndarray:
+    """RGB view of ``image`` with label ``k`` (k >= 1) tinted in ``colors[k - 1]``, outlines solid.
+
+    ``regions`` (a label image, e.g. cell instances) outlines each of its objects instead of each
+    class region, in the colour of its class, so that touching cells of one type stay apart.
+    """
     from skimage.segmentation import find_boundaries
 
     gray = to_uint8(image) if image.dtype != np.uint8 else image
@@ -42,7 +46,7 @@ def overlay_labels(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, *,
     tint = palette[np.where(fg, labels, 0)]
     rgb[fg] = (1 - alpha) * rgb[fg] + alpha * tint[fg]
     if outline:
-        edges = find_boundaries(np.where(fg, labels, 0), mode="inner") & fg
+        edges = find_boundaries(np.where(fg, labels if regions is None else regions, 0), mode="inner") & fg
         rgb[edges] = tint[edges]
     return rgb.clip(0, 255).astype(np.uint8)
 

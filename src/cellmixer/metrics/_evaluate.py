@@ -111,7 +111,7 @@ def artificial_mixtures(items: list[EvaluationImage], *, lam: float = 0.5, limit
     return mixtures
 
 
-def score(model, items: list[EvaluationImage], *, tile_size: int | None = 512, overlap: float = 0.25,
+def score(model, items: list[EvaluationImage], *, tile_size: int | str | None = "auto", overlap: float = 0.25,
           batch_size: int = 4, precision: str = "fp32", augment: bool = False, progress: bool = False,
           desc: str = "scoring"):
     """Predict each item with ``model`` and score all of them together (one confusion matrix);
@@ -148,7 +148,7 @@ def evaluation_panel(item: EvaluationImage, prediction: np.ndarray, class_names)
 
 def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
              channel: int | None = None, ignore_value: int | None = None, artificial: int = 100, lam: float = 0.5,
-             seed: int = 0, tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
+             seed: int = 0, tile_size: int | str | None = "auto", overlap: float = 0.25, batch_size: int = 4,
              precision: str = "fp32", augment: bool = False, output=None, overlays: bool = True, overwrite: bool = False,
              progress: bool = True) -> dict:
     """Score one or more models on annotated images: per-class accuracy and IoU, mAcc, mIoU.

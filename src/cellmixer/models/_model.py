@@ -21,6 +21,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT = "cellmixer-model"
 FORMAT_VERSION = 1
+# Sliding-window tile side of networks without an input size of their own (ViT models have one: 518).
+DEFAULT_TILE_SIZE = 512
 
 
 class SegmentationModel:
@@ -165,7 +167,13 @@ class SegmentationModel:
         """Offset and scale that turn ``image`` into network input (see ``normalization``)."""
         return input_statistics(image, self.config["normalization"])
 
-    def predict(self, image: np.ndarray, *, tile_size: int | None = 512, overlap: float = 0.25,
+    @property
+    def tile_size(self) -> int:
+        """The sliding-window tile side that ``tile_size='auto'`` uses: the network's input size (ViT
+        models: the size they were built for, 518 by default), else 512."""
+        return int(getattr(self.network, "input_size", DEFAULT_TILE_SIZE))
+
+    def predict(self, image: np.ndarray, *, tile_size: int | str | None = "auto", overlap: float = 0.25,
                 batch_size: int = 4, probabilities=False, precision: str = "fp32", augment: bool = False,
                 progress: bool = False):
         """Label every pixel of ``image`` with a class (0 = background).
@@ -174,8 +182,10 @@ class SegmentationModel:
         ----------
         image : (H, W) array
             Any size and numeric type.
-        tile_size : int or None
-            Sliding-window tile side; ``None`` predicts in one pass (needs memory for the whole image).
+        tile_size : int, 'auto' or None
+            Sliding-window tile side; ``'auto'`` is the network's input size (:attr:`tile_size`: 518
+            for ViT models, 512 for U-Nets); ``None`` predicts in one pass (needs memory for the
+            whole image).
             Models trained on per-tile normalized crops (``normalization`` method ``'tile'``, e.g.
             nucleus models) always use the tile size they were trained at.
         overlap : float
@@ -206,6 +216,8 @@ class SegmentationModel:
         offset, scale = self.input_statistics(image)
         if self.config["normalization"].get("method") == "tile":
             tile_size = self.config["normalization"]["tile_size"]
+        elif tile_size == "auto":
+            tile_size = self.tile_size
         probs = np.empty((self.num_classes, *image.shape), np.float32) if probabilities is True else (
             probabilities if probabilities is not False and probabilities is not None else None)
         options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tile_size=tile_size,

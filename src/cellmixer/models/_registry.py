@@ -7,10 +7,13 @@ import inspect
 from torch import nn
 
 from .._errors import CellmixerError
+from ._segmenter import Segmenter, ViTLinear
+from ._typed_unet import TypedUNet
 from ._unet import UNet
 
 # name -> constructor taking in_channels, num_classes and the architecture's own keyword options.
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "typed_unet": TypedUNet,
+                                             "segmenter": Segmenter, "vit-linear": ViTLinear}
 
 
 def architecture_options(name: str) -> dict:

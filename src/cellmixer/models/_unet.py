@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._padding import pad_to_multiple
+
 
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
@@ -79,11 +81,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        multiple = self.size_multiple
-        pad_h, pad_w = (-h) % multiple, (-w) % multiple
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        x = pad_to_multiple(x, self.size_multiple)
         skips = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x if i == 0 else F.max_pool2d(x, 2))

@@ -69,6 +69,11 @@ class OptimizationSettings:
     precision: str = "auto"
     seed: int = 0
     checkpoint_every: int = 250
+    # Architectures with a pretrained encoder (segmenter, vit-linear): where its weights come from, and
+    # whether it is frozen or fine-tuned at learning_rate * encoder_lr_scale.
+    pretrained: str | None = None
+    freeze_encoder: bool = False
+    encoder_lr_scale: float = 1.0
 
     @staticmethod
     def bad(option: str, value, need: str):
@@ -89,6 +94,9 @@ class OptimizationSettings:
             bad("learning_rate", self.learning_rate, "must be positive")
         if self.weight_decay < 0:
             bad("weight_decay", self.weight_decay, "must be 0 or positive")
+        if not self.encoder_lr_scale > 0:
+            bad("encoder_lr_scale", self.encoder_lr_scale, "must be positive (use --freeze-encoder to keep the "
+                "encoder fixed)")
 
     def learning_rate_at(self, iteration: int) -> float:
         if self.lr_schedule == "poly":
@@ -113,10 +121,47 @@ def stored_architecture(meta: dict) -> tuple[str, dict]:
     return spec["name"], {k: v for k, v in spec.items() if k not in ("name", "in_channels", "num_classes")}
 
 
-def make_optimizer(config, parameters):
+def load_pretrained(network, config) -> None:
+    """Start a new run from pretrained encoder weights (``config.pretrained``), if any."""
+    if config.pretrained:
+        from ..models import load_pretrained_encoder
+
+        load_pretrained_encoder(network, config.pretrained)
+
+
+def parameter_groups(config, network) -> list[dict]:
+    """The network's trainable parameters, in groups with their own learning-rate factor (``lr_scale``).
+
+    Networks with a pretrained encoder (a ViT ``encoder``) get two groups, the encoder's at
+    ``encoder_lr_scale``; a frozen encoder (``freeze_encoder``) is left out and stops tracking
+    gradients. Other networks have one group.
+    """
+    from ..models import VisionTransformer
+
+    encoder = getattr(network, "encoder", None)
+    if not isinstance(encoder, VisionTransformer):
+        for option, value, default in (("freeze_encoder", config.freeze_encoder, False),
+                                       ("encoder_lr_scale", config.encoder_lr_scale, 1.0),
+                                       ("pretrained", config.pretrained, None)):
+            if value != default:
+                raise CellmixerError(f"--{option.replace('_', '-')}: the {type(network).__name__} network has no "
+                                     "pretrained encoder; use --model segmenter or --model vit-linear.")
+        return [{"params": list(network.parameters()), "lr_scale": 1.0}]
+    encoder.requires_grad_(not config.freeze_encoder)
+    inside = {id(p) for p in encoder.parameters()}
+    groups = [{"params": [p for p in network.parameters() if id(p) not in inside], "lr_scale": 1.0}]
+    if not config.freeze_encoder:
+        groups.append({"params": list(encoder.parameters()), "lr_scale": config.encoder_lr_scale})
+    return groups
+
+
+def make_optimizer(config, network):
+    """SGD or Adam over :func:`parameter_groups`; the loop sets each group's rate to the scheduled
+    rate times its ``lr_scale``."""
+    groups = parameter_groups(config, network)
     if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    return torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
+        return torch.optim.Adam(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum,
                            weight_decay=config.weight_decay)
 
 
@@ -139,7 +184,7 @@ class Optimization:
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir)
         self.meta = meta
-        self.optimizer = make_optimizer(config, network.parameters())
+        self.optimizer = make_optimizer(config, network)
         self.rng = np.random.default_rng(config.seed)
         self.history: list[dict] = []
         self.iteration = 0
@@ -196,7 +241,7 @@ class Optimization:
             while self.iteration < config.iterations:
                 lr = config.learning_rate_at(self.iteration)
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 images, targets = next_batch(self.rng, config.batch_size)
                 x = torch.from_numpy(images).contiguous(memory_format=torch.channels_last)
                 with autocast(config.precision):

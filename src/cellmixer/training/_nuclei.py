@@ -20,7 +20,7 @@ from ..pseudolabels import CLASSICAL_METHODS, IGNORE, classical_labels, three_cl
 from ._augment import AugmentParams, augment
 from ._checkpoint import read_checkpoint_meta
 from ._curve import plot_training_curve
-from ._loop import Optimization, OptimizationSettings, refuse_existing_model, stored_architecture
+from ._loop import Optimization, OptimizationSettings, load_pretrained, refuse_existing_model, stored_architecture
 from ._losses import log_dice_loss
 from ._train import CHECKPOINT_DIR, CURVE_FILE, LOG_FILE
 
@@ -151,7 +151,8 @@ def _crop_or_pad(image: np.ndarray, target: np.ndarray, y: int, x: int, size: in
     pad = ((0, size - image.shape[0]), (0, size - image.shape[1]))
     if any(p[1] for p in pad):  # image smaller than the crop: mirror it, and do not score the mirror
         image = np.pad(image, pad, mode="symmetric")
-        target = np.pad(target, pad, constant_values=IGNORE)
+        # targets may carry more planes after the two image axes (e.g. cell type next to the 3 classes)
+        target = np.pad(target, pad + ((0, 0),) * (target.ndim - 2), constant_values=IGNORE)
     return image, target
 
 
@@ -228,6 +229,7 @@ def _image_paths(inputs, pattern: str) -> list[Path]:
 def train_nuclei(images, output, *, validation=None, labels: str | None = None, label_dir=None,
                  label_suffix: str = "_labels", pattern: str = "*", channel: int | None = None,
                  diameter_range=(10, 50), model: str = "unet", model_options: dict | None = None,
+                 pretrained: str | None = None, freeze_encoder: bool = False, encoder_lr_scale: float = 1.0,
                  iterations: int = 3000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "adam",
                  learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 1e-4,
                  lr_schedule: str = "poly", dice_weights=(0.2, 0.4, 0.4), line_radius: int = 1,
@@ -264,7 +266,9 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
     diameter_range : (int, int)
         Nucleus diameters in pixels for the classical labeller.
     model, model_options :
-        Architecture name and options (``width``, ``depth``).
+        Architecture name and options (``width``, ``depth``), as for :func:`cellmixer.train`.
+    pretrained, freeze_encoder, encoder_lr_scale :
+        DINOv2 weights for a ViT encoder, and how it is trained, as for :func:`cellmixer.train`.
     iterations, batch_size, crop_size, optimizer, learning_rate, momentum, weight_decay, lr_schedule :
         Optimisation; crops are also the tiles of per-tile normalization at prediction time.
     dice_weights : (float, float, float)
@@ -300,7 +304,9 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
         labels=labels,
         dice_weights=tuple(dice_weights), line_radius=line_radius, min_solidity=min_solidity,
         validation_fraction=validation_fraction,
-        classical_options={"diameter_range": list(diameter_range)})
+        classical_options={"diameter_range": list(diameter_range)},
+        pretrained=None if pretrained is None else str(pretrained), freeze_encoder=freeze_encoder,
+        encoder_lr_scale=encoder_lr_scale)
     config.validate()
     out = prepare_output_dir(output)
     checkpoint_dir = out / CHECKPOINT_DIR
@@ -326,6 +332,11 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
         else:
             train_paths, val_paths = paths, _image_paths(validation, pattern)
 
+    segmentation_model = SegmentationModel.new(
+        NUCLEUS_CLASSES, architecture=model, channel=channel, seed=config.seed,
+        normalization={"method": "tile", "tile_size": config.crop_size}, **(model_options or {}))
+    if meta is None:  # a resumed run has its weights in the checkpoint
+        load_pretrained(segmentation_model.network, config)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     target_options = dict(labels=config.labels, label_dir=label_dir, label_suffix=label_suffix, channel=channel,
                           line_radius=config.line_radius, min_solidity=config.min_solidity,
@@ -340,9 +351,6 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
 
     validate = _validation_loss(*validation_tiles(val_items, config.crop_size), loss_fn, config.precision,
                                 config.batch_size)
-    segmentation_model = SegmentationModel.new(
-        NUCLEUS_CLASSES, architecture=model, channel=channel, seed=config.seed,
-        normalization={"method": "tile", "tile_size": config.crop_size}, **(model_options or {}))
     segmentation_model.config["task"] = "nuclei"
     checkpoint_meta = {key: segmentation_model.config[key]
                        for key in ("task", "classes", "architecture", "normalization", "channel")}

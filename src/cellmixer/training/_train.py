@@ -18,7 +18,7 @@ from ._checkpoint import read_checkpoint_meta
 from ._curve import plot_training_curve
 from ._data import CropSampler, load_pseudolabelled
 from ._losses import tversky_loss
-from ._loop import Optimization, OptimizationSettings, refuse_existing_model, stored_architecture
+from ._loop import Optimization, OptimizationSettings, load_pretrained, refuse_existing_model, stored_architecture
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "training_log.csv"
@@ -54,7 +54,9 @@ class TrainingConfig(OptimizationSettings):
 
 
 def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
-          mode: str = "cellmixer", model: str = "unet", model_options: dict | None = None, scale: float = 1.0,
+          mode: str = "cellmixer", model: str = "unet", model_options: dict | None = None,
+          pretrained: str | None = None, freeze_encoder: bool = False, encoder_lr_scale: float = 1.0,
+          scale: float = 1.0,
           iterations: int = 2000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "sgd",
           learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
           lr_schedule: str = "constant", lam: float = 0.5, mix_probability: float = 1.0,
@@ -85,7 +87,18 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         Channel of multi-channel images.
     mode : {'cellmixer', 'baseline'}
     model : str
-        Architecture name (``'unet'``); ``model_options`` are its keyword options (``width``, ``depth``).
+        Architecture name: ``'unet'``, ``'segmenter'`` (DINOv2 ViT encoder + Segmenter mask
+        transformer, the paper's model) or ``'vit-linear'``; ``model_options`` are its keyword options
+        (U-Net: ``width``, ``depth``; ViT: ``size``, ``registers``, ``input_size``, ...; see
+        :func:`cellmixer.models.architecture_options`).
+    pretrained : str, optional
+        DINOv2 weights for the ViT encoder: a file (official or Hugging Face naming, ``.pth`` or
+        ``.safetensors``) or a name (``dinov2_vits14``, ``facebook/dinov2-small``, ...: downloaded
+        once, needs the internet).
+    freeze_encoder : bool
+        Train the decoder only; the (pretrained) encoder stays as it is.
+    encoder_lr_scale : float
+        Fine-tune the encoder at ``learning_rate * encoder_lr_scale`` (e.g. 0.1).
     scale : float
         Resize images by this factor for the network (e.g. 0.5 for large cells at high
         magnification); pseudo-labels are found at full resolution and predictions are returned at
@@ -137,7 +150,9 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
                             weight_decay=weight_decay, lr_schedule=lr_schedule, lam=lam,
                             mix_probability=mix_probability, tversky_alpha=tversky_alpha,
                             tversky_beta=tversky_beta, boundary_ignore=boundary_ignore, augment=augment,
-                            precision=resolve_precision(precision), seed=seed, checkpoint_every=checkpoint_every)
+                            precision=resolve_precision(precision), seed=seed, checkpoint_every=checkpoint_every,
+                            pretrained=None if pretrained is None else str(pretrained),
+                            freeze_encoder=freeze_encoder, encoder_lr_scale=encoder_lr_scale)
     config.validate()
     if not 0.05 <= scale <= 4:
         raise CellmixerError(f"--scale {scale}: must be between 0.05 and 4.")
@@ -167,15 +182,17 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         raise CellmixerError(f"--resume: the data has classes {dataset.classes} but the checkpoint was trained on "
                              f"{meta['classes']}; give the same data folder.")
 
+    segmentation_model = SegmentationModel.new(
+        dataset.classes, architecture=model, channel=channel, input_scale=scale, seed=config.seed,
+        normalization={"method": "background", "foreground": foreground.to_dict()}, **(model_options or {}))
+    if meta is None:  # a resumed run has its weights in the checkpoint
+        load_pretrained(segmentation_model.network, config)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     images = load_pseudolabelled(dataset, foreground=foreground, channel=channel, scale=scale,
                                  min_size=config.crop_size, boundary_ignore=config.boundary_ignore, progress=progress)
     sampler = CropSampler(images, len(dataset.classes) + 1, crop_size=config.crop_size, mode=config.mode,
                           lam=config.lam, mix_probability=config.mix_probability,
                           augment_params=AugmentParams() if config.augment else None)
-    segmentation_model = SegmentationModel.new(
-        dataset.classes, architecture=model, channel=channel, input_scale=scale, seed=config.seed,
-        normalization={"method": "background", "foreground": foreground.to_dict()}, **(model_options or {}))
     checkpoint_meta = {key: segmentation_model.config[key]
                        for key in ("classes", "architecture", "normalization", "channel", "input_scale")}
     run = Optimization(segmentation_model.network, config, checkpoint_dir,

@@ -1,0 +1,207 @@
+"""Cells in phase contrast with no annotation at all (Nishimura et al. 2019, "No annotation") on DeepCell 2016.
+
+    python bench/centroids_deepcell.py [--data ../shared/data/deepcell_vanvalen2016] [--iterations 2000]
+
+Training: phase-contrast fields paired with a nuclear stain; the cell points are the centroids of the
+nuclei that the classical labeller (CellProfiler's IdentifyPrimaryObjects, shape/intensity) finds in
+the nuclear channel: no manual label of any kind. The detector (U-Net, MSE on Gaussian likelihood
+maps) is trained on those, then every evaluated phase image is segmented by detection, guided
+backpropagation, maximum projection and per-cell graph cuts; the nuclear channel of an evaluated
+field is never used by the method.
+
+Evaluation: the manual instance ROIs (RoiSet*.zip, read with roifile) of validation_data/{3T3, HeLa,
+MCF10A} and training_data/RAW40X/set4 and set5. Kept out of training: those fields and every
+duplicate of them listed in SOURCE.txt (training_data/3T3/set3 = testing_data/3T3/set2, the field
+behind validation_data/3T3; RAW40X/set1 = set4 and set2 = set5), and one copy of each other duplicate
+(testing_data/MCF10A/set2 = training_data/MCF10A, testing_data/RAW/set1 = RAW40X/set3).
+
+Baselines run on the same fields from the same seeds (the classical nuclei of the field's own nuclear
+channel): a marker-controlled watershed on the phase image (smoothed Sobel gradient, inside the
+package's unsupervised foreground), and the nuclei grown by a distance limit (each nucleus by its
+field's median nuclear equivalent radius, CellProfiler's "Distance - N"), neither tuned on the
+evaluated fields.
+
+Scores: detection F-measure (one-to-one matching of detected centres to the centroids of the ROIs
+within a distance: half the median equivalent diameter of the field's ROIs, i.e. a detection within
+one typical cell radius of the centre; also at 10 pixels, the paper's reference code), the paper's
+mDice over ground-truth cells, and the package's F1 at IoU 0.5 and AP (IoU 0.5, and 0.50:0.95).
+
+Writes bench/results/centroids_deepcell.json and overlays under bench/results/centroids_deepcell/;
+exits 0 with a message if the data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_mb, save_json  # noqa: E402
+
+from cellmixer.centroids import grow_seeds, roi_labels, seeded_watershed, segment_cells, train_centroids  # noqa: E402
+from cellmixer.centroids._command import format_centroid_table  # noqa: E402
+from cellmixer.instances import instance_overlay, object_table  # noqa: E402
+from cellmixer.io import read_image, write_png  # noqa: E402
+from cellmixer.metrics import centroid_scores, detection_scores, label_centroids, summarize_centroid_scores  # noqa: E402
+from cellmixer.pseudolabels import classical_labels  # noqa: E402
+
+PAPER = {"F-measure": 0.951, "mDice": 0.625}
+TARGET = {"f_measure": 0.95, "mdice": 0.65}
+
+# (phase, nuclear stain) of every training field; duplicates of evaluated fields are absent.
+TRAINING = [
+    ("training_data/3T3/set1/phase.png", "training_data/3T3/set1/nuclear.png"),
+    ("training_data/3T3/set2/phase.png", "training_data/3T3/set2/nuclear.png"),
+    ("testing_data/3T3/set1/RawImages/img_000000000_Phase_000.png",
+     "testing_data/3T3/set1/RawImages/img_000000000_DAPI_010.png"),
+    *[(f"training_data/HeLa_joint/set{i}/phase.png", f"training_data/HeLa_joint/set{i}/nuclear.png")
+      for i in range(1, 6)],
+    ("testing_data/HeLa/set1/RawImages/img_000000000_Phase_000.png",
+     "testing_data/HeLa/set1/RawImages/img_000000000_Far-red_001.png"),
+    ("training_data/MCF10A/phase.png", "training_data/MCF10A/nuclear.png"),
+    ("testing_data/MCF10A/set1/RawImages/img_000000000_Phase_000.png",
+     "testing_data/MCF10A/set1/RawImages/img_000000000_DAPI_010.png"),
+    ("training_data/BMDM/phase.png", "training_data/BMDM/nuclear.png"),
+    ("testing_data/BMDM/set1/RawImages/img_000000000_Phase_000.png",
+     "testing_data/BMDM/set1/RawImages/img_000000000_DAPI_010.png"),
+    ("testing_data/BMDM/set2/RawImages/img_000000000_Phase_000.png",
+     "testing_data/BMDM/set2/RawImages/img_000000000_DAPI_010.png"),
+    ("training_data/RAW40X/set3/phase.png", "training_data/RAW40X/set3/nuclear.png"),
+]
+EXCLUDED = ["training_data/3T3/set3", "testing_data/3T3/set2", "training_data/RAW40X/set1", "training_data/RAW40X/set2",
+            "training_data/RAW40X/set4", "training_data/RAW40X/set5", "testing_data/MCF10A/set2", "testing_data/RAW/set1"]
+# name -> (phase, nuclear stain, ROIs)
+EVALUATION = {
+    "3T3": ("validation_data/3T3/RawImages/phase.tif", "validation_data/3T3/RawImages/dapi.tif",
+            "validation_data/3T3/RoiSet_3T3.zip"),
+    "HeLa": ("validation_data/HeLa/RawImages/phase.tif", "validation_data/HeLa/RawImages/farred.tif",
+             "validation_data/HeLa/RoiSet_HeLa.zip"),
+    "MCF10A": ("validation_data/MCF10A/RawImages/phase.tif", "validation_data/MCF10A/RawImages/dapi.tif",
+               "validation_data/MCF10A/RoiSet_MCF10A.zip"),
+    "RAW264.7 set4": ("training_data/RAW40X/set4/phase.png", "training_data/RAW40X/set4/nuclear.png",
+                      "training_data/RAW40X/set4/RoiSet.zip"),
+    "RAW264.7 set5": ("training_data/RAW40X/set5/phase.png", "training_data/RAW40X/set5/farred.png",
+                      "training_data/RAW40X/set5/RoiSet.zip"),
+}
+METHOD = "WSISPDR (ours)"
+WATERSHED = "Watershed on phase from nuclei"
+GROWN = "Nuclei grown by distance"
+
+
+def median_diameter(labels: np.ndarray) -> float:
+    areas = [r["area"] for r in object_table(labels)]
+    return float(2 * np.sqrt(np.median(areas) / np.pi)) if areas else 0.0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "deepcell_vanvalen2016")
+    parser.add_argument("--output", type=Path, default=RESULTS / "centroids_deepcell")
+    parser.add_argument("--json", type=Path, default=RESULTS / "centroids_deepcell.json")
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop-size", type=int, default=160)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--width", type=int, default=8, help="U-Net width (8: ~4x cheaper than 16 on a CPU)")
+    parser.add_argument("--scale", type=float, default=0.5, help="network input scale (default: %(default)s)")
+    parser.add_argument("--sigma", type=float, default=6.0, help="likelihood peaks, full-resolution pixels")
+    parser.add_argument("--diameter", type=int, nargs=2, default=(10, 60), help="nucleus diameters for the labeller")
+    parser.add_argument("--threshold", type=float, default=None, help="detection threshold (default: the package's)")
+    parser.add_argument("--saliency", default=None, help="graph-cut data term (default: the package's)")
+    parser.add_argument("--window", type=int, default=None)
+    parser.add_argument("--model", type=Path, default=None, help="use this trained detector instead of training")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not (args.data / "validation_data" / "3T3" / "RoiSet_3T3.zip").is_file():
+        print(f"DeepCell 2016 data not found under {args.data}; skipping.")
+        return 0
+    total = Timer()
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    timings = {}
+
+    if args.model is None:
+        t = Timer()
+        nuclear = {args.data / p: args.data / n for p, n in TRAINING}
+        model = train_centroids(list(nuclear), out / "detector", nuclear=nuclear, method="shape/intensity",
+                                diameter_range=tuple(args.diameter), sigma=args.sigma, scale=args.scale,
+                                model_options={"width": args.width}, iterations=args.iterations,
+                                batch_size=args.batch_size, crop_size=args.crop_size,
+                                learning_rate=args.learning_rate, seed=args.seed, overwrite=True)
+        timings["train_s"] = t()
+        training_info = {k: model.config["training"][k] for k in ("train_images", "points", "final_loss")}
+        print(f"trained on {training_info['train_images']} fields, {training_info['points']} nucleus points "
+              f"({timings['train_s']:.0f} s)", flush=True)
+    else:
+        model, training_info = args.model, {}
+
+    overrides = {k: v for k, v in (("threshold", args.threshold), ("saliency", args.saliency),
+                                   ("window", args.window)) if v is not None}
+    rows = {METHOD: [], WATERSHED: [], GROWN: []}
+    rows_10 = {METHOD: [], WATERSHED: [], GROWN: []}
+    per_field, segment_s = {}, []
+    for name, (phase_file, nuclear_file, roi_file) in EVALUATION.items():
+        phase = read_image(args.data / phase_file)
+        truth = roi_labels(args.data / roi_file, phase.shape)
+        distance = median_diameter(truth) / 2
+        start = time.perf_counter()
+        result = segment_cells(model, phase, **overrides)
+        segment_s.append(time.perf_counter() - start)
+        seeds, _ = classical_labels(read_image(args.data / nuclear_file), method="shape/intensity",
+                                    diameter_range=tuple(args.diameter))
+        grow = median_diameter(seeds) / 2
+        predictions = {METHOD: (result.labels, result.detections),
+                       WATERSHED: (seeded_watershed(phase, seeds), label_centroids(seeds)),
+                       GROWN: (grow_seeds(seeds, grow), label_centroids(seeds))}
+        per_field[name] = {"truth_cells": int(truth.max()), "match_distance": round(distance, 2),
+                           "grow_distance": round(grow, 2), "segment_s": round(segment_s[-1], 2),
+                           "detections": int(len(result.detections)), "seeds": int(seeds.max())}
+        for method, (labels, detections) in predictions.items():
+            scores = centroid_scores(truth, labels, detections=detections, max_distance=distance)
+            rows[method].append(scores)
+            d10 = detection_scores(label_centroids(truth), detections, max_distance=10.0)
+            rows_10[method].append(d10)
+            per_field[name][method] = {k: round(float(v), 4) for k, v in scores.items()}
+            per_field[name][method]["f_measure_10px"] = round(d10["f_measure"], 4)
+        slug = name.replace(" ", "_")
+        write_png(out / f"{slug}_ours.png", instance_overlay(phase, result.labels), overwrite=True)
+        write_png(out / f"{slug}_truth.png", instance_overlay(phase, truth), overwrite=True)
+        print(f"{name}: {int(truth.max())} cells; ours F {per_field[name][METHOD]['f_measure']:.3f} "
+              f"mDice {per_field[name][METHOD]['mdice']:.3f} ({segment_s[-1]:.1f} s); watershed mDice "
+              f"{per_field[name][WATERSHED]['mdice']:.3f}; grown mDice {per_field[name][GROWN]['mdice']:.3f}",
+              flush=True)
+
+    results = {method: summarize_centroid_scores(r) for method, r in rows.items()}
+    for method, r in rows_10.items():
+        tp, n_true, n_pred = (sum(x[k] for x in r) for k in ("tp", "n_true", "n_pred"))
+        results[method]["f_measure_10px"] = 2 * tp / (n_true + n_pred) if n_true + n_pred else 1.0
+    table = format_centroid_table(results)
+    print(table)
+    print("paper (No annotation):", PAPER)
+    ours = results[METHOD]
+    target = {"f_measure": round(ours["f_measure"], 4), "mdice": round(ours["mdice"], 4), "targets": TARGET,
+              "met": bool(ours["f_measure"] >= TARGET["f_measure"] and ours["mdice"] >= TARGET["mdice"]),
+              "ahead_of_baselines": bool(all(ours[k] > results[b][k] for b in (WATERSHED, GROWN)
+                                             for k in ("f_measure", "mdice")))}
+    print("target:", target)
+    timings["segment_s_per_field"] = round(float(np.mean(segment_s)), 2)
+    timings["total_s"] = total()
+    print("timings:", timings)
+    path = save_json(args.json, {
+        "command": "python bench/centroids_deepcell.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "data": str(args.data), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "training_fields": [p for p, _ in TRAINING], "excluded_from_training": EXCLUDED,
+        "machine": machine(), "commit": git_commit(), "results": results, "per_field": per_field, "paper": PAPER,
+        "target": target, "training": training_info, "timings": timings, "peak_rss_mb": round(peak_rss_mb(), 1),
+        "table": table,
+    })
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""``cellmixer centroids label|train|predict|evaluate``: instances from one point per cell, or from a nuclear stain."""
+
+from __future__ import annotations
+
+DESCRIPTION = ("Points (a CSV, ImageJ ROIs, or the nuclei of a paired nuclear stain: no annotation) -> U-Net "
+               "detector of cell centres -> guided backpropagation from each cell -> one graph cut per cell -> "
+               "instance label images (Nishimura et al. 2019).")
+
+
+def _add_source_options(parser) -> None:
+    group = parser.add_argument_group("cell points (give one source)")
+    group.add_argument("--points", default=None, help="CSV with columns image,x,y (x = column, y = row, pixels)")
+    group.add_argument("--rois", default=None,
+                       help="folder of ImageJ ROIs <image name>.zip or .roi (points or outlines)")
+    group.add_argument("--nuclear", default=None, help="folder of nuclear-stain images named like the images")
+    group.add_argument("--nuclear-replace", nargs=2, default=None, metavar=("OLD", "NEW"),
+                       help="the nuclear image's file name is the image's with OLD replaced by NEW "
+                            "(e.g. phase nuclear)")
+    group.add_argument("--nuclear-channel", type=int, default=None,
+                       help="the nuclear stain is this channel of the image file itself (0-based)")
+    group.add_argument("--diameter", type=int, nargs=2, default=(10, 50), metavar=("MIN", "MAX"),
+                       help="typical nucleus diameter range in pixels, for the nuclear stain (default: 10 50)")
+    from ..pseudolabels import CLASSICAL_METHODS
+
+    group.add_argument("--method", choices=CLASSICAL_METHODS, default="shape/intensity",
+                       help="classical nuclei method for the nuclear stain (default: %(default)s)")
+
+
+def _source_kwargs(args) -> dict:
+    from .._errors import CellmixerError
+
+    if args.nuclear is not None and args.nuclear_replace is not None:
+        raise CellmixerError("--nuclear and --nuclear-replace: give one way to find the nuclear images.")
+    nuclear = tuple(args.nuclear_replace) if args.nuclear_replace is not None else args.nuclear
+    return dict(points=args.points, rois=args.rois, nuclear=nuclear, nuclear_channel=args.nuclear_channel,
+                method=args.method, diameter_range=tuple(args.diameter))
+
+
+def _add_segmentation_options(parser) -> None:
+    from ..instances import SALIENCY_METHODS
+
+    group = parser.add_argument_group("detection (default: the model's settings)")
+    group.add_argument("--threshold", type=float, default=None,
+                       help="likelihood above which a pixel belongs to a cell centre region")
+    group.add_argument("--min-area", type=int, default=None, help="smallest centre region (network pixels)")
+    group = parser.add_argument_group("guided backpropagation and graph cut (default: the model's settings)")
+    group.add_argument("--window", type=int, default=None, help="window around each cell (network pixels)")
+    group.add_argument("--map-smoothing", type=float, default=None,
+                       help="Gaussian sigma of the contribution maps before the projection (0: raw)")
+    group.add_argument("--foreground-threshold", type=float, default=None,
+                       help="foreground seeds: pixels a cell owns with this fraction of its strongest contribution")
+    group.add_argument("--background-threshold", type=float, default=None,
+                       help="background seeds: pixels another cell owns with this fraction of its strongest")
+    group.add_argument("--saliency", choices=SALIENCY_METHODS, default=None,
+                       help="data term: inverted (dark cells, phase contrast), image (bright cells), gradient "
+                            "(textured cells), none")
+    group.add_argument("--data-weight", type=float, default=None, help="weight of the data term")
+    group.add_argument("--smoothness", type=float, default=None,
+                       help="weight of the contrast-sensitive boundary term")
+    group.add_argument("--support-threshold", type=float, default=None,
+                       help="background seeds where a cell's own map is below this fraction of its maximum")
+    group.add_argument("--batch-size", type=int, default=32,
+                       help="cell windows per backward pass (default: %(default)s)")
+
+
+_SEGMENTATION_NAMES = ("threshold", "min_area", "window", "map_smoothing", "foreground_threshold",
+                       "background_threshold", "support_threshold", "saliency", "data_weight", "smoothness")
+
+
+def add_centroids_parser(sub) -> None:
+    """Register ``cellmixer centroids`` and its steps on the main parser's sub-parsers."""
+    from ..models import architecture_options
+    from ._main import _add_data_options, _add_optimisation_options, _add_output_options, _add_precision_option
+
+    centroids = sub.add_parser("centroids", help="cell instances from points or a nuclear stain: label, train, "
+                                                 "predict, evaluate", description=DESCRIPTION)
+    steps = centroids.add_subparsers(dest="step", metavar="STEP", required=True)
+
+    p = steps.add_parser("label", help="write the cell points of each image (to check or correct them)",
+                         description="Write points.csv (image,x,y), <name>_points.png and points.json.")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    _add_source_options(p)
+    p.add_argument("--sigma", type=float, default=6.0, help="likelihood peaks, pixels (with --likelihood)")
+    p.add_argument("--likelihood", action="store_true", help="also write <name>_likelihood.tif (training target)")
+    _add_data_options(p, classes=False)
+    _add_output_options(p)
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the PNGs")
+
+    p = steps.add_parser("train", help="train the cell-centre detector on points",
+                         description="Gaussian likelihood maps of the points -> U-Net with the mean squared error.")
+    p.add_argument("images", nargs="+", help="image files or folders (phase contrast, DIC, brightfield)")
+    _add_source_options(p)
+    group = p.add_argument_group("network")
+    unet = architecture_options("unet")
+    group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
+    group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
+    group.add_argument("--scale", type=float, default=1.0,
+                       help="resize images by this factor for the network, e.g. 0.5 for large cells "
+                            "(default: %(default)s)")
+    group.add_argument("--sigma", type=float, default=6.0,
+                       help="standard deviation of each likelihood peak, image pixels (default: %(default)s)")
+
+    from ..centroids import CentroidTrainingConfig
+
+    _add_optimisation_options(p, CentroidTrainingConfig, augment_help="no flips, blur, noise or intensity changes")
+    _add_data_options(p, classes=False)
+    _add_output_options(p)
+
+    p = steps.add_parser("predict", help="segment cells with a trained detector",
+                         description="Write <name>_labels.tif (0 background, 1..n cells), <name>_objects.csv, "
+                                     "<name>_detections.csv, <name>_overlay.png and cells.csv.")
+    p.add_argument("model", help="model folder written by `cellmixer centroids train`")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    _add_segmentation_options(p)
+    group = p.add_argument_group("network")
+    group.add_argument("--tile-size", type=int, default=512, help="likelihood map tiles (default: %(default)s)")
+    _add_precision_option(group, "fp32")
+    _add_data_options(p, classes=False)
+    _add_output_options(p)
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
+
+    p = steps.add_parser("evaluate", help="score cells against ground truth (F-measure, mDice, F1, AP)",
+                         description="Detection F-measure (one-to-one within --max-distance), the paper's mDice, "
+                                     "F1 and AP at IoU 0.5, AP over 0.50:0.95.")
+    p.add_argument("predictions", help="folder written by `cellmixer centroids predict`")
+    p.add_argument("--truth", required=True, help="folder of ground truth: label images or ImageJ ROIs (.zip, .roi)")
+    p.add_argument("--truth-suffix", default="", help="truth of a is a<suffix>.tif or .zip (default: none)")
+    p.add_argument("--max-distance", type=float, default=10.0,
+                   help="a detection matches a cell this close to its centroid, pixels (default: %(default)s)")
+    _add_output_options(p, output_required=False, default="centroid_evaluation")
+
+
+def run_centroids(args, progress: bool) -> None:
+    """Run the ``cellmixer centroids`` step of ``args``."""
+    from ._main import _optimisation_kwargs
+
+    if args.step == "label":
+        from ..centroids import label_centroids
+
+        rows = label_centroids(args.inputs, args.output, pattern=args.pattern, channel=args.channel, sigma=args.sigma,
+                               likelihood=args.likelihood, overlays=args.overlays, overwrite=args.overwrite,
+                               progress=progress, **_source_kwargs(args))
+        print(f"wrote the points of {len(rows)} images ({sum(r['points'] for r in rows)} cells) -> "
+              f"{args.output}/points.csv")
+    elif args.step == "train":
+        from ..centroids import train_centroids
+
+        model = train_centroids(args.images, args.output, pattern=args.pattern, channel=args.channel,
+                                sigma=args.sigma, scale=args.scale,
+                                model_options={"width": args.width, "depth": args.depth}, progress=progress,
+                                **_source_kwargs(args), **_optimisation_kwargs(args))
+        info = model.config["training"]
+        print(f"trained the cell-centre detector on {info['train_images']} images, {info['points']} points "
+              f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
+    elif args.step == "predict":
+        from ..centroids import predict_centroids
+
+        settings = {name: getattr(args, name) for name in _SEGMENTATION_NAMES}
+        rows = predict_centroids(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
+                                 overlays=args.overlays, overwrite=args.overwrite, progress=progress,
+                                 batch_size=args.batch_size, tile_size=args.tile_size, precision=args.precision,
+                                 **settings)
+        print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} cells) -> {args.output}")
+    elif args.step == "evaluate":
+        from ..centroids import evaluate_centroids
+
+        result = evaluate_centroids(args.predictions, args.truth, truth_suffix=args.truth_suffix,
+                                    max_distance=args.max_distance, output=args.output, overwrite=args.overwrite)
+        print(result["table"])
+        print(f"\nscores -> {args.output}/centroid_evaluation.json")

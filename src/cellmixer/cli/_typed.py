@@ -1,0 +1,117 @@
+"""``cellmixer typed train|predict|evaluate``: every cell its own mask and its cell type."""
+
+from __future__ import annotations
+
+
+def add_typed_parser(sub) -> None:
+    from ..metrics import LIVECELL_MAX_DETECTIONS
+    from ..models import architecture_options
+    from ..typed import TypedTrainingConfig
+    from ._main import _add_data_options, _add_optimisation_options, _add_output_options, _add_precision_option
+
+    typed = sub.add_parser("typed", help="typed cells: every cell its mask and its cell type, COCO mAP",
+                           description="Cells with their type, from a CellMixer model and an instance source (no "
+                                       "annotation), or from a model trained on COCO annotations; label images, "
+                                       "tables, GeoJSON, COCO results, overlays; COCO mask AP.")
+    steps = typed.add_subparsers(dest="step", metavar="STEP", required=True)
+    class_help = ("class of each cell: 'annotation' (its COCO category), 'prefix' (image file name up to the first "
+                  "underscore, e.g. LIVECell's cell line) or a CSV file with columns image, class "
+                  "(default: %(default)s)")
+
+    p = steps.add_parser("train", help="train an instance + type model on COCO annotations",
+                         description="One U-Net, two heads: background / cell / boundary (as the nucleus model) and "
+                                     "the cell type; weights with the lowest validation loss are kept.")
+    p.add_argument("annotations", help="COCO annotation file (polygons or RLE)")
+    group = p.add_argument_group("annotations")
+    group.add_argument("--images", default=None, help="folder of the images (default: the annotation file's folder)")
+    group.add_argument("--class-from", default="annotation", help=class_help)
+    group.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                       help="the types the model knows, in order (default: all found, sorted)")
+    group.add_argument("--validation", default=None, help="COCO file of validation images (default: a share of the "
+                                                          "training images)")
+    group.add_argument("--validation-images", default=None, help="folder of the validation images")
+    group.add_argument("--validation-fraction", type=float, default=0.2,
+                       help="share of images held out when --validation is not given; 0 keeps the last weights "
+                            "(default: %(default)s)")
+    group.add_argument("--line-radius", type=int, default=1, help="boundary pixels have another cell this close "
+                                                                  "(default: %(default)s)")
+    group = p.add_argument_group("network")
+    unet = architecture_options("unet")
+    group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
+    group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
+    group = _add_optimisation_options(p, TypedTrainingConfig, crop_help="crops, and tiles at prediction",
+                                      augment_help="no flips and rotations")
+    group.add_argument("--dice-weights", type=float, nargs=3, default=(0.2, 0.4, 0.4), metavar=("BG", "CELL", "LINE"),
+                       help="log-Dice weights of the instance head (default: 0.2 0.4 0.4)")
+    group.add_argument("--type-weight", type=float, default=1.0, help="weight of the type head's cross-entropy "
+                                                                      "(default: %(default)s)")
+    p.add_argument("--channel", type=int, default=None, help="channel of multi-channel images (0-based)")
+    _add_output_options(p)
+
+    p = steps.add_parser("predict", help="find the cells of new images with their type",
+                         description="Write <name>_labels.tif, <name>_types.tif, <name>_cells.csv, <name>.geojson, "
+                                     "<name>_overlay.png, counts.csv and coco_results.json.")
+    p.add_argument("model", help="model folder: `cellmixer train` (types only) or `cellmixer typed train`")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    group = p.add_argument_group("instances")
+    group.add_argument("--instances", default=None,
+                       help="instance source for a CellMixer model: watershed (default), components, a nucleus "
+                            "model folder, or a folder of label images <name>_labels.tif; a typed model uses its own")
+    group.add_argument("--min-distance", type=int, default=5,
+                       help="watershed: smallest distance between cell centres in pixels (default: %(default)s)")
+    group.add_argument("--min-area", type=int, default=10, help="drop cells smaller than this (default: %(default)s)")
+    group.add_argument("--coco", default=None, help="COCO file listing the images: its image ids go into "
+                                                    "coco_results.json")
+    _add_data_options(p, classes=False)
+    group = p.add_argument_group("sliding window")
+    group.add_argument("--overlap", type=float, default=0.25, help="(default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
+    _add_precision_option(group, "fp32")
+    group.add_argument("--augment", action="store_true", help="average over the 8 flips and rotations (8x slower)")
+    _add_output_options(p)
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
+
+    p = steps.add_parser("evaluate", help="COCO mask AP of typed cells against COCO annotations",
+                         description="mAP (IoU 0.50:0.95), AP50, AP75, AP small/medium/large, class-agnostic and per "
+                                     "class, with LIVECell's detection limits; cell count error per image.")
+    p.add_argument("predictions", help="folder written by `cellmixer typed predict`, or a COCO results file")
+    p.add_argument("--truth", required=True, help="COCO annotation file")
+    p.add_argument("--class-from", default="annotation", help=class_help)
+    p.add_argument("--max-detections", type=int, nargs=3, default=LIVECELL_MAX_DETECTIONS, metavar="N",
+                   help="pycocotools maxDets; AP at the last (default: LIVECell's 100 500 2000)")
+    p.add_argument("--area-ranges", choices=("livecell", "coco"), default="livecell",
+                   help="small/medium/large limits: LIVECell's 18²/31² or COCO's 32²/96² pixels (default: %(default)s)")
+    _add_output_options(p, output_required=False, default="typed_evaluation")
+
+
+def run_typed(args, progress: bool) -> None:
+    if args.step == "train":
+        from ..typed import train_typed
+        from ._main import _optimisation_kwargs
+
+        model = train_typed(
+            args.annotations, args.output, images=args.images, validation=args.validation,
+            validation_images=args.validation_images, class_from=args.class_from, classes=args.classes,
+            channel=args.channel, model_options={"width": args.width, "depth": args.depth},
+            dice_weights=tuple(args.dice_weights), type_weight=args.type_weight, line_radius=args.line_radius,
+            validation_fraction=args.validation_fraction, progress=progress, **_optimisation_kwargs(args))
+        info = model.config["training"]
+        print(f"trained typed-cell model for {', '.join(model.config['types'])} ({info['iterations']} iterations, "
+              f"kept iteration {info['selected_iteration']}) -> {args.output}")
+    elif args.step == "predict":
+        from ..typed import predict_typed
+
+        rows = predict_typed(args.model, args.inputs, args.output, instances=args.instances, coco=args.coco,
+                             pattern=args.pattern, channel=args.channel, min_distance=args.min_distance,
+                             min_area=args.min_area, overlap=args.overlap, batch_size=args.batch_size,
+                             precision=args.precision, augment=args.augment, overlays=args.overlays,
+                             overwrite=args.overwrite, progress=progress)
+        print(f"found {sum(r['cells'] for r in rows)} typed cells in {len(rows)} images -> {args.output}")
+    elif args.step == "evaluate":
+        from ..metrics import evaluate_typed
+
+        result = evaluate_typed(args.predictions, args.truth, class_from=args.class_from,
+                                max_detections=tuple(args.max_detections), area_ranges=args.area_ranges,
+                                output=args.output, overwrite=args.overwrite)
+        print(result["table"])
+        print(f"\nscores -> {args.output}/typed_evaluation.json")
