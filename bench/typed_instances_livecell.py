@@ -78,6 +78,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--min-distance", type=int, default=5)
+    parser.add_argument("--line-radius", type=int, default=1, help="route 2: boundary width (pixels each side)")
+    parser.add_argument("--normalization", choices=("image", "tile"), default="image", help="route 2 network input")
     parser.add_argument("--work", type=Path, default=None, help="keep models and predictions here")
     parser.add_argument("--output", type=Path, default=RESULTS / "typed_instances_livecell.json")
     args = parser.parse_args()
@@ -97,7 +99,8 @@ def main() -> int:
                         model_options={"width": args.width, "depth": 4})
     result = {"command": " ".join(sys.argv), "data": str(args.data), "machine": machine(), "commit": git_commit(),
               "settings": {**{k: v for k, v in optimisation.items() if k != "overwrite"},
-                           "min_distance": args.min_distance},
+                           "min_distance": args.min_distance, "line_radius": args.line_radius,
+                           "normalization": args.normalization},
               "anchors": ANCHORS, "routes": {}, "wall_time_s": {}}
 
     # Route 1: image-level labels only.
@@ -117,7 +120,8 @@ def main() -> int:
     # Route 2: the 5 annotated images.
     timer = Timer()
     model = cellmixer.train_typed(val_json, work / "route2_model", images=images, class_from="prefix",
-                                  validation_fraction=0, **optimisation)
+                                  validation_fraction=0, line_radius=args.line_radius,
+                                  normalization=args.normalization, **optimisation)
     result["wall_time_s"]["route2_training"] = timer()
     timer = Timer()
     cellmixer.predict_typed(work / "route2_model", test_dir, work / "route2", coco=test_json, overwrite=True)

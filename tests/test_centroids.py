@@ -260,6 +260,16 @@ def test_segment_cells_finds_the_cells(detector):
     assert scores["mdice"] > 0.5
 
 
+def test_detector_is_an_instance_source_of_typed_cells(detector, trained):
+    from cellmixer import segment_typed
+
+    image, _, _ = cells_image(seed=7)
+    cells = segment_typed(trained[0], image, instances=detector)
+    expected = segment_cells(detector, image).labels
+    assert len(cells) == len(np.unique(expected)) - 1 > 0
+    assert np.array_equal(cells.labels > 0, expected > 0)
+
+
 def test_no_detection_gives_an_empty_result(detector):
     image, _, _ = cells_image(seed=3)
     result = segment_cells(detector, image, threshold=50.0)

@@ -105,6 +105,7 @@ def test_route2_model_has_two_heads_and_predicts_typed_cells(typed_model, coco_d
     assert model.network.output_groups == (3, 2)
     info = model.config["training"]
     assert info["train_images"] == 3 and info["validation_images"] == 1 and info["class_from"] == "prefix"
+    assert model.config["normalization"]["method"] == "percentile"  # whole images, not tiles
     loaded = SegmentationModel.load(folder)
     image = tifffile.imread(coco_data.parent / "roundcell_0.tif")
     _, probs = loaded.predict(image, probabilities=True)
@@ -119,12 +120,23 @@ def test_route2_model_has_two_heads_and_predicts_typed_cells(typed_model, coco_d
     assert ids <= {1, 2, 3, 4}
 
 
+def test_route2_tile_normalization_predicts_like_the_nucleus_model(coco_data, tmp_path):
+    model = train_typed(coco_data, tmp_path / "tiles", class_from="prefix", normalization="tile", **TINY_TYPED)
+    assert model.config["normalization"] == {"method": "tile", "tile_size": TINY_TYPED["crop_size"]}
+    image = tifffile.imread(coco_data.parent / "spindle_1.tif")
+    _, probs = SegmentationModel.load(tmp_path / "tiles").predict(image, probabilities=True)
+    np.testing.assert_allclose(probs, model.predict(image, probabilities=True)[1], atol=1e-5)
+    np.testing.assert_allclose(probs[:3].sum(axis=0), 1, atol=1e-4)
+
+
 def test_route2_bad_input(coco_data, tmp_path):
     with pytest.raises(CellmixerError, match="not one of"):
         train_typed(coco_data, tmp_path / "m1", class_from="prefix", classes=["roundcell"], **TINY_TYPED)
     empty = write_coco(tmp_path / "empty", per_type=1, annotate=False)
     with pytest.raises(CellmixerError, match="has no annotations"):
         train_typed(empty, tmp_path / "m2", **TINY_TYPED)
+    with pytest.raises(CellmixerError, match="normalization"):
+        train_typed(coco_data, tmp_path / "m4", class_from="prefix", normalization="per-cell", **TINY_TYPED)
     with pytest.raises(CellmixerError, match="one image cannot be split"):
         single = write_coco(tmp_path / "single", types=("roundcell",), per_type=1)
         train_typed(single, tmp_path / "m3", **TINY_TYPED)

@@ -6,18 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import ndimage as ndi
 
 from .._errors import CellmixerError
-from ..models import SegmentationModel, autocast, rescale_image, resolve_precision
+from ..models import SegmentationModel, rescale_image
 from ._guided import contribution_maps, max_projection
 
 TASK = "centroids"
 # Detection and segmentation settings a model folder stores (config["centroids"]) and prediction uses
-# unless told otherwise.
-DEFAULT_SEGMENTATION = {"threshold": 0.4, "min_area": 3, "window": 96, "map_smoothing": 2.0,
-                        "foreground_threshold": 0.2, "background_threshold": 0.2, "support_threshold": 0.05,
+# unless told otherwise. threshold and support_threshold were chosen on DeepCell training fields left out
+# of the detector's training (docs/benchmarks.md); a support threshold cut the cells down to the
+# neighbourhood of their nucleus.
+DEFAULT_SEGMENTATION = {"threshold": 0.3, "min_area": 3, "window": 96, "map_smoothing": 2.0,
+                        "foreground_threshold": 0.2, "background_threshold": 0.2, "support_threshold": 0.0,
                         "saliency": "gradient", "data_weight": 1.0, "smoothness": 2.0, "fill_holes": True}
 
 
@@ -40,35 +41,19 @@ def network_input(model: SegmentationModel, image: np.ndarray) -> np.ndarray:
 
 def predict_likelihood(network, x: np.ndarray, *, tile_size: int = 512, overlap: float = 0.25,
                        precision: str = "fp32") -> np.ndarray:
-    """The detector's output on a normalized image, tile by tile with blended overlaps.
+    """The detector's output on a normalized image, tile by tile with blended overlaps (the sliding
+    window of :meth:`cellmixer.SegmentationModel.predict`).
 
     Returns an (H, W) float32 likelihood map (the network's raw output, ~0 background, ~1 at cell
     centres).
     """
-    from ..inference import blend_window, tile_starts
+    from ..inference import predict_probabilities
 
-    h, w = x.shape
-    multiple = getattr(network, "size_multiple", 1)
-    tile = max(multiple, tile_size // multiple * multiple)
     network.eval()
-
-    def run(tiles):
-        t = torch.from_numpy(np.stack(tiles)[:, None]).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(resolve_precision(precision)):
-            return network(t)[:, 0].float().numpy()
-
-    if h <= tile and w <= tile:
-        return run([x])[0]
-    th, tw = min(tile, h), min(tile, w)
-    stride = lambda t: max(multiple, round(t * (1 - overlap) / multiple) * multiple)  # noqa: E731
-    acc = np.zeros((h, w), np.float32)
-    weight = np.zeros((h, w), np.float32)
-    window = blend_window(th, tw)
-    for y in tile_starts(h, th, stride(th)):
-        for x0 in tile_starts(w, tw, stride(tw)):
-            acc[y:y + th, x0:x0 + tw] += run([x[y:y + th, x0:x0 + tw]])[0] * window
-            weight[y:y + th, x0:x0 + tw] += window
-    return acc / weight
+    likelihood = np.empty((1, *x.shape), np.float32)
+    predict_probabilities(network, x, offset=0.0, scale=1.0, num_classes=1, tile_size=tile_size, overlap=overlap,
+                          probabilities=likelihood, precision=precision)
+    return likelihood[0]
 
 
 def centre_regions(likelihood: np.ndarray, *, threshold: float = 0.4, min_area: int = 3) -> np.ndarray:
@@ -139,9 +124,10 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
     3. One graph cut per cell (:func:`cellmixer.instances.graph_cut`): foreground seeds are the
        pixels the cell owns with at least ``foreground_threshold`` of its strongest contribution
        (and its centre region), background seeds the pixels other cells own with at least
-       ``background_threshold`` of theirs, and the pixels where the cell's own map is below
-       ``support_threshold`` of its maximum (it did not contribute there); the data term is the image's saliency
-       (:func:`cellmixer.instances.saliency_map`), the smoothness term contrast-sensitive.
+       ``background_threshold`` of theirs, the frame of its window, and (if ``support_threshold``
+       > 0, off by default) the pixels where its own map is below that fraction of its maximum;
+       the data term is the image's saliency (:func:`cellmixer.instances.saliency_map`), the
+       smoothness term contrast-sensitive.
     4. Fusion into one label image without overlaps (:func:`cellmixer.instances.fuse_cells`).
 
     Settings left as None take the model's stored values (``config["centroids"]["segmentation"]``)

@@ -35,6 +35,9 @@ def add_typed_parser(sub) -> None:
                             "(default: %(default)s)")
     group.add_argument("--line-radius", type=int, default=1, help="boundary pixels have another cell this close "
                                                                   "(default: %(default)s)")
+    group.add_argument("--normalization", choices=("image", "tile"), default="image",
+                       help="network input: each image by its percentiles, or each tile by its mean and std "
+                            "(default: %(default)s)")
     group = p.add_argument_group("network")
     unet = architecture_options("unet")
     group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
@@ -56,7 +59,8 @@ def add_typed_parser(sub) -> None:
     group = p.add_argument_group("instances")
     group.add_argument("--instances", default=None,
                        help="instance source for a CellMixer model: watershed (default), components, a nucleus "
-                            "model folder, or a folder of label images <name>_labels.tif; a typed model uses its own")
+                            "model or cell-centre detector folder, or a folder of label images <name>_labels.tif; a "
+                            "typed model uses its own")
     group.add_argument("--min-distance", type=int, default=5,
                        help="watershed: smallest distance between cell centres in pixels (default: %(default)s)")
     group.add_argument("--min-area", type=int, default=10, help="drop cells smaller than this (default: %(default)s)")
@@ -94,6 +98,7 @@ def run_typed(args, progress: bool) -> None:
             validation_images=args.validation_images, class_from=args.class_from, classes=args.classes,
             channel=args.channel, model_options={"width": args.width, "depth": args.depth},
             dice_weights=tuple(args.dice_weights), type_weight=args.type_weight, line_radius=args.line_radius,
+            normalization=args.normalization,
             validation_fraction=args.validation_fraction, progress=progress, **_optimisation_kwargs(args))
         info = model.config["training"]
         print(f"trained typed-cell model for {', '.join(model.config['types'])} ({info['iterations']} iterations, "

@@ -43,8 +43,11 @@ def blend_window(height: int, width: int) -> np.ndarray:
 
 def _softmax(network, logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities; a network with several heads (``output_groups``, e.g. instance classes and
-    cell types) gets one softmax per head over its own channels."""
+    cell types) gets one softmax per head over its own channels. A one-channel network regresses a
+    map (the cell-centre detector's likelihood): its output is returned as it is."""
     groups = getattr(network, "output_groups", None)
+    if logits.shape[1] == 1:
+        return logits.float()
     if groups is None:
         return torch.softmax(logits.float(), dim=1)
     return torch.cat([torch.softmax(part.float(), dim=1) for part in torch.split(logits, list(groups), dim=1)], dim=1)

@@ -158,12 +158,15 @@ def _crop_or_pad(image: np.ndarray, target: np.ndarray, y: int, x: int, size: in
 
 class NucleiSampler:
     """Random crops of labelled images: one of the 8 flips and rotations, then normalized by the
-    crop's own mean and standard deviation (the paper normalizes each augmented tile)."""
+    crop's own mean and standard deviation (the paper normalizes each augmented tile;
+    ``normalize_tiles=False`` for images normalized beforehand as a whole)."""
 
-    def __init__(self, items: list[LabelledNuclei], *, crop_size: int, augment: bool = True):
+    def __init__(self, items: list[LabelledNuclei], *, crop_size: int, augment: bool = True,
+                 normalize_tiles: bool = True):
         self.items = items
         self.crop_size = crop_size
         self.augment = augment
+        self.normalize = _normalize if normalize_tiles else np.asarray
         area = np.array([it.image.size for it in items], np.float64)
         self.weights = area / area.sum()
 
@@ -175,7 +178,7 @@ class NucleiSampler:
         image, target = _crop_or_pad(item.image, item.target, y, x, c)
         if self.augment:
             image, target = augment(image, target, rng, FLIPS_ONLY)
-        return _normalize(np.ascontiguousarray(image, np.float32)), np.ascontiguousarray(target)
+        return self.normalize(np.ascontiguousarray(image, np.float32)), np.ascontiguousarray(target)
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         samples = [self.sample(rng) for _ in range(batch_size)]
@@ -183,17 +186,19 @@ class NucleiSampler:
                 np.stack([s[1] for s in samples]).astype(np.int64))
 
 
-def validation_tiles(items: list[LabelledNuclei], crop_size: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_tiles(items: list[LabelledNuclei], crop_size: int, *,
+                     normalize_tiles: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Every validation image cut into crop-sized tiles that cover it (the last ones overlap)."""
     from ..inference import tile_starts
 
+    normalize = _normalize if normalize_tiles else np.asarray
     images, targets = [], []
     for item in items:
         h, w = item.image.shape
         for y in tile_starts(h, crop_size, crop_size):
             for x in tile_starts(w, crop_size, crop_size):
                 image, target = _crop_or_pad(item.image, item.target, y, x, crop_size)
-                images.append(_normalize(np.ascontiguousarray(image, np.float32)))
+                images.append(normalize(np.ascontiguousarray(image, np.float32)))
                 targets.append(target)
     return np.stack(images)[:, None], np.stack(targets).astype(np.int64)
 

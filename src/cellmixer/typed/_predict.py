@@ -43,9 +43,14 @@ def _instance_source(instances):
     if isinstance(instances, str) and instances in INSTANCE_SOURCES:
         return instances
     if isinstance(instances, SegmentationModel) or (Path(instances) / "config.json").is_file():
+        model = instances if isinstance(instances, SegmentationModel) else SegmentationModel.load(instances)
+        if model.config.get("task") == "centroids":  # cells from a detector (`cellmixer centroids train`)
+            from ..centroids import segment_cells
+
+            return lambda image, stem, probs: segment_cells(model, image).labels
         from ..inference import load_nucleus_model, segment_nuclei
 
-        nucleus_model = load_nucleus_model(instances)
+        nucleus_model = load_nucleus_model(model)
         return lambda image, stem, probs: segment_nuclei(nucleus_model, image)
     folder = Path(instances)
     if folder.is_dir():
@@ -59,8 +64,8 @@ def _instance_source(instances):
             return read_labels(path)
 
         return from_files
-    raise CellmixerError(f"--instances {instances}: give {', '.join(INSTANCE_SOURCES)}, a nucleus model folder or a "
-                         "folder of label images.")
+    raise CellmixerError(f"--instances {instances}: give {', '.join(INSTANCE_SOURCES)}, a nucleus or cell-centre "
+                         "model folder, or a folder of label images.")
 
 
 def _foreground_instances(source: str, foreground: np.ndarray, *, min_distance: int, min_area: int) -> np.ndarray:
@@ -91,8 +96,9 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
         Instance source: ``'watershed'`` (the default for CellMixer models: the predicted
         foreground split by :func:`cellmixer.instances.split_foreground`), ``'components'``
         (connected components of the foreground), a label image, a callable
-        ``f(image, stem, probabilities) -> labels``, a nucleus model folder, or a folder of label
-        images ``<stem>_labels.tif``. ``None`` with a typed model: its own instance head.
+        ``f(image, stem, probabilities) -> labels``, a nucleus model or a cell-centre detector
+        (:func:`cellmixer.train_centroids`; folder or model), or a folder of label images
+        ``<stem>_labels.tif``. ``None`` with a typed model: its own instance head.
     min_distance : int
         Watershed: smallest distance between cell centres (pixels).
     min_area : int

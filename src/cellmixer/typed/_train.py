@@ -26,6 +26,11 @@ from ._coco import CocoDataset, instance_labels, read_coco
 from ._predict import INSTANCE_CLASSES, TASK
 
 
+# Network input: each image by its 1st-99.8th percentiles (phase contrast has large empty areas, which
+# per-tile normalization would turn into amplified noise), or each tile by its own mean and std.
+NORMALIZATIONS = {"image": {"method": "percentile", "low": 1.0, "high": 99.8}, "tile": {"method": "tile"}}
+
+
 @dataclass
 class TypedTrainingConfig(OptimizationSettings):
     """Settings of :func:`train_typed` (saved in the model's ``config.json``): the nucleus model's
@@ -40,6 +45,7 @@ class TypedTrainingConfig(OptimizationSettings):
     dice_weights: tuple = (0.2, 0.4, 0.4)
     type_weight: float = 1.0
     line_radius: int = 1
+    normalization: str = "image"
     validation_fraction: float = 0.2
     class_from: str = ANNOTATION
 
@@ -54,12 +60,18 @@ class TypedTrainingConfig(OptimizationSettings):
             self.bad("line_radius", self.line_radius, "must be at least 1")
         if not 0 <= self.validation_fraction < 1:
             self.bad("validation_fraction", self.validation_fraction, "must be in [0, 1); 0 keeps the last weights")
+        if self.normalization not in NORMALIZATIONS:
+            self.bad("normalization", self.normalization, f"choose {' or '.join(NORMALIZATIONS)}")
 
 
 def typed_targets(dataset: CocoDataset, source: ClassSource, classes: list, *, line_radius: int = 1,
-                  channel: int | None = None, progress: bool = True, desc: str = "reading annotations"):
-    """Each image with its (H, W, 2) target: plane 0 the 3 instance classes (0 background, 1 cell,
+                  normalization: dict | None = None, channel: int | None = None, progress: bool = True,
+                  desc: str = "reading annotations"):
+    """Each image (normalized as a whole by ``normalization``, a model's setting, unless that is
+    per tile) with its (H, W, 2) target: plane 0 the 3 instance classes (0 background, 1 cell,
     2 boundary), plane 1 the type index of each cell pixel (255 on background)."""
+    from ..models import input_statistics
+
     index = {name: i for i, name in enumerate(classes)}
     items = []
     for image in progress_bar(dataset.images, desc=desc, unit="image", enabled=progress):
@@ -72,7 +84,11 @@ def typed_targets(dataset: CocoDataset, source: ClassSource, classes: list, *, l
         lut = np.full(len(kinds) + 1, IGNORE, np.uint8)
         lut[1:] = [index[k] for k in kinds]
         target = np.stack([three_class_targets(labels, line_radius=line_radius), lut[labels]], axis=-1)
-        items.append(LabelledNuclei(pixels.astype(np.float32, copy=False), target, image.path))
+        pixels = pixels.astype(np.float32, copy=False)
+        if normalization and normalization["method"] != "tile":
+            offset, scale = input_statistics(pixels, normalization)
+            pixels = (pixels - np.float32(offset)) / np.float32(scale)
+        items.append(LabelledNuclei(pixels, target, image.path))
     return items
 
 
@@ -108,7 +124,8 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
                 iterations: int = 2000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "adam",
                 learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 1e-4,
                 lr_schedule: str = "poly", dice_weights=(0.2, 0.4, 0.4), type_weight: float = 1.0,
-                line_radius: int = 1, validation_fraction: float = 0.2, augment: bool = True, precision: str = "auto",
+                line_radius: int = 1, normalization: str = "image", validation_fraction: float = 0.2,
+                augment: bool = True, precision: str = "auto",
                 seed: int = 0, checkpoint_every: int = 250, threads: int | None = None, resume: bool = False,
                 overwrite: bool = False, progress: bool = True) -> SegmentationModel:
     """Train one network that finds every cell and its type, from COCO instance annotations.
@@ -116,8 +133,8 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
     A U-Net (:class:`cellmixer.models.TypedUNet`) has two heads on the same features: the
     instance head learns background / cell / boundary (the targets and the post-processing of
     the nucleus model, :func:`cellmixer.train_nuclei`), the type head the cell type of each cell
-    pixel. Crops are normalized by their own mean and standard deviation and flipped/rotated;
-    the weights with the lowest loss on the validation images are kept.
+    pixel. Crops are flipped/rotated; the weights with the lowest loss on the validation images
+    are kept.
 
     Parameters
     ----------
@@ -148,6 +165,9 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
         Weight of the type head's cross-entropy.
     line_radius : int
         Boundary pixels have another cell within this distance.
+    normalization : {'image', 'tile'}
+        Network input: each image scaled by its 1st and 99.8th percentiles, or each tile by its
+        own mean and standard deviation (as the nucleus model; empty tiles become noise).
     validation_fraction, augment, precision, seed, checkpoint_every, threads, resume, overwrite, progress :
         As for :func:`cellmixer.train_nuclei`.
 
@@ -163,7 +183,7 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
         learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, lr_schedule=lr_schedule,
         augment=augment, precision=resolve_precision(precision), seed=seed, checkpoint_every=checkpoint_every,
         dice_weights=tuple(dice_weights), type_weight=type_weight, line_radius=line_radius,
-        validation_fraction=validation_fraction, class_from=str(class_from))
+        normalization=normalization, validation_fraction=validation_fraction, class_from=str(class_from))
     config.validate()
     out = prepare_output_dir(output)
     checkpoint_dir = out / CHECKPOINT_DIR
@@ -174,6 +194,7 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
             raise CellmixerError(f"--resume: {checkpoint_dir} is not a typed-cell training; resume it with its own "
                                  "command.")
         stored = meta["training"]
+        stored.setdefault("normalization", "tile")  # checkpoints written before the option normalized tiles
         config = TypedTrainingConfig(**{f.name: stored[f.name] for f in fields(TypedTrainingConfig) if f.name in stored})
         config.iterations = max(config.iterations, iterations)
         config.checkpoint_every = checkpoint_every
@@ -195,17 +216,21 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
     check_known(found, classes, where=str(annotations))
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    options = dict(line_radius=config.line_radius, channel=channel, progress=progress)
+    normalization = {**NORMALIZATIONS[config.normalization]}
+    if config.normalization == "tile":
+        normalization["tile_size"] = config.crop_size
+    per_tile = config.normalization == "tile"
+    options = dict(line_radius=config.line_radius, normalization=normalization, channel=channel, progress=progress)
     train_items = typed_targets(train_set, source, classes, **options, desc="reading training annotations")
-    sampler = NucleiSampler(train_items, crop_size=config.crop_size, augment=config.augment)
+    sampler = NucleiSampler(train_items, crop_size=config.crop_size, augment=config.augment, normalize_tiles=per_tile)
     loss_fn = typed_loss(config)
     validate = None
     if val_set is not None:
         val_items = typed_targets(val_set, source, classes, **options, desc="reading validation annotations")
-        validate = _validation_loss(*validation_tiles(val_items, config.crop_size), loss_fn, config.precision,
-                                    config.batch_size)
+        validate = _validation_loss(*validation_tiles(val_items, config.crop_size, normalize_tiles=per_tile), loss_fn,
+                                    config.precision, config.batch_size)
     model = SegmentationModel.new([*INSTANCE_CLASSES, *classes], architecture="typed_unet", channel=channel,
-                                  seed=config.seed, normalization={"method": "tile", "tile_size": config.crop_size},
+                                  seed=config.seed, normalization=normalization,
                                   **(model_options or {}))
     model.config.update(task=TASK, types=list(classes))
     checkpoint_meta = {key: model.config[key] for key in ("task", "types", "classes", "architecture", "normalization",
