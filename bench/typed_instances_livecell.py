@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--min-distance", type=int, default=5)
     parser.add_argument("--line-radius", type=int, default=1, help="route 2: boundary width (pixels each side)")
-    parser.add_argument("--normalization", choices=("image", "tile"), default="image", help="route 2 network input")
+    parser.add_argument("--normalization", choices=("tile", "image"), default="tile", help="route 2 network input")
     parser.add_argument("--work", type=Path, default=None, help="keep models and predictions here")
     parser.add_argument("--output", type=Path, default=RESULTS / "typed_instances_livecell.json")
     args = parser.parse_args()

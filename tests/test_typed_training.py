@@ -105,7 +105,7 @@ def test_route2_model_has_two_heads_and_predicts_typed_cells(typed_model, coco_d
     assert model.network.output_groups == (3, 2)
     info = model.config["training"]
     assert info["train_images"] == 3 and info["validation_images"] == 1 and info["class_from"] == "prefix"
-    assert model.config["normalization"]["method"] == "percentile"  # whole images, not tiles
+    assert model.config["normalization"] == {"method": "tile", "tile_size": TINY_TYPED["crop_size"]}
     loaded = SegmentationModel.load(folder)
     image = tifffile.imread(coco_data.parent / "roundcell_0.tif")
     _, probs = loaded.predict(image, probabilities=True)
@@ -120,11 +120,11 @@ def test_route2_model_has_two_heads_and_predicts_typed_cells(typed_model, coco_d
     assert ids <= {1, 2, 3, 4}
 
 
-def test_route2_tile_normalization_predicts_like_the_nucleus_model(coco_data, tmp_path):
-    model = train_typed(coco_data, tmp_path / "tiles", class_from="prefix", normalization="tile", **TINY_TYPED)
-    assert model.config["normalization"] == {"method": "tile", "tile_size": TINY_TYPED["crop_size"]}
+def test_route2_image_normalization_round_trips(coco_data, tmp_path):
+    model = train_typed(coco_data, tmp_path / "whole", class_from="prefix", normalization="image", **TINY_TYPED)
+    assert model.config["normalization"]["method"] == "percentile"
     image = tifffile.imread(coco_data.parent / "spindle_1.tif")
-    _, probs = SegmentationModel.load(tmp_path / "tiles").predict(image, probabilities=True)
+    _, probs = SegmentationModel.load(tmp_path / "whole").predict(image, probabilities=True)
     np.testing.assert_allclose(probs, model.predict(image, probabilities=True)[1], atol=1e-5)
     np.testing.assert_allclose(probs[:3].sum(axis=0), 1, atol=1e-4)
 

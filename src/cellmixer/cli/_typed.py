@@ -35,8 +35,8 @@ def add_typed_parser(sub) -> None:
                             "(default: %(default)s)")
     group.add_argument("--line-radius", type=int, default=1, help="boundary pixels have another cell this close "
                                                                   "(default: %(default)s)")
-    group.add_argument("--normalization", choices=("image", "tile"), default="image",
-                       help="network input: each image by its percentiles, or each tile by its mean and std "
+    group.add_argument("--normalization", choices=("tile", "image"), default="tile",
+                       help="network input: each tile by its mean and std, or each image by its percentiles "
                             "(default: %(default)s)")
     group = p.add_argument_group("network")
     unet = architecture_options("unet")

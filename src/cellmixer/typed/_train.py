@@ -26,8 +26,9 @@ from ._coco import CocoDataset, instance_labels, read_coco
 from ._predict import INSTANCE_CLASSES, TASK
 
 
-# Network input: each image by its 1st-99.8th percentiles (phase contrast has large empty areas, which
-# per-tile normalization would turn into amplified noise), or each tile by its own mean and std.
+# Network input: each tile by its own mean and standard deviation (as the nucleus model), or each image by
+# its 1st-99.8th percentiles (no amplified noise in empty tiles, but on LIVECell it typed cells worse:
+# docs/benchmarks.md).
 NORMALIZATIONS = {"image": {"method": "percentile", "low": 1.0, "high": 99.8}, "tile": {"method": "tile"}}
 
 
@@ -45,7 +46,7 @@ class TypedTrainingConfig(OptimizationSettings):
     dice_weights: tuple = (0.2, 0.4, 0.4)
     type_weight: float = 1.0
     line_radius: int = 1
-    normalization: str = "image"
+    normalization: str = "tile"
     validation_fraction: float = 0.2
     class_from: str = ANNOTATION
 
@@ -124,7 +125,7 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
                 iterations: int = 2000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "adam",
                 learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 1e-4,
                 lr_schedule: str = "poly", dice_weights=(0.2, 0.4, 0.4), type_weight: float = 1.0,
-                line_radius: int = 1, normalization: str = "image", validation_fraction: float = 0.2,
+                line_radius: int = 1, normalization: str = "tile", validation_fraction: float = 0.2,
                 augment: bool = True, precision: str = "auto",
                 seed: int = 0, checkpoint_every: int = 250, threads: int | None = None, resume: bool = False,
                 overwrite: bool = False, progress: bool = True) -> SegmentationModel:
@@ -165,9 +166,9 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
         Weight of the type head's cross-entropy.
     line_radius : int
         Boundary pixels have another cell within this distance.
-    normalization : {'image', 'tile'}
-        Network input: each image scaled by its 1st and 99.8th percentiles, or each tile by its
-        own mean and standard deviation (as the nucleus model; empty tiles become noise).
+    normalization : {'tile', 'image'}
+        Network input: each tile by its own mean and standard deviation (as the nucleus model),
+        or each image scaled by its 1st and 99.8th percentiles (empty tiles stay empty).
     validation_fraction, augment, precision, seed, checkpoint_every, threads, resume, overwrite, progress :
         As for :func:`cellmixer.train_nuclei`.
 
