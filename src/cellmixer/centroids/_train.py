@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._errors import CellmixerError
-from ..io import prepare_output_dir, write_csv
+from ..io import prepare_output_dir
 from ..models import SegmentationModel, resolve_precision
 from ._labels import PointLabels, check_label_source, weak_labels
 from ._points import likelihood_map
@@ -164,9 +164,9 @@ def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuc
     """
     from ..training import Optimization
     from ..training._checkpoint import read_checkpoint_meta
-    from ..training._curve import plot_training_curve
+    from ..training._curve import write_training_record
     from ..training._loop import refuse_existing_model, stored_architecture
-    from ..training._train import CHECKPOINT_DIR, CURVE_FILE, LOG_FILE
+    from ..training._train import CHECKPOINT_DIR
 
     start_time = time.perf_counter()
     unknown = set(segmentation or {}) - set(DEFAULT_SEGMENTATION)
@@ -249,7 +249,5 @@ def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuc
         "wall_time_s": round(time.perf_counter() - start_time, 1),
     }
     detector.save(out, overwrite=True)
-    write_csv(out / LOG_FILE, history, overwrite=True, fieldnames=["iteration", "loss", "learning_rate", "elapsed_s"])
-    plot_training_curve(out / CURVE_FILE, [h["iteration"] for h in history], [h["loss"] for h in history],
-                        ylabel="MSE", title=f"cell centres ({config.source})")
+    write_training_record(out, history, ylabel="MSE", title=f"cell centres ({config.source})")
     return detector

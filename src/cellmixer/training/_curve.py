@@ -1,4 +1,4 @@
-"""The training curve as a PNG."""
+"""The record of a training: its log as CSV and its curve as a PNG."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from ..io._write import atomic_path
+
+LOG_FILE = "training_log.csv"
+CURVE_FILE = "training_curve.png"
 
 
 def moving_average(values, window: int) -> np.ndarray:
@@ -42,3 +45,17 @@ def plot_training_curve(path: Path, iterations, losses, *, validation=None, ylab
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def write_training_record(folder, history: list[dict], *, ylabel: str, title: str) -> None:
+    """``training_log.csv`` (one row per iteration, with the validation loss where it was computed)
+    and ``training_curve.png`` of a finished training in its model folder."""
+    from ..io import write_csv
+
+    folder = Path(folder)
+    checked = [h for h in history if "validation_loss" in h]
+    columns = ["iteration", "loss", "learning_rate", *(["validation_loss"] if checked else []), "elapsed_s"]
+    write_csv(folder / LOG_FILE, history, overwrite=True, fieldnames=columns)
+    validation = ([h["iteration"] for h in checked], [h["validation_loss"] for h in checked]) if checked else None
+    plot_training_curve(folder / CURVE_FILE, [h["iteration"] for h in history], [h["loss"] for h in history],
+                        validation=validation, ylabel=ylabel, title=title)

@@ -14,15 +14,15 @@ import torch
 
 from .._errors import CellmixerError
 from .._progress import progress_bar
-from ..io import check_not_constant, find_mask, prepare_output_dir, read_image, write_csv
+from ..io import check_not_constant, find_mask, prepare_output_dir, read_image
 from ..models import SegmentationModel, autocast, resolve_precision
 from ..pseudolabels import CLASSICAL_METHODS, IGNORE, classical_labels, three_class_targets
 from ._augment import AugmentParams, augment
 from ._checkpoint import read_checkpoint_meta
-from ._curve import plot_training_curve
+from ._curve import write_training_record
 from ._loop import Optimization, OptimizationSettings, load_pretrained, refuse_existing_model, stored_architecture
 from ._losses import log_dice_loss
-from ._train import CHECKPOINT_DIR, CURVE_FILE, LOG_FILE
+from ._train import CHECKPOINT_DIR
 
 NUCLEUS_CLASSES = ["nucleus", "separation line"]
 LABEL_FILES = "files"  # labels read from label images instead of made by a classical method
@@ -380,10 +380,5 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
         "wall_time_s": round(time.perf_counter() - start_time, 1),
     }
     segmentation_model.save(out, overwrite=True)
-    write_csv(out / LOG_FILE, history, overwrite=True,
-              fieldnames=["iteration", "loss", "learning_rate", "validation_loss", "elapsed_s"])
-    checked = [h for h in history if "validation_loss" in h]
-    plot_training_curve(out / CURVE_FILE, [h["iteration"] for h in history], [h["loss"] for h in history],
-                        validation=([h["iteration"] for h in checked], [h["validation_loss"] for h in checked]),
-                        ylabel="log-Dice loss", title=f"nuclei ({config.labels} labels)")
+    write_training_record(out, history, ylabel="log-Dice loss", title=f"nuclei ({config.labels} labels)")
     return segmentation_model

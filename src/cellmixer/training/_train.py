@@ -10,19 +10,17 @@ import numpy as np
 import torch
 
 from .._errors import CellmixerError
-from ..io import ImageDataset, discover_dataset, prepare_output_dir, write_csv
+from ..io import ImageDataset, discover_dataset, prepare_output_dir
 from ..models import SegmentationModel, resolve_precision
 from ..pseudolabels import ForegroundParams
 from ._augment import AugmentParams
 from ._checkpoint import read_checkpoint_meta
-from ._curve import plot_training_curve
+from ._curve import write_training_record
 from ._data import CropSampler, load_pseudolabelled
 from ._losses import tversky_loss
 from ._loop import Optimization, OptimizationSettings, load_pretrained, refuse_existing_model, stored_architecture
 
 CHECKPOINT_DIR = "checkpoint"
-LOG_FILE = "training_log.csv"
-CURVE_FILE = "training_curve.png"
 
 
 @dataclass
@@ -213,8 +211,5 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         "wall_time_s": round(time.perf_counter() - start_time, 1),
     }
     segmentation_model.save(out, overwrite=True)
-    write_csv(out / LOG_FILE, history, overwrite=True,
-              fieldnames=["iteration", "loss", "learning_rate", "elapsed_s"])
-    plot_training_curve(out / CURVE_FILE, [h["iteration"] for h in history], [h["loss"] for h in history],
-                        title=f"{config.mode}: {', '.join(dataset.classes)}")
+    write_training_record(out, history, ylabel="Tversky loss", title=f"{config.mode}: {', '.join(dataset.classes)}")
     return segmentation_model

@@ -12,15 +12,15 @@ import torch
 
 from .._errors import CellmixerError
 from .._progress import progress_bar
-from ..io import prepare_output_dir, read_image, write_csv
+from ..io import prepare_output_dir, read_image
 from ..models import SegmentationModel, resolve_precision
 from ..pseudolabels import IGNORE, three_class_targets
 from ..training import LabelledNuclei, NucleiSampler, Optimization, OptimizationSettings, log_dice_loss, validation_tiles
 from ..training._checkpoint import read_checkpoint_meta
-from ..training._curve import plot_training_curve
+from ..training._curve import write_training_record
 from ..training._loop import refuse_existing_model
 from ..training._nuclei import _validation_loss
-from ..training._train import CHECKPOINT_DIR, CURVE_FILE, LOG_FILE
+from ..training._train import CHECKPOINT_DIR
 from ._classes import ANNOTATION, ClassSource, check_known
 from ._coco import CocoDataset, instance_labels, read_coco
 from ._predict import INSTANCE_CLASSES, TASK
@@ -257,10 +257,5 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
         "wall_time_s": round(time.perf_counter() - start_time, 1),
     }
     model.save(out, overwrite=True)
-    write_csv(out / LOG_FILE, history, overwrite=True,
-              fieldnames=["iteration", "loss", "learning_rate", "validation_loss", "elapsed_s"])
-    checked = [h for h in history if "validation_loss" in h]
-    plot_training_curve(out / CURVE_FILE, [h["iteration"] for h in history], [h["loss"] for h in history],
-                        validation=([h["iteration"] for h in checked], [h["validation_loss"] for h in checked]) if checked
-                        else None, ylabel="log-Dice + type cross-entropy", title=f"typed cells: {', '.join(classes)}")
+    write_training_record(out, history, ylabel="log-Dice + type cross-entropy", title=f"typed cells: {', '.join(classes)}")
     return model
