@@ -15,8 +15,8 @@ Prints the table in the layout of the paper's Table 1 and writes bench/results/c
 
 ``--models`` picks the rows: ``baseline`` and ``cellmixer`` are U-Nets (the default, as ``--modes``);
 ``segmenter`` is CellMixer training of a DINOv2 ViT encoder with a Segmenter decoder, randomly
-initialised (no DINOv2 weights offline), with its own ``--segmenter-*`` settings sized to train in about
-17 minutes on 2 CPU cores; run alone, it writes bench/results/cellmixer_deepcell_segmenter.json.
+initialised (no DINOv2 weights offline), with its own ``--segmenter-*`` settings (800 iterations: about
+6 minutes on 2 CPU cores); run alone, it writes bench/results/cellmixer_deepcell_segmenter.json.
 """
 
 from __future__ import annotations
