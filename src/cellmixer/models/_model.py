@@ -25,6 +25,25 @@ FORMAT_VERSION = 1
 DEFAULT_TILE_SIZE = 512
 
 
+def state_dict_mismatch(expected: dict, state: dict) -> str | None:
+    """What keeps ``state`` from loading into a network whose state dict is ``expected`` (None: nothing).
+
+    >>> state_dict_mismatch({"w": torch.zeros(2)}, {"w": torch.zeros(3)})
+    'w has shape (3,), the network needs (2,)'
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing:
+        return f"missing {missing[:2]}"
+    if unexpected:
+        return f"unexpected {unexpected[:2]}"
+    if wrong:
+        key = wrong[0]
+        return f"{key} has shape {tuple(state[key].shape)}, the network needs {tuple(expected[key].shape)}"
+    return None
+
+
 class SegmentationModel:
     """A semantic segmentation network with everything needed to use it on new images.
 
@@ -149,14 +168,8 @@ class SegmentationModel:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CellmixerError(f"{weights_path}: cannot read the weights ({exc}); the file is corrupt or "
                                  "incomplete, copy it again.") from None
-        expected = network.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            detail = (f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}" if unexpected
-                      else f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, config needs "
-                           f"{tuple(expected[wrong[0]].shape)}")
+        detail = state_dict_mismatch(network.state_dict(), state)
+        if detail:
             raise CellmixerError(f"{weights_path}: does not match {CONFIG_FILE} ({detail}); the two files come "
                                  "from different models.")
         network.load_state_dict(state)

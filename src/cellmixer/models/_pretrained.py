@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import CellmixerError
+from ._model import state_dict_mismatch
 from ._vit import SIZE_LETTERS, VIT_SIZES, VisionTransformer
 
 DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
@@ -200,13 +201,8 @@ def load_dinov2_weights(encoder: VisionTransformer, source, *, option: str = "--
             grid = F.interpolate(grid, size=(wanted, wanted), mode="bicubic", align_corners=False)
             state["pos_embed"] = torch.cat([pos[:, :1].float(), grid.permute(0, 2, 3, 1).reshape(1, wanted**2, -1)],
                                            dim=1)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        detail = (f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}" if unexpected
-                  else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the encoder needs "
-                       f"{tuple(expected[wrong[0]].shape)}")
+    detail = state_dict_mismatch(expected, state)
+    if detail:
         raise CellmixerError(f"{option} {source}: does not fit the encoder ({detail}); give DINOv2 weights of the "
                              "model's size.")
     encoder.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
