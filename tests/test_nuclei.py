@@ -196,7 +196,7 @@ def test_segment_nuclei_of_a_blank_image_is_empty(nucleus_model):
         segment_nuclei(model, np.full((50, 60), np.nan))
 
 
-def test_resume_extends_the_run(nuclei_dir, tmp_path):
+def test_resume_extends_the_run(nuclei_dir, tmp_path, trained):
     options = dict(model_options={"width": 4, "depth": 2}, batch_size=2, crop_size=32, checkpoint_every=5,
                    diameter_range=(8, 30), threads=1, progress=False)
     train_nuclei(nuclei_dir / "images", tmp_path / "m", iterations=5, **options)
@@ -208,6 +208,8 @@ def test_resume_extends_the_run(nuclei_dir, tmp_path):
 
     with pytest.raises(CellmixerError, match="nucleus training.*cellmixer nuclei train"):
         train(nuclei_dir, tmp_path / "m", resume=True, progress=False)
+    with pytest.raises(CellmixerError, match="cell-type training.*`cellmixer train --resume`"):
+        train_nuclei(nuclei_dir / "images", trained[1], iterations=10, resume=True, **options)
 
 
 def test_training_refuses_bad_settings(nuclei_dir, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -163,9 +163,8 @@ def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuc
         One output channel (the likelihood), ``config["task"] == "centroids"``.
     """
     from ..training import Optimization
-    from ..training._checkpoint import read_checkpoint_meta
     from ..training._curve import write_training_record
-    from ..training._loop import refuse_existing_model, stored_architecture
+    from ..training._loop import refuse_existing_model, resume_settings, stored_architecture
     from ..training._train import CHECKPOINT_DIR
 
     start_time = time.perf_counter()
@@ -185,14 +184,8 @@ def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuc
     checkpoint_dir = out / CHECKPOINT_DIR
     meta = None
     if resume:
-        meta = read_checkpoint_meta(checkpoint_dir)
-        if meta.get("task") != TASK:
-            raise CellmixerError(f"--resume: {checkpoint_dir} is not a cell-centre detector training.")
-        stored = meta["training"]
-        config = CentroidTrainingConfig(**{f.name: stored[f.name] for f in fields(CentroidTrainingConfig)
-                                           if f.name in stored})
-        config.iterations = max(config.iterations, iterations)
-        config.checkpoint_every = checkpoint_every
+        meta, config = resume_settings(checkpoint_dir, CentroidTrainingConfig, task=TASK, iterations=iterations,
+                                       checkpoint_every=checkpoint_every)
         model, model_options = stored_architecture(meta)
         channel, scale = meta["channel"], meta["input_scale"]
         paths = [Path(p) for p in meta["train_images"]]

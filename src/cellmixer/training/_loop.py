@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 from .._errors import CellmixerError
 from .._progress import progress_bar
 from ..models import autocast
-from ._checkpoint import restore_checkpoint, save_checkpoint
+from ._checkpoint import read_checkpoint_meta, restore_checkpoint, save_checkpoint
 
 BEST_TENSORS = "best.safetensors"
 
@@ -113,6 +113,28 @@ def refuse_existing_model(out: Path, checkpoint_dir: Path) -> None:
         hint = "pass --resume to continue its checkpoint, " if checkpoint_dir.exists() else ""
         raise CellmixerError(f"{out}: already holds a model ({existing[0].name}); {hint}pass --overwrite to "
                              "replace it, or choose another output folder.")
+
+
+# The ``task`` a model folder records (None: a CellMixer cell-type model) -> what its training is called.
+TRAININGS = {None: "cell-type", "nuclei": "nucleus", "typed": "typed-cell", "centroids": "cell-centre detector"}
+
+
+def resume_settings(checkpoint_dir, settings_class, *, task: str | None, iterations: int, checkpoint_every: int,
+                    defaults: dict | None = None):
+    """The metadata of a checkpoint to resume and its training settings (``settings_class``, with
+    ``defaults`` for settings older checkpoints lack), run to at least ``iterations``. A checkpoint
+    of another kind of training is refused, naming the command that resumes it."""
+    meta = read_checkpoint_meta(checkpoint_dir)
+    found = meta.get("task")
+    if found != task:
+        command = "cellmixer train" if found is None else f"cellmixer {found} train"
+        raise CellmixerError(f"--resume: {checkpoint_dir} is a {TRAININGS.get(found, found)} training; resume it with "
+                             f"`{command} --resume`.")
+    stored = {**(defaults or {}), **meta["training"]}
+    config = settings_class(**{f.name: stored[f.name] for f in fields(settings_class) if f.name in stored})
+    config.iterations = max(config.iterations, iterations)
+    config.checkpoint_every = checkpoint_every
+    return meta, config
 
 
 def stored_architecture(meta: dict) -> tuple[str, dict]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,9 @@ from ..io import check_not_constant, find_mask, prepare_output_dir, read_image
 from ..models import SegmentationModel, autocast, resolve_precision
 from ..pseudolabels import CLASSICAL_METHODS, IGNORE, classical_labels, three_class_targets
 from ._augment import AugmentParams, augment
-from ._checkpoint import read_checkpoint_meta
 from ._curve import write_training_record
-from ._loop import Optimization, OptimizationSettings, load_pretrained, refuse_existing_model, stored_architecture
+from ._loop import (Optimization, OptimizationSettings, load_pretrained, refuse_existing_model, resume_settings,
+                    stored_architecture)
 from ._losses import log_dice_loss
 from ._train import CHECKPOINT_DIR
 
@@ -317,13 +317,8 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
     checkpoint_dir = out / CHECKPOINT_DIR
     meta = None
     if resume:
-        meta = read_checkpoint_meta(checkpoint_dir)
-        if meta.get("task") != "nuclei":
-            raise CellmixerError(f"--resume: {checkpoint_dir} is not a nucleus training; use `cellmixer train`.")
-        stored = meta["training"]
-        config = NucleiTrainingConfig(**{f.name: stored[f.name] for f in fields(NucleiTrainingConfig) if f.name in stored})
-        config.iterations = max(config.iterations, iterations)
-        config.checkpoint_every = checkpoint_every
+        meta, config = resume_settings(checkpoint_dir, NucleiTrainingConfig, task="nuclei", iterations=iterations,
+                                       checkpoint_every=checkpoint_every)
         channel = meta["channel"]
         model, model_options = stored_architecture(meta)
         train_paths, val_paths = [Path(p) for p in meta["train_images"]], [Path(p) for p in meta["validation_images"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -14,11 +14,11 @@ from ..io import ImageDataset, discover_dataset, prepare_output_dir
 from ..models import SegmentationModel, resolve_precision
 from ..pseudolabels import ForegroundParams
 from ._augment import AugmentParams
-from ._checkpoint import read_checkpoint_meta
 from ._curve import write_training_record
 from ._data import CropSampler, load_pseudolabelled
 from ._losses import tversky_loss
-from ._loop import Optimization, OptimizationSettings, load_pretrained, refuse_existing_model, stored_architecture
+from ._loop import (Optimization, OptimizationSettings, load_pretrained, refuse_existing_model, resume_settings,
+                    stored_architecture)
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -158,14 +158,8 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     checkpoint_dir = out / CHECKPOINT_DIR
     meta = None
     if resume:
-        meta = read_checkpoint_meta(checkpoint_dir)
-        if meta.get("task") == "nuclei":
-            raise CellmixerError(f"--resume: {checkpoint_dir} is a nucleus training; use `cellmixer nuclei train "
-                                 "--resume`.")
-        stored = meta["training"]
-        config = TrainingConfig(**{f.name: stored[f.name] for f in fields(TrainingConfig) if f.name in stored})
-        config.iterations = max(config.iterations, iterations)
-        config.checkpoint_every = checkpoint_every
+        meta, config = resume_settings(checkpoint_dir, TrainingConfig, task=None, iterations=iterations,
+                                       checkpoint_every=checkpoint_every)
         foreground = ForegroundParams(**meta["normalization"]["foreground"])
         classes, channel, scale = meta["classes"], meta["channel"], meta.get("input_scale", 1.0)
         model, model_options = stored_architecture(meta)

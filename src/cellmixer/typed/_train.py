@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -16,9 +16,8 @@ from ..io import prepare_output_dir, read_image
 from ..models import SegmentationModel, resolve_precision
 from ..pseudolabels import IGNORE, three_class_targets
 from ..training import LabelledNuclei, NucleiSampler, Optimization, OptimizationSettings, log_dice_loss, validation_tiles
-from ..training._checkpoint import read_checkpoint_meta
 from ..training._curve import write_training_record
-from ..training._loop import refuse_existing_model
+from ..training._loop import refuse_existing_model, resume_settings
 from ..training._nuclei import _validation_loss
 from ..training._train import CHECKPOINT_DIR
 from ._classes import ANNOTATION, ClassSource, check_known
@@ -190,15 +189,9 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
     checkpoint_dir = out / CHECKPOINT_DIR
     meta = None
     if resume:
-        meta = read_checkpoint_meta(checkpoint_dir)
-        if meta.get("task") != TASK:
-            raise CellmixerError(f"--resume: {checkpoint_dir} is not a typed-cell training; resume it with its own "
-                                 "command.")
-        stored = meta["training"]
-        stored.setdefault("normalization", "tile")  # checkpoints written before the option normalized tiles
-        config = TypedTrainingConfig(**{f.name: stored[f.name] for f in fields(TypedTrainingConfig) if f.name in stored})
-        config.iterations = max(config.iterations, iterations)
-        config.checkpoint_every = checkpoint_every
+        # checkpoints written before the normalization option normalized tiles
+        meta, config = resume_settings(checkpoint_dir, TypedTrainingConfig, task=TASK, iterations=iterations,
+                                       checkpoint_every=checkpoint_every, defaults={"normalization": "tile"})
         classes, channel = meta["types"], meta["channel"]
         model_options = {k: v for k, v in meta["architecture"].items()
                          if k not in ("name", "in_channels", "num_classes")}
