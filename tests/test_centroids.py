@@ -260,6 +260,19 @@ def test_segment_cells_finds_the_cells(detector):
     assert scores["mdice"] > 0.5
 
 
+def test_rescale_brings_small_cells_to_the_training_size(detector):
+    from cellmixer.models import rescale_image
+
+    image, truth, _ = cells_image(seed=7)
+    small, small_truth = rescale_image(image, 0.5), rescale_image(truth, 0.5, labels=True)
+    result = segment_cells(detector, small, window=32, rescale=2.0)
+    assert result.labels.shape == small.shape
+    scores = centroid_scores(small_truth, result.labels, detections=result.detections, max_distance=3)
+    assert scores["f_measure"] >= 0.8 and scores["mdice"] > 0.5
+    with pytest.raises(CellmixerError, match="--rescale 0.0"):
+        segment_cells(detector, small, rescale=0.0)
+
+
 def test_detector_is_an_instance_source_of_typed_cells(detector, trained):
     from cellmixer import segment_typed
 

@@ -38,7 +38,7 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
     **settings
         Options of :func:`cellmixer.segment_cells` (``threshold``, ``min_area``, ``window``,
         ``foreground_threshold``, ``background_threshold``, ``saliency``, ``data_weight``,
-        ``smoothness``, ``batch_size``, ``tile_size``, ``precision``).
+        ``smoothness``, ``rescale``, ``batch_size``, ``tile_size``, ``precision``).
 
     Returns
     -------

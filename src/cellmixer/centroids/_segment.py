@@ -31,11 +31,13 @@ def load_centroid_model(model) -> SegmentationModel:
     return model
 
 
-def network_input(model: SegmentationModel, image: np.ndarray) -> np.ndarray:
-    """The image as the detector sees it: resized by the model's input scale, then normalized."""
+def network_input(model: SegmentationModel, image: np.ndarray, *, rescale: float = 1.0) -> np.ndarray:
+    """The image as the detector sees it: resized by ``rescale`` times the model's input scale, then
+    normalized."""
     image = np.asarray(image)
     offset, scale = model.input_statistics(image)
-    small = rescale_image(image, model.input_scale) if model.input_scale != 1.0 else image.astype(np.float32)
+    factor = model.input_scale * rescale
+    small = rescale_image(image, factor) if factor != 1.0 else image.astype(np.float32)
     return ((small - np.float32(offset)) / np.float32(scale)).astype(np.float32)
 
 
@@ -111,7 +113,7 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
                   window: int | None = None, map_smoothing: float | None = None,
                   foreground_threshold: float | None = None, background_threshold: float | None = None,
                   support_threshold: float | None = None, saliency: str | None = None,
-                  data_weight: float | None = None, smoothness: float | None = None,
+                  data_weight: float | None = None, smoothness: float | None = None, rescale: float = 1.0,
                   batch_size: int = 32, tile_size: int = 512, precision: str = "fp32",
                   progress: bool = False) -> CellSegmentation:
     """Instances of one image from a cell-centre detector (Nishimura et al. 2019).
@@ -131,8 +133,8 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
     4. Fusion into one label image without overlaps (:func:`cellmixer.instances.fuse_cells`).
 
     Settings left as None take the model's stored values (``config["centroids"]["segmentation"]``)
-    or the defaults :data:`DEFAULT_SEGMENTATION`. Work is done at the model's input scale; labels
-    come back at the image's size.
+    or the defaults :data:`DEFAULT_SEGMENTATION`. Work is done at the model's input scale (times
+    ``rescale``); labels and detections come back in the image's pixels.
 
     Parameters
     ----------
@@ -144,6 +146,10 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
     map_smoothing : Gaussian sigma (network pixels) applied to the positive part of each contribution
         map before the projection (0: the raw maps, as eq. 4).
     foreground_threshold, background_threshold, support_threshold, saliency, data_weight, smoothness : graph cut.
+    rescale : float
+        Resize the image by this factor first, so that its cells have about the size (in pixels)
+        of the cells the detector was trained on: 2 for cells half as large. Like Cellpose's
+        ``rescale``; the detector misses cells much smaller than its training cells.
     tile_size, precision : sliding window of the likelihood map, and network arithmetic of it and of
         the guided backpropagation (see :func:`cellmixer.centroids.contribution_maps`).
 
@@ -163,11 +169,15 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
         raise CellmixerError(f"image: {image.ndim}-D array of shape {image.shape}; give one 2-D channel.")
     if not np.isfinite(image).all():
         raise CellmixerError("image contains NaN or infinite values; replace them before use.")
+    if not 0.1 <= rescale <= 10:
+        raise CellmixerError(f"--rescale {rescale}: must be between 0.1 and 10 (the factor that brings the cells "
+                             "to the size of the training cells).")
+    factor = model.input_scale * rescale
     empty = CellSegmentation(np.zeros(image.shape, np.int32), np.zeros((0, 2)), np.zeros((0, 0), np.float32),
                              np.zeros((0, 0), np.int32))
     if image.size == 0 or image.min() == image.max():
         return empty
-    x = network_input(model, image)
+    x = network_input(model, image, rescale=rescale)
     network = model.network
     likelihood = predict_likelihood(network, x, tile_size=tile_size, precision=precision)
     regions = centre_regions(likelihood, threshold=s["threshold"], min_area=int(s["min_area"]))
@@ -183,8 +193,8 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
         maps.maps = ndi.gaussian_filter(np.maximum(maps.maps, 0), (0, s["map_smoothing"], s["map_smoothing"]))
     owner, value = max_projection(maps)
     sal = saliency_map(image, s["saliency"])  # at the image's own size: its settings are in image pixels
-    if model.input_scale != 1.0:
-        sal = rescale_image(sal, model.input_scale)
+    if factor != 1.0:
+        sal = rescale_image(sal, factor)
     right, down = smoothness_weights(x, strength=float(s["smoothness"]))
 
     def cells():
@@ -210,9 +220,9 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
             yield image_sl, mask, score, seed
 
     labels = fuse_cells(x.shape, cells())
-    if model.input_scale != 1.0:
+    if factor != 1.0:
         labels = _resize_labels(labels, image.shape)
-        centres = (centres + 0.5) / model.input_scale - 0.5
+        centres = (centres + 0.5) / factor - 0.5
     return CellSegmentation(labels.astype(np.int32), centres, likelihood, owner)
 
 

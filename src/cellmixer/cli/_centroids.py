@@ -113,6 +113,9 @@ def add_centroids_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     _add_segmentation_options(p)
     group = p.add_argument_group("network")
+    group.add_argument("--rescale", type=float, default=1.0,
+                       help="resize the images by this factor first, so their cells have the size of the training "
+                            "cells: 2 for cells half as large (default: %(default)s)")
     group.add_argument("--tile-size", type=int, default=512, help="likelihood map tiles (default: %(default)s)")
     _add_precision_option(group, "fp32")
     _add_data_options(p, classes=False)
@@ -158,8 +161,8 @@ def run_centroids(args, progress: bool) -> None:
         settings = {name: getattr(args, name) for name in _SEGMENTATION_NAMES}
         rows = predict_centroids(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
                                  overlays=args.overlays, overwrite=args.overwrite, progress=progress,
-                                 batch_size=args.batch_size, tile_size=args.tile_size, precision=args.precision,
-                                 **settings)
+                                 rescale=args.rescale, batch_size=args.batch_size, tile_size=args.tile_size,
+                                 precision=args.precision, **settings)
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} cells) -> {args.output}")
     elif args.step == "evaluate":
         from ..centroids import evaluate_centroids
