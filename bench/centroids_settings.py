@@ -4,12 +4,12 @@
 
 A detector is trained as in bench/centroids_deepcell.py (nuclear-stain centroids, no manual label),
 but with five more training fields left out: training_data/3T3/set1, HeLa_joint/set1, MCF10A, BMDM
-and RAW40X/set3. Their manual interior masks (feature_1; connected components grown by 2 pixels over the edge
-band, so that touching cells stay apart) are the instances these settings are scored against: the
+and RAW40X/set3. Their manual interior masks (feature_1; connected components grown by 2 pixels over
+the edge band, so that touching cells stay apart) are the instances these settings are scored against: the
 fields of bench/centroids_deepcell.py's evaluation are never looked at. Each row changes one
 setting of :data:`cellmixer.centroids.DEFAULT_SEGMENTATION` (or none); the table gives detection
 F-measure and mDice per field and their mean. A second table resizes each field by a ``rescale``
-factor before segmenting it (cells of BMDM and RAW264.7 are about half the size of the others):
+factor before segmenting it (RAW264.7 cells are about half the size of the others'):
 the factor with which a culture's held-out field scores best (F-measure + mDice) is the one
 bench/centroids_deepcell.py applies to that culture's evaluated fields.
 
@@ -54,6 +54,7 @@ def interior_instances(folder: Path) -> np.ndarray:
 def best_rescales(rows: dict) -> dict:
     """Per field, the rescale factor with the highest F-measure + mDice (the smaller factor on ties)."""
     fields = next(iter(rows.values()))
+
     def score(factor, name):
         return round(rows[factor][name]["f_measure"] + rows[factor][name]["mdice"], 4)
 
