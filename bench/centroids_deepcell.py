@@ -107,16 +107,16 @@ def median_diameter(labels: np.ndarray) -> float:
     return float(2 * np.sqrt(np.median(areas) / np.pi)) if areas else 0.0
 
 
-def stained_share(cells: np.ndarray, stain: np.ndarray) -> float:
+def stained_share(cells: np.ndarray, stain: np.ndarray) -> float | None:
     """Share of the cells whose nuclear stain (90th percentile inside the cell) reaches 10 % of the
-    stain's range (median to 99.5th percentile of the field)."""
+    stain's range (median to 99.5th percentile of the field); None without cells."""
     if cells.max() == 0:
-        return float("nan")
+        return None
     low, high = np.median(stain), np.percentile(stain, 99.5)
     level = (stain.astype(np.float64) - low) / max(high - low, 1e-12)
     ids = np.unique(cells[cells > 0])
     p90 = ndi.labeled_comprehension(level, cells, ids, lambda v: np.percentile(v, 90), float, 0.0)
-    return float(np.mean(p90 >= 0.1))
+    return round(float(np.mean(p90 >= 0.1)), 3)
 
 
 def unmatched(truth: np.ndarray, labels: np.ndarray, *, iou: float = 0.3) -> np.ndarray:
@@ -209,8 +209,8 @@ def main(argv=None) -> int:
                            "rescale": rescale,
                            # Which cells the ROIs outline: share with a stained nucleus, of the ROI cells and of
                            # our cells that match no ROI.
-                           "stained_roi_cells": round(stained_share(truth, stain), 3),
-                           "stained_unmatched_cells": round(stained_share(unmatched(truth, result.labels), stain), 3)}
+                           "stained_roi_cells": stained_share(truth, stain),
+                           "stained_unmatched_cells": stained_share(unmatched(truth, result.labels), stain)}
         for method, (labels, detections) in predictions.items():
             scores = centroid_scores(truth, labels, detections=detections, max_distance=distance)
             rows[method].append(scores)
