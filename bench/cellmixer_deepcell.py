@@ -32,9 +32,9 @@ from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_
 
 import cellmixer  # noqa: E402
 from cellmixer.io import ImageDataset, read_image, write_png  # noqa: E402
-from cellmixer.metrics import (NOT_ANNOTATED, EvaluationImage, artificial_mixtures, confusion_matrix,  # noqa: E402
-                               evaluation_panel, format_table, score, segmentation_scores)
-from cellmixer.pseudolabels import ForegroundParams, extract_foreground  # noqa: E402
+from cellmixer.methods.cellmixer import NOT_ANNOTATED, EvaluationImage, artificial_mixtures, evaluation_panel, score
+from cellmixer.metrics import confusion_matrix, format_table, segmentation_scores
+from cellmixer.ops import ForegroundParams, extract_foreground  # noqa: E402
 
 CLASSES = ["3T3", "HeLa", "MCF10A"]
 PHASE = "RawImages/img_000000000_Phase_000.png"

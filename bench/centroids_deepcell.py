@@ -46,13 +46,31 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_mb, save_json  # noqa: E402
 
-from cellmixer.centroids import grow_seeds, roi_labels, seeded_watershed, segment_cells, train_centroids  # noqa: E402
-from cellmixer.centroids._command import format_centroid_table  # noqa: E402
-from cellmixer.instances import instance_overlay, object_table  # noqa: E402
-from cellmixer.io import read_image, to_uint8, write_png  # noqa: E402
-from cellmixer.metrics import (centroid_scores, detection_scores, instance_overlap, label_centroids,  # noqa: E402
-                               summarize_centroid_scores)
-from cellmixer.pseudolabels import classical_labels  # noqa: E402
+from cellmixer.io import (  # noqa: E402
+    instance_overlay,  # noqa: E402
+    read_image,
+    to_uint8,
+    write_png,
+)
+from cellmixer.methods.centroids import (  # noqa: E402
+    format_centroid_table,  # noqa: E402
+    grow_seeds,
+    roi_labels,
+    seeded_watershed,
+    segment_cells,
+    train_centroids,
+)
+from cellmixer.metrics import (
+    centroid_scores,
+    detection_scores,
+    instance_overlap,
+    object_centroids,
+    summarize_centroid_scores,
+)
+from cellmixer.ops import (
+    classical_labels,  # noqa: E402
+    object_table,  # noqa: E402
+)
 
 PAPER = {"F-measure": 0.951, "mDice": 0.625}
 TARGET = {"f_measure": 0.95, "mdice": 0.65}
@@ -229,8 +247,8 @@ def main(argv=None) -> int:
                                     diameter_range=tuple(args.diameter))
         grow = median_diameter(seeds) / 2
         predictions = {METHOD: (result.labels, result.detections),
-                       WATERSHED: (seeded_watershed(phase, seeds), label_centroids(seeds)),
-                       GROWN: (grow_seeds(seeds, grow), label_centroids(seeds))}
+                       WATERSHED: (seeded_watershed(phase, seeds), object_centroids(seeds)),
+                       GROWN: (grow_seeds(seeds, grow), object_centroids(seeds))}
         per_field[name] = {"truth_cells": int(truth.max()), "match_distance": round(distance, 2),
                            "grow_distance": round(grow, 2), "segment_s": round(segment_s[-1], 2),
                            "detections": int(len(result.detections)), "seeds": int(seeds.max()),
@@ -242,7 +260,7 @@ def main(argv=None) -> int:
         for method, (labels, detections) in predictions.items():
             scores = centroid_scores(truth, labels, detections=detections, max_distance=distance)
             rows[method].append(scores)
-            d10 = detection_scores(label_centroids(truth), detections, max_distance=10.0)
+            d10 = detection_scores(object_centroids(truth), detections, max_distance=10.0)
             rows_10[method].append(d10)
             per_field[name][method] = {k: round(float(v), 4) for k, v in scores.items()}
             per_field[name][method]["f_measure_10px"] = round(d10["f_measure"], 4)

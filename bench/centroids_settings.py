@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, save_json  # noqa: E402
 from centroids_deepcell import TRAINING  # noqa: E402
 
-from cellmixer.centroids import DEFAULT_SEGMENTATION, segment_cells, train_centroids  # noqa: E402
 from cellmixer.io import read_image  # noqa: E402
-from cellmixer.metrics import detection_scores, label_centroids, mean_dice  # noqa: E402
+from cellmixer.methods.centroids import DEFAULT_SEGMENTATION, segment_cells, train_centroids  # noqa: E402
+from cellmixer.metrics import detection_scores, mean_dice, object_centroids  # noqa: E402
 
 HELD_OUT = ["training_data/3T3/set1", "training_data/HeLa_joint/set1", "training_data/MCF10A", "training_data/BMDM",
             "training_data/RAW40X/set3"]
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         for name, (phase, truth) in fields.items():
             result = segment_cells(model, phase, **variant)
             distance = np.sqrt(np.median(np.bincount(truth.ravel())[1:]) / np.pi)  # one typical cell radius
-            f = detection_scores(label_centroids(truth), result.detections, max_distance=distance)["f_measure"]
+            f = detection_scores(object_centroids(truth), result.detections, max_distance=distance)["f_measure"]
             scores[name] = {"f_measure": round(f, 4), "mdice": round(mean_dice(truth, result.labels), 4)}
         return scores
 

@@ -34,8 +34,7 @@ from _common import DEFAULT_DATA, RESULTS, git_commit, machine, save_json  # noq
 
 from cellmixer.io import read_image, read_labels  # noqa: E402
 from cellmixer.metrics import dice_per_class, instance_scores  # noqa: E402
-from cellmixer.pseudolabels import (CLASSICAL_CONFIGURATIONS, consensus_labels, identify_primary_objects,  # noqa: E402
-                                    three_class_targets)
+from cellmixer.ops import CLASSICAL_CONFIGURATIONS, consensus_labels, identify_primary_objects, three_class_targets
 
 # Matuszewski & Ranefall (WSCG 2021): Table 2 (object-wise Jaccard) and Table 1 (pixel Dice).
 PAPER_JACCARD = {"shape/intensity": 0.504, "intensity/shape": 0.481, "shape/shape": 0.464,

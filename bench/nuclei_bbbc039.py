@@ -36,12 +36,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_mb, save_json  # noqa: E402
 
-from cellmixer.inference import segment_nuclei  # noqa: E402
-from cellmixer.instances import instance_overlay, instances_from_classes  # noqa: E402
-from cellmixer.io import read_image, read_labels, write_png  # noqa: E402
-from cellmixer.metrics import format_nuclei_table, nucleus_scores, summarize_instance_scores  # noqa: E402
-from cellmixer.pseudolabels import CLASSICAL_METHODS, classical_labels, three_class_targets  # noqa: E402
-from cellmixer.training import train_nuclei  # noqa: E402
+from cellmixer.io import (  # noqa: E402
+    instance_overlay,  # noqa: E402
+    read_image,
+    read_labels,
+    write_png,
+)
+from cellmixer.methods.nuclei import (  # noqa: E402
+    format_nuclei_table,
+    nucleus_scores,
+    segment_nuclei,  # noqa: E402
+    summarize_instance_scores,
+    train_nuclei,  # noqa: E402
+)
+from cellmixer.ops import (  # noqa: E402
+    CLASSICAL_METHODS,
+    classical_labels,
+    instances_from_classes,  # noqa: E402
+    three_class_targets,
+)
 
 # Matuszewski & Ranefall (WSCG 2021), Table 1 (pixel Dice before post-processing) and Table 2
 # (object-wise Jaccard after post-processing).

@@ -38,7 +38,7 @@ from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_
 
 import cellmixer  # noqa: E402
 from cellmixer.io import ImageDataset, list_images  # noqa: E402
-from cellmixer.typed import prefix_class  # noqa: E402
+from cellmixer.methods.typed import prefix_class  # noqa: E402
 
 # LIVECell (Edlund et al. 2021), fully supervised mask AP on the LIVECell test set (trained on
 # thousands of annotated images): 47.9 overall, 24.9 to 65.4 for the single cell lines.

@@ -17,8 +17,7 @@ import pytest
 import tifffile
 import torch
 
-from cellmixer.demo import synthetic_culture
-from cellmixer.demo._run import DEMO_FOREGROUND
+from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture
 
 # The suite shares a 2-core machine: one torch thread keeps it quick and reproducible.
 torch.set_num_threads(1)
@@ -70,7 +69,7 @@ def trained(tmp_path_factory):
 
     Returns ``(model, folder)``; tests must not write into the folder.
     """
-    from cellmixer import train
+    from cellmixer.methods.cellmixer import train
 
     root = tmp_path_factory.mktemp("trained")
     data = write_cultures(root / "data", per_class=3, shape=(192, 192), seed=3)

@@ -10,14 +10,25 @@ import tifffile
 import torch
 from torch import nn
 
-from cellmixer import CellmixerError
-from cellmixer.centroids import (centre_regions, check_points, contribution_maps, guided_relu_gate, guided_relus,
-                                 likelihood_map, max_projection, nuclear_centroids, read_points_csv, segment_cells,
-                                 train_centroids, weak_labels)
+from cellmixer._errors import CellmixerError
 from cellmixer.cli import main
-from cellmixer.instances import fuse_cells, graph_cut
+from cellmixer.methods.centroids import (
+    centre_regions,
+    check_points,
+    contribution_maps,
+    guided_relu_gate,
+    guided_relus,
+    likelihood_map,
+    max_projection,
+    nuclear_centroids,
+    read_points_csv,
+    segment_cells,
+    train_centroids,
+    weak_labels,
+)
 from cellmixer.metrics import centroid_scores, detection_scores, mean_dice
 from cellmixer.models import UNet
+from cellmixer.ops import fuse_cells, graph_cut
 
 
 # ----------------------------------------------------------------------------------------- synthetic data
@@ -261,7 +272,7 @@ def test_segment_cells_finds_the_cells(detector):
 
 
 def test_rescale_brings_small_cells_to_the_training_size(detector):
-    from cellmixer.models import rescale_image
+    from cellmixer.ops import rescale_image
 
     image, truth, _ = cells_image(seed=7)
     small, small_truth = rescale_image(image, 0.5), rescale_image(truth, 0.5, labels=True)
@@ -274,7 +285,7 @@ def test_rescale_brings_small_cells_to_the_training_size(detector):
 
 
 def test_detector_is_an_instance_source_of_typed_cells(detector, trained):
-    from cellmixer import segment_typed
+    from cellmixer.methods.typed import segment_typed
 
     image, _, _ = cells_image(seed=7)
     cells = segment_typed(trained[0], image, instances=detector)
@@ -353,7 +364,7 @@ def test_cli_round_trip(tmp_path, capsys):
 def test_imagej_rois_give_points_and_outlines(tmp_path):
     import roifile
 
-    from cellmixer.centroids import read_roi_points, roi_labels
+    from cellmixer.methods.centroids import read_roi_points, roi_labels
 
     square = roifile.ImagejRoi.frompoints([[10, 10], [20, 10], [20, 20], [10, 20]])
     clicks = roifile.ImagejRoi.frompoints([[30.0, 5.0], [40.0, 7.0]])

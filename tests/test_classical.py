@@ -9,10 +9,17 @@ import pytest
 import skimage.filters
 from scipy import ndimage as ndi
 
-from cellmixer import CellmixerError
+from cellmixer._errors import CellmixerError
 from cellmixer.metrics import object_jaccard
-from cellmixer.pseudolabels import (CLASSICAL_CONFIGURATIONS, IGNORE, cellprofiler_threshold, consensus_labels,
-                                    identify_primary_objects, minimum_cross_entropy_threshold, three_class_targets)
+from cellmixer.ops import (
+    CLASSICAL_CONFIGURATIONS,
+    IGNORE,
+    cellprofiler_threshold,
+    consensus_labels,
+    identify_primary_objects,
+    minimum_cross_entropy_threshold,
+    three_class_targets,
+)
 
 BBBC039 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc039"
 

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellmixer import SegmentationModel, __version__
+from cellmixer._version import __version__
 from cellmixer.cli import main
+from cellmixer.engine import SegmentationModel
 
 SUBCOMMANDS = ["pseudolabel", "mix", "train", "predict", "evaluate", "demo"]
 TINY_TRAIN = ["--iterations", "4", "--batch-size", "2", "--crop-size", "32", "--width", "4", "--depth", "2",

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 from skimage.measure import regionprops
 
-from cellmixer import CellmixerError, demo
-from cellmixer.demo import CELL_TYPES, make_demo_data, synthetic_culture
+from cellmixer._errors import CellmixerError
+from cellmixer.demo import CELL_TYPES, demo, make_demo_data, synthetic_culture
 
 
 def test_at_least_three_cell_types():
@@ -103,7 +103,7 @@ def test_make_demo_data_layout(tmp_path):
 
 
 def test_demo_data_works_with_discovery(tmp_path):
-    from cellmixer import discover_dataset
+    from cellmixer.io import discover_dataset
 
     make_demo_data(tmp_path, train_per_class=1, test_per_class=1, mosaics=1, shape=(48, 48), progress=False)
     assert discover_dataset(tmp_path / "train").classes == ["epithelial", "roundcell", "spindle"]

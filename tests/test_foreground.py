@@ -11,9 +11,11 @@ import tifffile
 from PIL import Image
 from scipy import ndimage as ndi
 
-from cellmixer import CellmixerError, ForegroundParams, extract_foreground, pseudolabel, read_image
-from cellmixer.pseudolabels import gradient_map
-from cellmixer.pseudolabels._foreground import _running_min, _sobel_magnitude, _threshold_value
+from cellmixer._errors import CellmixerError
+from cellmixer.io import read_image
+from cellmixer.methods.cellmixer import pseudolabel
+from cellmixer.ops import ForegroundParams, extract_foreground, gradient_map
+from cellmixer.ops._foreground import _running_min, _sobel_magnitude, _threshold_value
 
 
 def iou(a, b):
@@ -194,8 +196,7 @@ def test_synthetic_cultures_are_found():
     The mask includes the bright halo around each cell (as on real phase contrast), so it is
     larger than the cells: recall is high, IoU moderate (small round cells have the most halo).
     """
-    from cellmixer.demo import synthetic_culture
-    from cellmixer.demo._run import DEMO_FOREGROUND
+    from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture
 
     for name in ("epithelial", "roundcell", "spindle"):
         image, instances, _ = synthetic_culture(name, shape=(192, 192), seed=11)

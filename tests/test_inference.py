@@ -10,9 +10,11 @@ import tifffile
 from PIL import Image
 from scipy import ndimage as ndi
 
-from cellmixer import CellmixerError, SegmentationModel, predict
+from cellmixer._errors import CellmixerError
 from cellmixer.demo import synthetic_culture
-from cellmixer.inference import blend_window, collect_inputs, region_summary, tile_starts
+from cellmixer.engine import SegmentationModel, blend_window, tile_starts
+from cellmixer.io import collect_inputs
+from cellmixer.methods.cellmixer import predict, region_summary
 
 TYPES = ["epithelial", "roundcell", "spindle"]
 

@@ -8,11 +8,23 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cellmixer import CellmixerError
+from cellmixer._errors import CellmixerError
 from cellmixer.io import read_labels
-from cellmixer.metrics import (AP_THRESHOLDS, F1_THRESHOLDS, average_precision, dice_per_class, erode_labels,
-                               instance_overlap, instance_scores, match_instances, mean_f1, missed_objects,
-                               object_jaccard, remove_border_objects, splits_and_merges)
+from cellmixer.metrics import (
+    AP_THRESHOLDS,
+    F1_THRESHOLDS,
+    average_precision,
+    dice_per_class,
+    erode_labels,
+    instance_overlap,
+    instance_scores,
+    match_instances,
+    mean_f1,
+    missed_objects,
+    object_jaccard,
+    remove_border_objects,
+    splits_and_merges,
+)
 
 BBBC039 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc039"
 
@@ -177,7 +189,7 @@ def test_agrees_with_stardist_on_random_overlapping_blobs():
 def test_agrees_with_stardist_on_bbbc039():
     from PIL import Image
 
-    from cellmixer.pseudolabels import identify_primary_objects
+    from cellmixer.ops import identify_primary_objects
 
     for name in (BBBC039 / "metadata" / "test.txt").read_text().split()[:2]:
         truth = read_labels(BBBC039 / "masks" / name)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
-from cellmixer import CellmixerError
-from cellmixer.instances import instance_colors, instance_overlay, instances_from_classes, object_table
-from cellmixer.pseudolabels import three_class_targets
+from cellmixer._errors import CellmixerError
+from cellmixer.io import instance_colors, instance_overlay
+from cellmixer.ops import instances_from_classes, object_table, three_class_targets
 
 
 def disc_classes(shape, discs, *, line=True):

@@ -9,9 +9,21 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellmixer import CellmixerError, discover_dataset, read_image
-from cellmixer.io import (atomic_path, check_not_constant, check_overwrite, find_mask, list_images,
-                          prepare_output_dir, write_csv, write_json, write_png, write_tiff)
+from cellmixer._errors import CellmixerError
+from cellmixer.io import (
+    atomic_path,
+    check_not_constant,
+    check_overwrite,
+    discover_dataset,
+    find_mask,
+    list_images,
+    prepare_output_dir,
+    read_image,
+    write_csv,
+    write_json,
+    write_png,
+    write_tiff,
+)
 
 
 @pytest.fixture

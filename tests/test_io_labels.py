@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellmixer import CellmixerError
+from cellmixer._errors import CellmixerError
 from cellmixer.io import read_labels
 
 BBBC039 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc039"

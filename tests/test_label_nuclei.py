@@ -11,8 +11,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from cellmixer import CellmixerError
-from cellmixer.pseudolabels import CLASSICAL_METHODS, label_nuclei
+from cellmixer._errors import CellmixerError
+from cellmixer.methods.nuclei import label_nuclei
+from cellmixer.ops import CLASSICAL_METHODS
+
 from .test_classical import nuclei as classical_test_image
 
 DISCS = [(20, 20, 8), (20, 60, 7), (55, 25, 9), (55, 41, 9), (60, 75, 8)]   # one touching pair

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellmixer import CellmixerError, confusion_matrix, evaluate, segmentation_scores
+from cellmixer._errors import CellmixerError
 from cellmixer.demo import synthetic_culture
-from cellmixer.metrics import NOT_ANNOTATED, artificial_mixtures, format_table, load_evaluation_images
+from cellmixer.methods.cellmixer import NOT_ANNOTATED, artificial_mixtures, evaluate, load_evaluation_images
+from cellmixer.metrics import confusion_matrix, format_table, segmentation_scores
 
 TYPES = ["epithelial", "roundcell", "spindle"]
 
@@ -262,7 +263,7 @@ def test_masks_in_their_own_folder(trained, annotated_dir, tmp_path):
 
 
 def test_models_with_other_classes(trained, annotated_dir):
-    from cellmixer import SegmentationModel
+    from cellmixer.engine import SegmentationModel
 
     model, _ = trained
     other = SegmentationModel.new(["x", "y", "z"], width=4, depth=2)

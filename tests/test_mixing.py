@@ -9,8 +9,9 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from cellmixer import CellmixerError, mix, mix_pair, mosaic_pair, normalize_by_background
-from cellmixer.mixing import background_stats, mix_labels
+from cellmixer._errors import CellmixerError
+from cellmixer.methods.cellmixer import mix
+from cellmixer.ops import background_stats, mix_labels, mix_pair, mosaic_pair, normalize_by_background
 
 
 def random_pair(seed, shape=(33, 47)):
@@ -198,9 +199,9 @@ def test_mix_command_with_crops_larger_than_the_images(culture_dir, tmp_path):
 
 
 def test_mix_command_blend_labels_follow_the_rule(culture_dir, tmp_path):
-    from cellmixer.demo._run import DEMO_FOREGROUND
+    from cellmixer.demo import DEMO_FOREGROUND
     from cellmixer.io import discover_dataset
-    from cellmixer.training import load_pseudolabelled
+    from cellmixer.methods.cellmixer import load_pseudolabelled
 
     rows = mix(culture_dir, tmp_path, number=2, crop_size=40, seed=3, foreground=DEMO_FOREGROUND, progress=False)
     items = {str(i.path): i for i in load_pseudolabelled(discover_dataset(culture_dir), foreground=DEMO_FOREGROUND,

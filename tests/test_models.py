@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from cellmixer import CellmixerError, SegmentationModel, UNet
-from cellmixer.models import CONFIG_FILE, WEIGHTS_FILE, architecture_options, build_network, input_statistics
+from cellmixer._errors import CellmixerError
+from cellmixer.engine import SegmentationModel, input_statistics
+from cellmixer.models import CONFIG_FILE, WEIGHTS_FILE, UNet, architecture_options, build_network
 
 
 @pytest.mark.parametrize("size", [(1, 1), (7, 13), (31, 45), (64, 64), (17, 100)])
@@ -270,7 +271,7 @@ def test_input_statistics_methods():
 
 
 def test_input_statistics_of_a_large_image_uses_a_subsample(monkeypatch):
-    from cellmixer.models import _normalization
+    from cellmixer.engine import _normalization
 
     rng = np.random.default_rng(0)
     image = rng.normal(100, 5, (300, 400)).astype(np.float32)

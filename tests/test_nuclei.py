@@ -12,14 +12,21 @@ import pytest
 import tifffile
 import torch
 
-from cellmixer import CellmixerError
+from cellmixer._errors import CellmixerError
 from cellmixer.cli import main
-from cellmixer.inference import predict_nuclei, segment_nuclei
-from cellmixer.metrics import evaluate_nuclei, summarize_instance_scores
-from cellmixer.models import SegmentationModel
-from cellmixer.pseudolabels import IGNORE
-from cellmixer.training import (LabelledNuclei, NucleiSampler, log_dice_loss, nucleus_targets, train_nuclei,
-                                validation_tiles)
+from cellmixer.engine import SegmentationModel
+from cellmixer.methods.nuclei import (
+    LabelledNuclei,
+    NucleiSampler,
+    evaluate_nuclei,
+    nucleus_targets,
+    predict_nuclei,
+    segment_nuclei,
+    summarize_instance_scores,
+    train_nuclei,
+    validation_tiles,
+)
+from cellmixer.ops import IGNORE, log_dice_loss
 
 from .test_cli import assert_one_line_error
 
@@ -204,11 +211,11 @@ def test_resume_extends_the_run(nuclei_dir, tmp_path, trained):
     with open(tmp_path / "m" / "training_log.csv") as fh:
         assert [int(r["iteration"]) for r in csv.DictReader(fh)] == list(range(1, 11))
     assert model.config["training"]["iterations"] == 10
-    from cellmixer import train
+    from cellmixer.methods.cellmixer import train
 
-    with pytest.raises(CellmixerError, match="nucleus training.*cellmixer nuclei train"):
+    with pytest.raises(CellmixerError, match="nucleus model.*cellmixer nuclei train"):
         train(nuclei_dir, tmp_path / "m", resume=True, progress=False)
-    with pytest.raises(CellmixerError, match="cell-type training.*`cellmixer train --resume`"):
+    with pytest.raises(CellmixerError, match="cell-type model.*`cellmixer train --resume`"):
         train_nuclei(nuclei_dir / "images", trained[1], iterations=10, resume=True, **options)
 
 

@@ -14,13 +14,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cellmixer import CellmixerError, SegmentationModel, train
+from cellmixer._errors import CellmixerError
 from cellmixer.cli import main
-from cellmixer.models import (VIT_SIZES, Segmenter, ViTLinear, VisionTransformer, architecture_options,
-                              dinov2_state_dict, dinov2_url, load_dinov2_weights, load_pretrained_encoder)
-from cellmixer.models._vit import SwiGLUFFN
-from cellmixer.training import OptimizationSettings
-from cellmixer.training._loop import Optimization
+from cellmixer.engine import Optimization, OptimizationSettings, SegmentationModel
+from cellmixer.methods.cellmixer import train
+from cellmixer.models import (
+    VIT_SIZES,
+    Segmenter,
+    SwiGLUFFN,
+    VisionTransformer,
+    ViTLinear,
+    architecture_options,
+    dinov2_state_dict,
+    dinov2_url,
+    load_dinov2_weights,
+    load_pretrained_encoder,
+)
 
 TINY_VIT = dict(embed_dim=24, num_blocks=1, num_heads=2, input_size=28)
 TINY_SEGMENTER = dict(TINY_VIT, decoder_layers=1)
@@ -362,7 +371,7 @@ def test_cli_encoder_options_with_a_unet(capsys, culture_dir, tmp_path):
 def test_cli_nuclei_train_segmenter(capsys, tmp_path):
     import tifffile
 
-    from cellmixer import segment_nuclei
+    from cellmixer.methods.nuclei import segment_nuclei
 
     from .test_nuclei import synthetic_nuclei
 

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cellmixer import CellmixerError, SegmentationModel, train
-from cellmixer.training import (AugmentParams, CropSampler, PseudoLabelledImage, TrainingInterrupted, augment,
-                                tversky_loss)
+from cellmixer._errors import CellmixerError
+from cellmixer.engine import SegmentationModel, TrainingInterrupted
+from cellmixer.methods.cellmixer import CropSampler, PseudoLabelledImage, train
+from cellmixer.ops import AugmentParams, augment, tversky_loss
 
 
 def one_hot_logits(prediction, num_classes, scale=30.0):
@@ -185,9 +186,10 @@ def test_sampler_draws_classes_evenly():
 
 
 def test_load_pseudolabelled_normalizes_and_labels(culture_dir):
-    from cellmixer import discover_dataset, extract_foreground, read_image
-    from cellmixer.demo._run import DEMO_FOREGROUND
-    from cellmixer.training import load_pseudolabelled
+    from cellmixer.demo import DEMO_FOREGROUND
+    from cellmixer.io import discover_dataset, read_image
+    from cellmixer.methods.cellmixer import load_pseudolabelled
+    from cellmixer.ops import extract_foreground
 
     dataset = discover_dataset(culture_dir)
     items = load_pseudolabelled(dataset, foreground=DEMO_FOREGROUND, progress=False)
@@ -334,7 +336,7 @@ def test_resume_after_an_interruption(culture_dir, tiny_run, tmp_path, tiny, mon
     import os
     import signal
 
-    from cellmixer.training import _train
+    from cellmixer.methods.cellmixer import _train
 
     _, full = tiny_run
     calls = {"n": 0}
@@ -365,7 +367,7 @@ def test_resume_without_checkpoint(culture_dir, tmp_path, tiny):
 
 def test_resume_with_other_data(culture_dir, tiny_run, tmp_path, tiny):
     """--resume keeps the checkpoint's classes; data without them is refused, naming the problem."""
-    from cellmixer import discover_dataset
+    from cellmixer.io import discover_dataset
 
     _, full = tiny_run
     copy = tmp_path / "copy"

@@ -9,10 +9,23 @@ import pytest
 import tifffile
 from skimage.draw import polygon as draw_polygon
 
-from cellmixer import CellmixerError, coco_evaluate, evaluate_typed, typed_instances
-from cellmixer.instances import split_foreground
-from cellmixer.typed import (ClassSource, TypedInstances, annotation_mask, encode_mask, ground_truth,
-                             instance_features, instance_labels, label_annotations, read_coco, write_typed)
+from cellmixer._errors import CellmixerError
+from cellmixer.io import instance_features
+from cellmixer.methods.typed import (
+    ClassSource,
+    TypedInstances,
+    annotation_mask,
+    encode_mask,
+    evaluate_typed,
+    ground_truth,
+    instance_labels,
+    label_annotations,
+    read_coco,
+    typed_instances,
+    write_typed,
+)
+from cellmixer.metrics import coco_evaluate
+from cellmixer.ops import split_foreground
 
 
 def blobs(shape=(60, 80), centres=((15, 15), (15, 45), (42, 25), (40, 62)), radius=8) -> np.ndarray:

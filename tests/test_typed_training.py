@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellmixer import CellmixerError, SegmentationModel, predict_typed, segment_typed, train_typed
+from cellmixer._errors import CellmixerError
 from cellmixer.cli import main
 from cellmixer.demo import synthetic_culture
-from cellmixer.typed import label_annotations
+from cellmixer.engine import SegmentationModel
+from cellmixer.methods.typed import label_annotations, predict_typed, segment_typed, train_typed
 
 TINY_TYPED = dict(model_options={"width": 4, "depth": 2}, crop_size=32, batch_size=2, iterations=4, threads=1,
                   checkpoint_every=2, progress=False)
@@ -32,7 +33,7 @@ def write_coco(folder, *, types=("roundcell", "spindle"), per_type=2, shape=(64,
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": file_name, "height": shape[0], "width": shape[1]})
             if annotate:
-                from cellmixer.pseudolabels._classical import relabel_consecutive
+                from cellmixer.io import relabel_consecutive
 
                 labels = relabel_consecutive(instances)
                 annotations += label_annotations(labels, image_id=image_id, category_ids=[1] * int(labels.max()),

@@ -1,4 +1,4 @@
-"""Command line interface: ``cellmixer pseudolabel|mix|train|predict|evaluate|demo``."""
+"""Command line interface: ``cellmixer COMMAND``, one module per method (see ``_main.COMMANDS``)."""
 
 from ._main import build_parser, main
 

@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+from .._errors import CellmixerError
+from ..methods.centroids import (
+    CentroidTrainingConfig,
+    evaluate_centroids,
+    label_centroids,
+    predict_centroids,
+    train_centroids,
+)
+from ..models import architecture_options
+from ..ops import CLASSICAL_METHODS, SALIENCY_METHODS
+from ._options import (
+    add_data_options,
+    add_device_options,
+    add_optimisation_options,
+    add_output_options,
+    optimisation_kwargs,
+)
+
 DESCRIPTION = ("Points (a CSV, ImageJ ROIs, or the nuclei of a paired nuclear stain: no annotation) -> U-Net "
                "detector of cell centres -> guided backpropagation from each cell -> one graph cut per cell -> "
                "instance label images (Nishimura et al. 2019).")
@@ -20,15 +38,11 @@ def _add_source_options(parser) -> None:
                        help="the nuclear stain is this channel of the image file itself (0-based)")
     group.add_argument("--diameter", type=int, nargs=2, default=(10, 50), metavar=("MIN", "MAX"),
                        help="typical nucleus diameter range in pixels, for the nuclear stain (default: 10 50)")
-    from ..pseudolabels import CLASSICAL_METHODS
-
     group.add_argument("--method", choices=CLASSICAL_METHODS, default="shape/intensity",
                        help="classical nuclei method for the nuclear stain (default: %(default)s)")
 
 
 def _source_kwargs(args) -> dict:
-    from .._errors import CellmixerError
-
     if args.nuclear is not None and args.nuclear_replace is not None:
         raise CellmixerError("--nuclear and --nuclear-replace: give one way to find the nuclear images.")
     nuclear = tuple(args.nuclear_replace) if args.nuclear_replace is not None else args.nuclear
@@ -37,8 +51,6 @@ def _source_kwargs(args) -> dict:
 
 
 def _add_segmentation_options(parser) -> None:
-    from ..instances import SALIENCY_METHODS
-
     group = parser.add_argument_group("detection (default: the model's settings)")
     group.add_argument("--threshold", type=float, default=None,
                        help="likelihood above which a pixel belongs to a cell centre region")
@@ -67,11 +79,8 @@ _SEGMENTATION_NAMES = ("threshold", "min_area", "window", "map_smoothing", "fore
                        "background_threshold", "support_threshold", "saliency", "data_weight", "smoothness")
 
 
-def add_centroids_parser(sub) -> None:
+def add_parsers(sub) -> None:
     """Register ``cellmixer centroids`` and its steps on the main parser's sub-parsers."""
-    from ..models import architecture_options
-    from ._main import _add_data_options, _add_optimisation_options, _add_output_options, _add_precision_option
-
     centroids = sub.add_parser("centroids", help="cell instances from points or a nuclear stain: label, train, "
                                                  "predict, evaluate", description=DESCRIPTION)
     steps = centroids.add_subparsers(dest="step", metavar="STEP", required=True)
@@ -82,8 +91,8 @@ def add_centroids_parser(sub) -> None:
     _add_source_options(p)
     p.add_argument("--sigma", type=float, default=6.0, help="likelihood peaks, pixels (with --likelihood)")
     p.add_argument("--likelihood", action="store_true", help="also write <name>_likelihood.tif (training target)")
-    _add_data_options(p, classes=False)
-    _add_output_options(p)
+    add_data_options(p, classes=False)
+    add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the PNGs")
 
     p = steps.add_parser("train", help="train the cell-centre detector on points",
@@ -100,11 +109,9 @@ def add_centroids_parser(sub) -> None:
     group.add_argument("--sigma", type=float, default=6.0,
                        help="standard deviation of each likelihood peak, image pixels (default: %(default)s)")
 
-    from ..centroids import CentroidTrainingConfig
-
-    _add_optimisation_options(p, CentroidTrainingConfig, augment_help="no flips, blur, noise or intensity changes")
-    _add_data_options(p, classes=False)
-    _add_output_options(p)
+    add_optimisation_options(p, CentroidTrainingConfig, augment_help="no flips, blur, noise or intensity changes")
+    add_data_options(p, classes=False)
+    add_output_options(p)
 
     p = steps.add_parser("predict", help="segment cells with a trained detector",
                          description="Write <name>_labels.tif (0 background, 1..n cells), <name>_objects.csv, "
@@ -117,9 +124,9 @@ def add_centroids_parser(sub) -> None:
                        help="resize the images by this factor first, so their cells have the size of the training "
                             "cells: 2 for cells half as large (default: %(default)s)")
     group.add_argument("--tile-size", type=int, default=512, help="likelihood map tiles (default: %(default)s)")
-    _add_precision_option(group, "fp32")
-    _add_data_options(p, classes=False)
-    _add_output_options(p)
+    add_device_options(group, "fp32")
+    add_data_options(p, classes=False)
+    add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
     p = steps.add_parser("evaluate", help="score cells against ground truth (F-measure, mDice, F1, AP)",
@@ -130,43 +137,33 @@ def add_centroids_parser(sub) -> None:
     p.add_argument("--truth-suffix", default="", help="truth of a is a<suffix>.tif or .zip (default: none)")
     p.add_argument("--max-distance", type=float, default=10.0,
                    help="a detection matches a cell this close to its centroid, pixels (default: %(default)s)")
-    _add_output_options(p, output_required=False, default="centroid_evaluation")
+    add_output_options(p, output_required=False, default="centroid_evaluation")
 
 
-def run_centroids(args, progress: bool) -> None:
+def run(args, progress: bool) -> None:
     """Run the ``cellmixer centroids`` step of ``args``."""
-    from ._main import _optimisation_kwargs
-
     if args.step == "label":
-        from ..centroids import label_centroids
-
         rows = label_centroids(args.inputs, args.output, pattern=args.pattern, channel=args.channel, sigma=args.sigma,
                                likelihood=args.likelihood, overlays=args.overlays, overwrite=args.overwrite,
                                progress=progress, **_source_kwargs(args))
         print(f"wrote the points of {len(rows)} images ({sum(r['points'] for r in rows)} cells) -> "
               f"{args.output}/points.csv")
     elif args.step == "train":
-        from ..centroids import train_centroids
-
         model = train_centroids(args.images, args.output, pattern=args.pattern, channel=args.channel,
                                 sigma=args.sigma, scale=args.scale,
                                 model_options={"width": args.width, "depth": args.depth}, progress=progress,
-                                **_source_kwargs(args), **_optimisation_kwargs(args))
+                                **_source_kwargs(args), **optimisation_kwargs(args))
         info = model.config["training"]
         print(f"trained the cell-centre detector on {info['train_images']} images, {info['points']} points "
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
     elif args.step == "predict":
-        from ..centroids import predict_centroids
-
         settings = {name: getattr(args, name) for name in _SEGMENTATION_NAMES}
         rows = predict_centroids(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
                                  overlays=args.overlays, overwrite=args.overwrite, progress=progress,
                                  rescale=args.rescale, batch_size=args.batch_size, tile_size=args.tile_size,
-                                 precision=args.precision, **settings)
+                                 precision=args.precision, device=args.device, **settings)
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} cells) -> {args.output}")
     elif args.step == "evaluate":
-        from ..centroids import evaluate_centroids
-
         result = evaluate_centroids(args.predictions, args.truth, truth_suffix=args.truth_suffix,
                                     max_distance=args.max_distance, output=args.output, overwrite=args.overwrite)
         print(result["table"])

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from ..methods.typed import TypedTrainingConfig, evaluate_typed, predict_typed, train_typed
+from ..metrics import LIVECELL_MAX_DETECTIONS
+from ..models import architecture_options
+from ._options import (
+    add_data_options,
+    add_device_options,
+    add_optimisation_options,
+    add_output_options,
+    optimisation_kwargs,
+)
 
-def add_typed_parser(sub) -> None:
-    from ..metrics import LIVECELL_MAX_DETECTIONS
-    from ..models import architecture_options
-    from ..typed import TypedTrainingConfig
-    from ._main import _add_data_options, _add_optimisation_options, _add_output_options, _add_precision_option
 
+def add_parsers(sub) -> None:
     typed = sub.add_parser("typed", help="typed cells: every cell its mask and its cell type, COCO mAP",
                            description="Cells with their type, from a CellMixer model and an instance source (no "
                                        "annotation), or from a model trained on COCO annotations; label images, "
@@ -42,14 +48,14 @@ def add_typed_parser(sub) -> None:
     unet = architecture_options("unet")
     group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
     group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
-    group = _add_optimisation_options(p, TypedTrainingConfig, crop_help="crops, and tiles at prediction",
+    group = add_optimisation_options(p, TypedTrainingConfig, crop_help="crops, and tiles at prediction",
                                       augment_help="no flips and rotations")
     group.add_argument("--dice-weights", type=float, nargs=3, default=(0.2, 0.4, 0.4), metavar=("BG", "CELL", "LINE"),
                        help="log-Dice weights of the instance head (default: 0.2 0.4 0.4)")
     group.add_argument("--type-weight", type=float, default=1.0, help="weight of the type head's cross-entropy "
                                                                       "(default: %(default)s)")
     p.add_argument("--channel", type=int, default=None, help="channel of multi-channel images (0-based)")
-    _add_output_options(p)
+    add_output_options(p)
 
     p = steps.add_parser("predict", help="find the cells of new images with their type",
                          description="Write <name>_labels.tif, <name>_types.tif, <name>_cells.csv, <name>.geojson, "
@@ -66,13 +72,13 @@ def add_typed_parser(sub) -> None:
     group.add_argument("--min-area", type=int, default=10, help="drop cells smaller than this (default: %(default)s)")
     group.add_argument("--coco", default=None, help="COCO file listing the images: its image ids go into "
                                                     "coco_results.json")
-    _add_data_options(p, classes=False)
+    add_data_options(p, classes=False)
     group = p.add_argument_group("sliding window")
     group.add_argument("--overlap", type=float, default=0.25, help="(default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
-    _add_precision_option(group, "fp32")
+    add_device_options(group, "fp32")
     group.add_argument("--augment", action="store_true", help="average over the 8 flips and rotations (8x slower)")
-    _add_output_options(p)
+    add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
     p = steps.add_parser("evaluate", help="COCO mask AP of typed cells against COCO annotations",
@@ -85,36 +91,29 @@ def add_typed_parser(sub) -> None:
                    help="pycocotools maxDets; AP at the last (default: LIVECell's 100 500 2000)")
     p.add_argument("--area-ranges", choices=("livecell", "coco"), default="livecell",
                    help="small/medium/large limits: LIVECell's 18²/31² or COCO's 32²/96² pixels (default: %(default)s)")
-    _add_output_options(p, output_required=False, default="typed_evaluation")
+    add_output_options(p, output_required=False, default="typed_evaluation")
 
 
-def run_typed(args, progress: bool) -> None:
+def run(args, progress: bool) -> None:
     if args.step == "train":
-        from ..typed import train_typed
-        from ._main import _optimisation_kwargs
-
         model = train_typed(
             args.annotations, args.output, images=args.images, validation=args.validation,
             validation_images=args.validation_images, class_from=args.class_from, classes=args.classes,
             channel=args.channel, model_options={"width": args.width, "depth": args.depth},
             dice_weights=tuple(args.dice_weights), type_weight=args.type_weight, line_radius=args.line_radius,
             normalization=args.normalization,
-            validation_fraction=args.validation_fraction, progress=progress, **_optimisation_kwargs(args))
+            validation_fraction=args.validation_fraction, progress=progress, **optimisation_kwargs(args))
         info = model.config["training"]
         print(f"trained typed-cell model for {', '.join(model.config['types'])} ({info['iterations']} iterations, "
               f"kept iteration {info['selected_iteration']}) -> {args.output}")
     elif args.step == "predict":
-        from ..typed import predict_typed
-
         rows = predict_typed(args.model, args.inputs, args.output, instances=args.instances, coco=args.coco,
                              pattern=args.pattern, channel=args.channel, min_distance=args.min_distance,
                              min_area=args.min_area, overlap=args.overlap, batch_size=args.batch_size,
-                             precision=args.precision, augment=args.augment, overlays=args.overlays,
+                             precision=args.precision, device=args.device, augment=args.augment, overlays=args.overlays,
                              overwrite=args.overwrite, progress=progress)
         print(f"found {sum(r['cells'] for r in rows)} typed cells in {len(rows)} images -> {args.output}")
     elif args.step == "evaluate":
-        from ..metrics import evaluate_typed
-
         result = evaluate_typed(args.predictions, args.truth, class_from=args.class_from,
                                 max_detections=tuple(args.max_detections), area_ranges=args.area_ranges,
                                 output=args.output, overwrite=args.overwrite)

@@ -1,6 +1,9 @@
 """Generated cultures and the end-to-end demo."""
 
-from ._run import demo, make_demo_data
+from ._run import DEMO_FOREGROUND, demo, make_demo_data, print_demo_report
 from ._synthetic import CELL_TYPES, CellType, synthetic_culture
 
-__all__ = ["CELL_TYPES", "CellType", "demo", "make_demo_data", "synthetic_culture"]
+__all__ = [
+    "CELL_TYPES", "CellType", "DEMO_FOREGROUND", "demo", "make_demo_data", "print_demo_report",
+    "synthetic_culture",
+]

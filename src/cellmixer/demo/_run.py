@@ -11,8 +11,9 @@ import numpy as np
 from .._errors import CellmixerError
 from .._progress import progress_bar
 from ..io import check_overwrite, prepare_output_dir, write_json, write_text, write_tiff
-from ..mixing import mix, mosaic_pair
-from ..pseudolabels import ForegroundParams, pseudolabel
+from ..methods.cellmixer import evaluate, mix, predict, pseudolabel, train
+from ..metrics import format_table
+from ..ops import ForegroundParams, mosaic_pair
 from ._synthetic import CELL_TYPES, synthetic_culture
 
 # Foreground settings for the generated cultures: small cells, so less smoothing than the default.
@@ -72,10 +73,6 @@ def demo(output="demo_output", *, seed: int = 0, iterations: int = 600, batch_si
     dict
         ``results`` ({model: {set: scores}}), ``table`` (markdown), ``cellmixer_wins`` and timings.
     """
-    from ..inference import predict
-    from ..metrics import evaluate, format_table
-    from ..training import train
-
     start = time.perf_counter()
     out = prepare_output_dir(output)
     check_overwrite([out / "results.md", out / "results.json"], overwrite=overwrite)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
+from skimage.measure import label
 
 from .._errors import CellmixerError
 from ._read import decode
@@ -15,11 +18,7 @@ LABEL_SUFFIXES = (".tif", ".tiff", ".png")
 def _read_raw_labels(path: Path) -> np.ndarray:
     """The stored values, without any conversion that would change labels (palette indices stay)."""
     if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
         return tifffile.imread(path)
-    from PIL import Image
-
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I;16L"):
             return np.asarray(im, dtype=np.uint16)
@@ -128,8 +127,6 @@ def read_labels(path, *, connectivity: int = 2) -> np.ndarray:
 
 
 def _colour_components(rgba: np.ndarray, path: Path, connectivity: int) -> np.ndarray:
-    from skimage.measure import label
-
     colours = _whole_numbers(rgba[..., :3], path)
     if colours.size and colours.min() < 0:
         raise CellmixerError(f"{path}: colour label image has negative values; save it as 8- or 16-bit RGB.")
@@ -142,3 +139,50 @@ def _colour_components(rgba: np.ndarray, path: Path, connectivity: int) -> np.nd
     if rgba.shape[-1] == 4:
         key[rgba[..., 3] == 0] = 0
     return label(key, background=0, connectivity=connectivity).astype(np.int32)
+
+
+# ------------------------------------------------------------------ label images as arrays
+def as_label_image(labels, name: str) -> np.ndarray:
+    """Validate a label image: integer (or bool, or integral float) values >= 0."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return labels.astype(np.uint8)
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
+            raise CellmixerError(f"{name}: a label image must hold whole numbers (got non-integer "
+                                 f"{labels.dtype} values); pass integer labels, 0 for background.")
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "iu":
+        raise CellmixerError(f"{name}: a label image must hold integers, not {labels.dtype}; "
+                             "pass integer labels, 0 for background.")
+    if labels.size and labels.dtype.kind == "i" and labels.min() < 0:
+        raise CellmixerError(f"{name}: label image has negative values; use 0 for background and "
+                             "positive integers for objects.")
+    return labels
+
+
+def label_index(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each pixel's label among the labels present (0 stays 0) and those labels."""
+    flat = labels.ravel()
+    top = int(flat.max()) if flat.size else 0
+    if top <= max(4 * flat.size, 1 << 16):
+        # A lookup table is a single pass and avoids sorting the whole image.
+        present = np.bincount(flat, minlength=top + 1) > 0
+        present[0] = True
+        ids = np.flatnonzero(present)
+        lut = np.cumsum(present) - 1
+        return lut[flat], ids
+    ids, inverse = np.unique(flat, return_inverse=True)
+    if ids[0] != 0:
+        ids = np.concatenate([[0], ids])
+        inverse = inverse + 1
+    return inverse.ravel(), ids
+
+
+def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
+    """Number the objects 1..n in order of their old labels; int32."""
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    lut = np.zeros(len(present), np.int32)
+    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    return lut[labels]

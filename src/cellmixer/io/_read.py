@@ -6,6 +6,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from .._errors import CellmixerError
 
@@ -15,11 +17,7 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 def _read_raw(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
         return tifffile.imread(path)
-    from PIL import Image
-
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I;16L"):
             return np.asarray(im, dtype=np.uint16)

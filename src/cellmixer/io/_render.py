@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from skimage.segmentation import find_boundaries
 
 # Colour-blind-friendly class colours (Okabe-Ito), then tab10 for more classes.
 CLASS_COLORS = np.array(
@@ -36,8 +38,6 @@ def overlay_labels(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, *,
     ``regions`` (a label image, e.g. cell instances) outlines each of its objects instead of each
     class region, in the colour of its class, so that touching cells of one type stay apart.
     """
-    from skimage.segmentation import find_boundaries
-
     gray = to_uint8(image) if image.dtype != np.uint8 else image
     rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
     labels = np.asarray(labels)
@@ -53,8 +53,6 @@ def overlay_labels(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, *,
 
 def add_legend(rgb: np.ndarray, names, colors: np.ndarray, *, title: str | None = None) -> np.ndarray:
     """Append a white strip under ``rgb`` with a colour swatch and name for each class."""
-    from PIL import Image, ImageDraw, ImageFont
-
     font_size = max(12, min(28, rgb.shape[1] // 40))
     try:
         font = ImageFont.load_default(size=font_size)

@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from .._errors import CellmixerError
 
@@ -65,8 +67,6 @@ def atomic_path(path, *, overwrite: bool = False):
 
 def write_tiff(path, data: np.ndarray, *, overwrite: bool = False, **kwargs) -> Path:
     """Write ``data`` as a zlib-compressed TIFF, atomically."""
-    import tifffile
-
     kwargs.setdefault("compression", "zlib")
     with atomic_path(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(tmp, data, **kwargs)
@@ -75,8 +75,6 @@ def write_tiff(path, data: np.ndarray, *, overwrite: bool = False, **kwargs) -> 
 
 def write_png(path, data: np.ndarray, *, overwrite: bool = False) -> Path:
     """Write a uint8 grayscale (H, W) or RGB (H, W, 3) array as PNG, atomically."""
-    from PIL import Image
-
     with atomic_path(path, overwrite=overwrite) as tmp:
         Image.fromarray(np.ascontiguousarray(data)).save(tmp, format="PNG")
     return Path(path)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
 
 from .._errors import CellmixerError
-from ._instances import _as_labels, _pair, instance_overlap, instance_scores
+from ..io import as_label_image, label_index
+from ._instances import _pair, instance_overlap, instance_scores
 
 DEFAULT_MATCH_DISTANCE = 10.0
 
@@ -29,11 +31,22 @@ def _as_points(points, name: str) -> np.ndarray:
     return points
 
 
-def label_centroids(labels) -> np.ndarray:
-    """(row, column) centroid of every object of a label image, in increasing label order."""
-    from ..instances import object_table
+def object_centroids(labels) -> np.ndarray:
+    """(row, column) centroid of every object of a label image, in increasing label order.
 
-    return np.array([(r["centroid_y"], r["centroid_x"]) for r in object_table(labels)], np.float64).reshape(-1, 2)
+    >>> object_centroids(np.array([[0, 2, 2], [0, 0, 5]]))
+    array([[0. , 1.5],
+           [1. , 2. ]])
+    """
+    labels = as_label_image(labels, "labels")
+    if labels.size == 0 or not labels.any():
+        return np.zeros((0, 2))
+    index, _ = label_index(labels)
+    area = np.bincount(index)
+    rows, cols = np.divmod(np.arange(labels.size), labels.shape[1])
+    cy = np.bincount(index, rows)[1:] / area[1:]
+    cx = np.bincount(index, cols)[1:] / area[1:]
+    return np.stack([cy, cx], axis=1).astype(np.float64)
 
 
 def match_points(truth, detections, *, max_distance: float = DEFAULT_MATCH_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
@@ -44,8 +57,6 @@ def match_points(truth, detections, *, max_distance: float = DEFAULT_MATCH_DISTA
         raise CellmixerError(f"--max-distance {max_distance}: must be positive (pixels).")
     if len(truth) == 0 or len(detections) == 0:
         return np.zeros(0, int), np.zeros(0, int)
-    from scipy.spatial import cKDTree
-
     pairs = cKDTree(truth).sparse_distance_matrix(cKDTree(detections), max_distance, output_type="coo_matrix")
     if pairs.nnz == 0:
         return np.zeros(0, int), np.zeros(0, int)
@@ -101,7 +112,7 @@ def detection_scores(truth, detections, *, max_distance: float = DEFAULT_MATCH_D
 def _points_or_centroids(value, name: str) -> np.ndarray:
     array = np.asarray(value)
     if array.ndim == 2 and array.shape[1] != 2:  # a label image (points have 2 columns)
-        return label_centroids(_as_labels(array, name))
+        return object_centroids(as_label_image(array, name))
     return _as_points(array, name)
 
 
@@ -145,8 +156,8 @@ def centroid_scores(truth, prediction, *, detections=None, max_distance: float =
         Matching distance of the F-measure (pixels).
     """
     truth, prediction = _pair(truth, prediction)
-    det = label_centroids(prediction) if detections is None else _as_points(detections, "detections")
-    d = detection_scores(label_centroids(truth), det, max_distance=max_distance)
+    det = object_centroids(prediction) if detections is None else _as_points(detections, "detections")
+    d = detection_scores(object_centroids(truth), det, max_distance=max_distance)
     inst = instance_scores(truth, prediction)
     return {"f_measure": d["f_measure"], "precision": d["precision"], "recall": d["recall"],
             "detected": d["n_pred"], "detection_tp": d["tp"], "mdice": mean_dice(truth, prediction),

@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from .._errors import CellmixerError
+from ..io import as_label_image, label_index
 
 # Thresholds rounded to 2 decimals so that e.g. 0.55 is the double nearest 0.55, not 0.5500000000000001.
 F1_THRESHOLDS = tuple(np.round(np.arange(0.50, 0.901, 0.05), 2).tolist())  # Caicedo et al. 2019
@@ -34,50 +35,13 @@ AP_THRESHOLDS = tuple(np.round(np.arange(0.50, 0.951, 0.05), 2).tolist())  # DSB
 _DENSE_LIMIT = 1 << 24  # joint label pairs counted with one dense bincount up to this many
 
 
-def _as_labels(labels, name: str) -> np.ndarray:
-    """Validate a label image: integer (or bool, or integral float) values >= 0."""
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        return labels.astype(np.uint8)
-    if labels.dtype.kind == "f":
-        if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
-            raise CellmixerError(f"{name}: a label image must hold whole numbers (got non-integer "
-                                 f"{labels.dtype} values); pass integer labels, 0 for background.")
-        labels = labels.astype(np.int64)
-    elif labels.dtype.kind not in "iu":
-        raise CellmixerError(f"{name}: a label image must hold integers, not {labels.dtype}; "
-                             "pass integer labels, 0 for background.")
-    if labels.size and labels.dtype.kind == "i" and labels.min() < 0:
-        raise CellmixerError(f"{name}: label image has negative values; use 0 for background and "
-                             "positive integers for objects.")
-    return labels
-
-
 def _pair(truth, prediction) -> tuple[np.ndarray, np.ndarray]:
-    truth = _as_labels(truth, "truth")
-    prediction = _as_labels(prediction, "prediction")
+    truth = as_label_image(truth, "truth")
+    prediction = as_label_image(prediction, "prediction")
     if truth.shape != prediction.shape:
         raise CellmixerError(f"truth and prediction differ in shape: {truth.shape} vs {prediction.shape}; "
                              "compare label images of the same image.")
     return truth, prediction
-
-
-def _consecutive(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of each pixel's label among the labels present (0 stays 0) and those labels."""
-    flat = labels.ravel()
-    top = int(flat.max()) if flat.size else 0
-    if top <= max(4 * flat.size, 1 << 16):
-        # A lookup table is a single pass and avoids sorting the whole image.
-        present = np.bincount(flat, minlength=top + 1) > 0
-        present[0] = True
-        ids = np.flatnonzero(present)
-        lut = np.cumsum(present) - 1
-        return lut[flat], ids
-    ids, inverse = np.unique(flat, return_inverse=True)
-    if ids[0] != 0:
-        ids = np.concatenate([[0], ids])
-        inverse = inverse + 1
-    return inverse.ravel(), ids
 
 
 @dataclass(frozen=True)
@@ -146,8 +110,8 @@ def instance_overlap(truth, prediction) -> InstanceOverlap:
     (array([1, 5]), array([2, 7]), array([2, 1]), array([0.66666667, 0.5       ]))
     """
     truth, prediction = _pair(truth, prediction)
-    t, t_ids = _consecutive(truth)
-    p, p_ids = _consecutive(prediction)
+    t, t_ids = label_index(truth)
+    p, p_ids = label_index(prediction)
     nt, np_ = len(t_ids), len(p_ids)
     t_areas = np.bincount(t, minlength=nt)[1:].astype(np.int64)
     p_areas = np.bincount(p, minlength=np_)[1:].astype(np.int64)
@@ -347,7 +311,7 @@ def erode_labels(labels, *, size: int = 3) -> np.ndarray:
            [0, 0, 0, 0, 0, 0],
            [0, 0, 0, 0, 0, 0]])
     """
-    labels = _as_labels(labels, "labels")
+    labels = as_label_image(labels, "labels")
     low = ndi.minimum_filter(labels, size=size, mode="constant", cval=0)
     high = ndi.maximum_filter(labels, size=size, mode="constant", cval=0)
     return np.where((low == labels) & (high == labels), labels, 0).astype(labels.dtype)
@@ -452,7 +416,7 @@ def remove_border_objects(labels, *, buffer: int = 0) -> np.ndarray:
            [0, 2, 0],
            [0, 0, 0]])
     """
-    labels = _as_labels(labels, "labels")
+    labels = as_label_image(labels, "labels")
     if labels.size == 0:
         return labels.copy()
     b = buffer + 1

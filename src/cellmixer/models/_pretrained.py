@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from .._errors import CellmixerError
-from ._model import state_dict_mismatch
+from ._folder import state_dict_mismatch
 from ._vit import SIZE_LETTERS, VIT_SIZES, VisionTransformer
 
 DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
@@ -53,8 +54,6 @@ def _known_names() -> str:
 def _read_file(path: Path, option: str) -> dict:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated, pickled code, not a weights file

@@ -1,0 +1,133 @@
+"""``cellmixer pseudolabel|mix|train|predict|evaluate``: cell types from homogeneous cultures (CellMixer)."""
+
+from __future__ import annotations
+
+from ..methods.cellmixer import TrainingConfig, evaluate, mix, predict, pseudolabel, train
+from ._options import (
+    add_data_options,
+    add_foreground_options,
+    add_network_options,
+    add_optimisation_options,
+    add_output_options,
+    add_tiling_options,
+    foreground_params,
+    network_kwargs,
+    optimisation_kwargs,
+)
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("pseudolabel", help="write unsupervised foreground masks labelled by class, with QC pictures",
+                       description="Find cells without annotation and label them with their folder's class.")
+    p.add_argument("data", help="folder with one sub-folder of images per cell type")
+    add_data_options(p)
+    add_foreground_options(p)
+    add_output_options(p)
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the QC PNGs")
+
+    p = sub.add_parser("mix", help="write example artificial mixtures of two cultures",
+                       description="Blend (or place side by side) crops of two cell types as training does.")
+    p.add_argument("data", help="folder with one sub-folder of images per cell type")
+    group = p.add_argument_group("mixtures")
+    group.add_argument("--number", "-n", type=int, default=16, help="mixtures to write (default: %(default)s)")
+    group.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (default: %(default)s)")
+    group.add_argument("--lam", type=float, default=0.5, help="weight of the first crop (default: %(default)s)")
+    group.add_argument("--kind", choices=("blend", "mosaic"), default="blend",
+                       help="CellMixer mixup, or cells side by side (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0)
+    add_data_options(p)
+    add_foreground_options(p)
+    add_output_options(p)
+
+    p = sub.add_parser("train", help="train a cell-type segmentation model",
+                       description="Train from folders of homogeneous cultures; the folder name is the only label.")
+    p.add_argument("data", help="folder with one sub-folder of images per cell type")
+    group = p.add_argument_group("method")
+    group.add_argument("--mode", choices=("cellmixer", "baseline"), default="cellmixer",
+                       help="train on artificial mixtures (cellmixer) or homogeneous crops (baseline)")
+    group.add_argument("--lam", type=float, default=0.5, help="mixup weight (default: %(default)s)")
+    group.add_argument("--mix-probability", type=float, default=1.0,
+                       help="share of samples that are mixtures (default: %(default)s)")
+    group = add_network_options(p)
+    group.add_argument("--scale", type=float, default=1.0,
+                       help="resize images by this factor for the network, e.g. 0.5 for large cells (default: %(default)s)")
+    group = add_optimisation_options(p, TrainingConfig, augment_help="no flips, blur, noise or intensity changes")
+    group.add_argument("--tversky-alpha", type=float, default=0.3, help="weight of false positives (default: %(default)s)")
+    group.add_argument("--tversky-beta", type=float, default=0.7, help="weight of false negatives (default: %(default)s)")
+    group.add_argument("--boundary-ignore", type=int, default=0,
+                       help="leave pseudo-label pixels this close to an outline out of the loss (default: %(default)s)")
+    add_data_options(p)
+    add_foreground_options(p)
+    add_output_options(p)
+
+    p = sub.add_parser("predict", help="label new images with a trained model",
+                       description="Write <name>_labels.tif (0 background, k = k-th class), overlays and a CSV.")
+    p.add_argument("model", help="model folder written by `cellmixer train`")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    add_data_options(p, classes=False)
+    add_tiling_options(p)
+    add_output_options(p)
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_probabilities.tif")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
+
+    p = sub.add_parser("evaluate", help="score models against ground-truth masks (Table 1 layout)",
+                       description="Per-class accuracy and IoU, mAcc and mIoU, on unmixed images and on "
+                                   "artificial mixtures of them.")
+    p.add_argument("models", nargs="+", help="model folder(s) with the same classes")
+    group = p.add_argument_group("ground truth")
+    group.add_argument("--data", required=True, help="DATA/<class>/ folders of annotated homogeneous cultures, or "
+                                                     "a folder of mixed cultures with class-index masks")
+    group.add_argument("--masks-dir", default=None, help="folder of the masks (default: beside the images)")
+    group.add_argument("--mask-suffix", default="_masks", help="mask of a.tif is a<suffix>.tif (default: %(default)s)")
+    group.add_argument("--ignore-value", type=int, default=None,
+                       help="mask value of pixels not annotated (default: none for DATA/<class>/ folders, where "
+                            "any non-zero pixel is a cell; 255 for class-index masks of mixed cultures)")
+    group.add_argument("--artificial", type=int, default=100, help="artificial mixtures to score; 0 for none "
+                                                                   "(default: %(default)s)")
+    group.add_argument("--lam", type=float, default=0.5, help="mixup weight (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--names", nargs="+", default=None, help="row names for the models")
+    add_data_options(p, classes=False)
+    add_tiling_options(p)
+    add_output_options(p, output_required=False, default="evaluation")
+    p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the per-image PNGs")
+
+
+
+def run(args, progress: bool) -> None:
+    if args.command == "pseudolabel":
+        rows = pseudolabel(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
+                           foreground=foreground_params(args), overlays=args.overlays, overwrite=args.overwrite,
+                           progress=progress)
+        print(f"pseudo-labelled {len(rows)} images -> {args.output}")
+    elif args.command == "mix":
+        rows = mix(args.data, args.output, number=args.number, crop_size=args.crop_size, lam=args.lam, kind=args.kind,
+                   classes=args.classes, pattern=args.pattern, channel=args.channel, foreground=foreground_params(args),
+                   seed=args.seed, overwrite=args.overwrite, progress=progress)
+        print(f"wrote {len(rows)} mixtures -> {args.output}")
+    elif args.command == "train":
+        model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
+                      mode=args.mode, **network_kwargs(args),
+                      scale=args.scale,
+                      lam=args.lam, mix_probability=args.mix_probability, tversky_alpha=args.tversky_alpha,
+                      tversky_beta=args.tversky_beta, boundary_ignore=args.boundary_ignore,
+                      foreground=foreground_params(args), progress=progress, **optimisation_kwargs(args))
+        info = model.config["training"]
+        print(f"trained {info['mode']} model for {', '.join(model.classes)} "
+              f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
+    elif args.command == "predict":
+        rows = predict(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
+                       tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                       probabilities=args.probabilities, overlays=args.overlays, precision=args.precision, device=args.device,
+                       augment=args.augment,
+                       overwrite=args.overwrite, progress=progress)
+        print(f"predicted {len(rows)} images -> {args.output}")
+    elif args.command == "evaluate":
+        result = evaluate(args.models, args.data, model_names=args.names, masks_dir=args.masks_dir,
+                          mask_suffix=args.mask_suffix, pattern=args.pattern, channel=args.channel,
+                          ignore_value=args.ignore_value, artificial=args.artificial, lam=args.lam, seed=args.seed,
+                          tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                          precision=args.precision, device=args.device, augment=args.augment, output=args.output, overlays=args.overlays,
+                          overwrite=args.overwrite, progress=progress)
+        print(result["table"])
+        print(f"\nscores -> {args.output}/evaluation.json")

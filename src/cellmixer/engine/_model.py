@@ -1,0 +1,241 @@
+"""A trained model is a folder: ``config.json`` (what it is) and ``weights.safetensors`` (its numbers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .._errors import CellmixerError
+from .._version import __version__
+from ..io import atomic_path, write_json
+from ..models import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    architecture_options,
+    build_network,
+    state_dict_mismatch,
+)
+from ..ops import ForegroundParams, rescale_image
+from ._device import module_device, resolve_device, resolve_precision
+from ._normalization import input_statistics
+from ._tiling import predict_probabilities, upsample_probabilities
+
+# Sliding-window tile side of networks without an input size of their own (ViT models have one: 518).
+DEFAULT_TILE_SIZE = 512
+
+
+class SegmentationModel:
+    """A semantic segmentation network with everything needed to use it on new images.
+
+    Label ``0`` is background and label ``k`` is ``classes[k - 1]``.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+    config : dict
+        ``classes``, ``architecture`` (name and options), ``normalization``, ``channel`` and,
+        once trained, ``training`` (the settings and data used).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = SegmentationModel.new(["jurkat", "k562"], width=4, depth=2)
+    >>> labels = model.predict(np.random.default_rng(0).normal(size=(40, 50)))
+    >>> labels.shape, labels.dtype, model.num_classes
+    ((40, 50), dtype('uint8'), 3)
+    """
+
+    def __init__(self, network: torch.nn.Module, config: dict, *, device=None):
+        self.network = network.to(memory_format=torch.channels_last).eval()
+        self.config = config
+        if device is not None:
+            self.to(device)
+
+    def to(self, device) -> "SegmentationModel":
+        """Move the network to ``device`` (``'auto'``, ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``'mps'`` or a
+        :class:`torch.device`); returns the model."""
+        self.network.to(resolve_device(device))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs."""
+        return module_device(self.network)
+
+    @classmethod
+    def new(cls, classes, *, architecture: str = "unet", channel: int | None = None, input_scale: float = 1.0,
+            normalization: dict | None = None, seed: int = 0, **options) -> "SegmentationModel":
+        """An untrained model for ``classes`` (background is added as label 0).
+
+        ``input_scale`` resizes images by this factor before the network (0.5: half the pixels per
+        side), so that cells have the size the network was trained at; results come back at the
+        image's own size.
+        """
+        classes = [str(c) for c in classes]
+        spec = {"name": architecture, **architecture_options(architecture), **options,
+                "in_channels": 1, "num_classes": len(classes) + 1}
+        if normalization is None:
+            normalization = {"method": "background", "foreground": ForegroundParams().to_dict()}
+        torch.manual_seed(seed)
+        network = build_network(spec)
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "cellmixer_version": __version__,
+            "classes": classes,
+            "architecture": spec,
+            "normalization": normalization,
+            "channel": channel,
+            "input_scale": float(input_scale),
+        }
+        return cls(network, config)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        """Output classes, background included."""
+        return len(self.config["classes"]) + 1
+
+    @property
+    def channel(self) -> int | None:
+        return self.config.get("channel")
+
+    @property
+    def input_scale(self) -> float:
+        return float(self.config.get("input_scale", 1.0))
+
+    # ----------------------------------------------------------------------------- files
+    def save(self, folder, *, overwrite: bool = False) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` into ``folder`` (created if needed)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.network.state_dict().items()}
+        with atomic_path(folder / WEIGHTS_FILE, overwrite=overwrite) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT})
+        write_json(folder / CONFIG_FILE, self.config, overwrite=overwrite)
+        return folder
+
+    @classmethod
+    def load(cls, folder, *, device=None) -> "SegmentationModel":
+        """Load a model folder, onto ``device`` (default: the CPU). Reads JSON and safetensors only: no
+        code from the files is run; the weights load on any device, whichever one trained them."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CellmixerError(f"{folder}: no such model folder; give the folder that `cellmixer train` wrote.")
+        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CellmixerError(
+                    f"{path}: missing; a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} (train again or copy both)."
+                )
+        try:
+            config = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CellmixerError(f"{config_path}: not valid JSON ({exc}); restore it from the trained model.") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise CellmixerError(f"{config_path}: not a cellmixer model configuration (no \"format\": \"{FORMAT}\").")
+        if config.get("format_version", 0) > FORMAT_VERSION:
+            raise CellmixerError(f"{config_path}: written by a newer cellmixer (format {config['format_version']}); "
+                                 "upgrade cellmixer to load it.")
+        try:
+            classes = config["classes"]
+            spec = config["architecture"]
+            if len(classes) + 1 != spec["num_classes"]:
+                raise CellmixerError(f"{config_path}: lists {len(classes)} classes but the architecture has "
+                                     f"{spec['num_classes']} outputs; the file was edited inconsistently.")
+        except (KeyError, TypeError) as exc:
+            raise CellmixerError(f"{config_path}: incomplete model configuration (missing {exc}).") from None
+        try:
+            network = build_network(spec)
+        except CellmixerError as exc:
+            raise CellmixerError(f"{config_path}: {exc}") from None
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CellmixerError(f"{weights_path}: cannot read the weights ({exc}); the file is corrupt or "
+                                 "incomplete, copy it again.") from None
+        detail = state_dict_mismatch(network.state_dict(), state)
+        if detail:
+            raise CellmixerError(f"{weights_path}: does not match {CONFIG_FILE} ({detail}); the two files come "
+                                 "from different models.")
+        network.load_state_dict(state)
+        return cls(network, config, device=device)
+
+    # ----------------------------------------------------------------------------- use
+    def input_statistics(self, image: np.ndarray) -> tuple[float, float]:
+        """Offset and scale that turn ``image`` into network input (see ``normalization``)."""
+        return input_statistics(image, self.config["normalization"])
+
+    @property
+    def tile_size(self) -> int:
+        """The sliding-window tile side that ``tile_size='auto'`` uses: the network's input size (ViT
+        models: the size they were built for, 518 by default), else 512."""
+        return int(getattr(self.network, "input_size", DEFAULT_TILE_SIZE))
+
+    def predict(self, image: np.ndarray, *, tile_size: int | str | None = "auto", overlap: float = 0.25,
+                batch_size: int = 4, probabilities=False, precision: str = "fp32", augment: bool = False,
+                progress: bool = False):
+        """Label every pixel of ``image`` with a class (0 = background).
+
+        Parameters
+        ----------
+        image : (H, W) array
+            Any size and numeric type.
+        tile_size : int, 'auto' or None
+            Sliding-window tile side; ``'auto'`` is the network's input size (:attr:`tile_size`: 518
+            for ViT models, 512 for U-Nets); ``None`` predicts in one pass (needs memory for the
+            whole image).
+            Models trained on per-tile normalized crops (``normalization`` method ``'tile'``, e.g.
+            nucleus models) always use the tile size they were trained at.
+        overlap : float
+            Fraction of each tile shared with its neighbours; overlapping predictions are blended.
+        batch_size : int
+            Tiles per forward pass.
+        probabilities : bool or array
+            ``True`` also returns the (num_classes, H, W) float32 class probabilities; an array of
+            that shape (e.g. a memory-mapped file) is filled with them instead.
+        precision : {'fp32', 'auto', 'bf16', 'fp16'}
+            Network arithmetic. ``'auto'`` uses bfloat16 where the CPU has native support (about 3x
+            faster, labels differ from float32 at about 0.1 % of pixels, near ties), bfloat16 or
+            float16 on GPUs, float32 elsewhere. The network runs where it is (:meth:`to`).
+        augment : bool
+            Test-time augmentation: average over the 8 flips and rotations (8x slower, often a
+            little more accurate).
+        progress : bool
+            Show a progress bar over tiles.
+
+        Returns
+        -------
+        labels : (H, W) uint8 ndarray
+        probabilities : (num_classes, H, W) float32 ndarray, only if ``probabilities is True``
+        """
+        image = np.asarray(image)
+        offset, scale = self.input_statistics(image)
+        if self.config["normalization"].get("method") == "tile":
+            tile_size = self.config["normalization"]["tile_size"]
+        elif tile_size == "auto":
+            tile_size = self.tile_size
+        probs = np.empty((self.num_classes, *image.shape), np.float32) if probabilities is True else (
+            probabilities if probabilities is not False and probabilities is not None else None)
+        options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tile_size=tile_size,
+                       overlap=overlap, batch_size=batch_size, precision=resolve_precision(precision, self.device),
+                       augment=augment, progress=progress)
+        if self.input_scale == 1.0:
+            labels = predict_probabilities(self.network, image, probabilities=probs, **options)
+        else:
+            small = rescale_image(image, self.input_scale)
+            small_probs = np.empty((self.num_classes, *small.shape), np.float32)
+            predict_probabilities(self.network, small, probabilities=small_probs, **options)
+            labels = upsample_probabilities(small_probs, image.shape, probabilities=probs)
+        return (labels, probs) if probabilities is True else labels
+

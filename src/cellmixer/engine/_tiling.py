@@ -1,0 +1,211 @@
+"""Sliding-window prediction that streams tiles, so image size is limited by disk, not memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._progress import progress_bar
+from ._device import autocast, module_device, to_device
+
+
+def tile_statistics(tile: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of a tile (the standard deviation at least 1e-6)."""
+    return float(tile.mean()), max(float(tile.std()), 1e-6)
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` with at most ``stride`` between them.
+
+    >>> tile_starts(10, 4, 3)
+    [0, 3, 6]
+    >>> tile_starts(3, 4, 3)
+    [0]
+    """
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def blend_window(height: int, width: int) -> np.ndarray:
+    """Weights that fall smoothly from 1 at a tile's centre to near 0 at its edges.
+
+    Tile edges see zero padding instead of the real neighbourhood; weighting them down makes
+    the blended result nearly independent of where the tiles fall.
+    """
+    def ramp(n: int) -> np.ndarray:
+        u = (np.arange(n, dtype=np.float64) + 0.5) / n
+        return np.maximum(np.sin(np.pi * u) ** 2, 1e-3)
+
+    return np.outer(ramp(height), ramp(width)).astype(np.float32)
+
+
+def _softmax(network, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities; a network with several heads (``output_groups``, e.g. instance classes and
+    cell types) gets one softmax per head over its own channels. A one-channel network regresses a
+    map (the cell-centre detector's likelihood): its output is returned as it is."""
+    groups = getattr(network, "output_groups", None)
+    if logits.shape[1] == 1:
+        return logits.float()
+    if groups is None:
+        return torch.softmax(logits.float(), dim=1)
+    return torch.cat([torch.softmax(part.float(), dim=1) for part in torch.split(logits, list(groups), dim=1)], dim=1)
+
+
+def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: bool = False) -> np.ndarray:
+    """Softmax of the network on a batch of tiles; with ``augment``, averaged over the 8 flips and
+    rotations of the square (each prediction turned back before averaging)."""
+    device = module_device(network)
+    x = to_device(np.stack(tiles)[:, None], device)
+    with torch.inference_mode(), autocast(precision, device):
+        if not augment:
+            return _softmax(network, network(x.contiguous(memory_format=torch.channels_last))).cpu().numpy()
+        total = 0
+        for k in range(4):
+            for flip in (False, True):
+                t = torch.rot90(x, k, dims=(2, 3))
+                t = torch.flip(t, dims=(3,)) if flip else t
+                p = _softmax(network, network(t.contiguous(memory_format=torch.channels_last)))
+                p = torch.flip(p, dims=(3,)) if flip else p
+                total = total + torch.rot90(p, -k, dims=(2, 3))
+        return (total / 8).cpu().numpy()
+
+
+def _read_tile(image, y: int, x: int, height: int, width: int, offset: float | None,
+               scale: float | None) -> np.ndarray:
+    """A normalized tile; where it reaches past the image's bottom or right edge, mirrored image rows/columns.
+
+    ``offset=None`` normalizes the tile by its own mean and standard deviation (of its image
+    pixels), as models trained on per-tile normalized crops expect.
+    """
+    tile = np.asarray(image[y:y + height, x:x + width], dtype=np.float32)
+    if offset is None:
+        offset, scale = tile_statistics(tile)
+    tile = (tile - np.float32(offset)) / np.float32(scale)
+    pad_h, pad_w = height - tile.shape[0], width - tile.shape[1]
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < tile.shape[0] and pad_w < tile.shape[1] else "symmetric"
+        tile = np.pad(tile, ((0, pad_h), (0, pad_w)), mode=mode)
+    return tile
+
+
+def predict_probabilities(network, image: np.ndarray, *, offset: float | None, scale: float | None, num_classes: int,
+                          tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
+                          probabilities=None, precision: str = "fp32", augment: bool = False,
+                          progress: bool = False) -> np.ndarray:
+    """Class labels of ``image`` (argmax of blended softmax), optionally filling ``probabilities``.
+
+    The image is extended at its bottom and right (mirrored) to a multiple of the network's
+    ``size_multiple`` (the U-Net's pooling factor), and tiles start on that grid. Every tile then
+    pools exactly the pixels the whole image would, so tiled and whole-image predictions differ
+    only by the zero padding at tile edges, which the blending weights down to near nothing.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Maps (B, 1, h, w) inputs to (B, num_classes, h, w) logits; in eval mode.
+    image : (H, W) array
+        Raw image (may be memory-mapped); each tile is normalized on the fly as
+        ``(tile - offset) / scale``, or by its own mean and standard deviation when ``offset`` is
+        None.
+    tile_size : int or None
+        Side of the square tiles (rounded down to the grid); ``None`` predicts the whole image
+        in one pass.
+    overlap : float
+        Fraction of a tile shared with its neighbour, in [0, 0.9].
+    probabilities : array of shape (num_classes, H, W), optional
+        Filled with the blended class probabilities (may be a memory-mapped file).
+    precision : {'fp32', 'bf16', 'auto'}
+        Arithmetic of the network (see :func:`cellmixer.models.resolve_precision`).
+    augment : bool
+        Test-time augmentation: average the predictions of the 8 flips and rotations (8x slower).
+
+    Returns
+    -------
+    labels : (H, W) uint8 ndarray
+    """
+    height, width = image.shape
+    multiple = getattr(network, "size_multiple", 1)
+    padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    labels = np.empty((height, width), np.uint8)
+    if tile_size is None or (padded_h <= tile_size and padded_w <= tile_size):
+        tile = _read_tile(image, 0, 0, padded_h, padded_w, offset, scale)
+        p = _run(network, [tile], precision, augment)[0][:, :height, :width]
+        labels[:] = p.argmax(axis=0)
+        if probabilities is not None:
+            probabilities[:] = p
+        return labels
+    if not 0 <= overlap <= 0.9:
+        raise ValueError("overlap must be between 0 and 0.9")
+    tile = max(multiple, tile_size // multiple * multiple)
+    th, tw = min(tile, padded_h), min(tile, padded_w)
+    stride = lambda t: max(multiple, round(t * (1 - overlap) / multiple) * multiple)  # noqa: E731
+    ys = tile_starts(padded_h, th, stride(th))
+    xs = tile_starts(padded_w, tw, stride(tw))
+    window = blend_window(th, tw)
+    # Accumulators hold one band of `th` rows starting at `top`; finished rows are emitted and
+    # the band moves down, so memory grows with the image width only.
+    acc = np.zeros((num_classes, th, padded_w), np.float32)
+    weight = np.zeros((th, padded_w), np.float32)
+    bar = progress_bar(total=len(ys) * len(xs), desc="tiles", unit="tile", enabled=progress)
+    for row, top in enumerate(ys):
+        for start in range(0, len(xs), batch_size):
+            chunk = xs[start:start + batch_size]
+            tiles = [_read_tile(image, top, x, th, tw, offset, scale) for x in chunk]
+            for x, p in zip(chunk, _run(network, tiles, precision, augment)):
+                acc[:, :, x:x + tw] += p * window
+                weight[:, x:x + tw] += window
+            bar.update(len(chunk))
+        bottom = ys[row + 1] if row + 1 < len(ys) else padded_h
+        done = bottom - top
+        rows = min(bottom, height) - top
+        if rows > 0:
+            p = acc[:, :rows, :width] / weight[:rows, :width]
+            labels[top:top + rows] = p.argmax(axis=0)
+            if probabilities is not None:
+                probabilities[:, top:top + rows] = p
+        acc[:, : th - done] = acc[:, done:]
+        acc[:, th - done:] = 0
+        weight[: th - done] = weight[done:]
+        weight[th - done:] = 0
+    bar.close()
+    return labels
+
+
+def _linear_index(n_out: int, n_in: int, start: int = 0, stop: int | None = None):
+    """Source indices and weights of linear interpolation from ``n_in`` to ``n_out`` samples
+    (pixel centres aligned, as skimage.transform.resize does)."""
+    out = np.arange(start, n_out if stop is None else stop, dtype=np.float64)
+    src = np.clip((out + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def upsample_probabilities(small: np.ndarray, shape: tuple[int, int], *, probabilities=None,
+                           band: int = 256) -> np.ndarray:
+    """Resize (C, h, w) class probabilities to ``shape`` bilinearly, band by band, and take the argmax.
+
+    Parameters
+    ----------
+    small : (C, h, w) array
+    shape : (H, W)
+    probabilities : array of shape (C, H, W), optional
+        Filled with the resized probabilities.
+
+    Returns
+    -------
+    labels : (H, W) uint8 ndarray
+    """
+    height, width = shape
+    labels = np.empty(shape, np.uint8)
+    x0, x1, wx = _linear_index(width, small.shape[2])
+    for top in range(0, height, band):
+        y0, y1, wy = _linear_index(height, small.shape[1], top, min(top + band, height))
+        rows = small[:, y0] * (1 - wy)[None, :, None] + small[:, y1] * wy[None, :, None]
+        p = rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+        labels[top:top + len(y0)] = p.argmax(axis=0)
+        if probabilities is not None:
+            probabilities[:, top:top + len(y0)] = p
+    return labels

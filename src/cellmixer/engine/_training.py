@@ -1,0 +1,293 @@
+"""The optimisation loop shared by every kind of model: progress, checkpoints, Ctrl-C, validation."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .._errors import CellmixerError
+from .._progress import progress_bar
+from ..io import atomic_path
+from ..models import CONFIG_FILE, WEIGHTS_FILE, VisionTransformer, load_pretrained_encoder
+from ._checkpoint import read_checkpoint_meta, restore_checkpoint, save_checkpoint
+from ._device import autocast, describe_device, resolve_device, to_device
+from ._method import method_by_task
+
+BEST_TENSORS = "best.safetensors"
+# The sub-folder of a model folder that holds the training state, to resume or extend a run.
+CHECKPOINT_DIR = "checkpoint"
+
+
+class TrainingInterrupted(CellmixerError):
+    """Training stopped by the user; a checkpoint was written."""
+
+
+class _StopRequest:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """The first Ctrl-C lets the current iteration finish, so the checkpoint written then is exactly
+    the state an uninterrupted run has at that iteration; a second Ctrl-C stops at once."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        print("\nstopping after this iteration and saving a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class OptimizationSettings:
+    """Settings of the optimisation itself, shared by every kind of training."""
+
+    iterations: int = 2000
+    batch_size: int = 8
+    crop_size: int = 256
+    optimizer: str = "sgd"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    augment: bool = True
+    precision: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 250
+    # Architectures with a pretrained encoder (segmenter, vit-linear): where its weights come from, and
+    # whether it is frozen or fine-tuned at learning_rate * encoder_lr_scale.
+    pretrained: str | None = None
+    freeze_encoder: bool = False
+    encoder_lr_scale: float = 1.0
+
+    @staticmethod
+    def bad(option: str, value, need: str):
+        raise CellmixerError(f"--{option.replace('_', '-')} {value}: {need}.")
+
+    def validate(self) -> None:
+        bad = self.bad
+        for name in ("iterations", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                bad(name, getattr(self, name), "must be at least 1")
+        if self.crop_size < 16:
+            bad("crop_size", self.crop_size, "must be at least 16 pixels")
+        if self.optimizer not in ("sgd", "adam"):
+            bad("optimizer", self.optimizer, "choose 'sgd' or 'adam'")
+        if self.lr_schedule not in ("constant", "poly"):
+            bad("lr_schedule", self.lr_schedule, "choose 'constant' or 'poly'")
+        if not self.learning_rate > 0:
+            bad("learning_rate", self.learning_rate, "must be positive")
+        if self.weight_decay < 0:
+            bad("weight_decay", self.weight_decay, "must be 0 or positive")
+        if not self.encoder_lr_scale > 0:
+            bad("encoder_lr_scale", self.encoder_lr_scale, "must be positive (use --freeze-encoder to keep the "
+                "encoder fixed)")
+
+    def learning_rate_at(self, iteration: int) -> float:
+        if self.lr_schedule == "poly":
+            return self.learning_rate * (1 - iteration / self.iterations) ** 0.9
+        return self.learning_rate
+
+
+def refuse_existing_model(out: Path, checkpoint_dir: Path) -> None:
+    """A model or checkpoint already in ``out`` is replaced only with ``--overwrite``."""
+    existing = [p for p in (out / CONFIG_FILE, out / WEIGHTS_FILE, checkpoint_dir) if p.exists()]
+    if existing:
+        hint = "pass --resume to continue its checkpoint, " if checkpoint_dir.exists() else ""
+        raise CellmixerError(f"{out}: already holds a model ({existing[0].name}); {hint}pass --overwrite to "
+                             "replace it, or choose another output folder.")
+
+
+def resume_settings(checkpoint_dir, settings_class, *, task: str | None, iterations: int, checkpoint_every: int,
+                    defaults: dict | None = None):
+    """The metadata of a checkpoint to resume and its training settings (``settings_class``, with
+    ``defaults`` for settings older checkpoints lack), run to at least ``iterations``. A checkpoint
+    of another kind of training is refused, naming the command that resumes it."""
+    meta = read_checkpoint_meta(checkpoint_dir)
+    found = method_by_task(meta.get("task"))
+    if found is None or found.task != task:
+        what = f"the training of a {found.model_title}" if found else f"a training of unknown kind {meta.get('task')!r}"
+        how = f"; resume it with `{found.train_command} --resume`" if found else ""
+        raise CellmixerError(f"--resume: {checkpoint_dir} is {what}{how}.")
+    stored = {**(defaults or {}), **meta["training"]}
+    config = settings_class(**{f.name: stored[f.name] for f in fields(settings_class) if f.name in stored})
+    config.iterations = max(config.iterations, iterations)
+    config.checkpoint_every = checkpoint_every
+    return meta, config
+
+
+def stored_architecture(meta: dict) -> tuple[str, dict]:
+    """Architecture name and options of a checkpoint."""
+    spec = meta["architecture"]
+    return spec["name"], {k: v for k, v in spec.items() if k not in ("name", "in_channels", "num_classes")}
+
+
+def load_pretrained(network, config) -> None:
+    """Start a new run from pretrained encoder weights (``config.pretrained``), if any."""
+    if config.pretrained:
+        load_pretrained_encoder(network, config.pretrained)
+
+
+def parameter_groups(config, network) -> list[dict]:
+    """The network's trainable parameters, in groups with their own learning-rate factor (``lr_scale``).
+
+    Networks with a pretrained encoder (a ViT ``encoder``) get two groups, the encoder's at
+    ``encoder_lr_scale``; a frozen encoder (``freeze_encoder``) is left out and stops tracking
+    gradients. Other networks have one group.
+    """
+    encoder = getattr(network, "encoder", None)
+    if not isinstance(encoder, VisionTransformer):
+        for option, value, default in (("freeze_encoder", config.freeze_encoder, False),
+                                       ("encoder_lr_scale", config.encoder_lr_scale, 1.0),
+                                       ("pretrained", config.pretrained, None)):
+            if value != default:
+                raise CellmixerError(f"--{option.replace('_', '-')}: the {type(network).__name__} network has no "
+                                     "pretrained encoder; use --model segmenter or --model vit-linear.")
+        return [{"params": list(network.parameters()), "lr_scale": 1.0}]
+    encoder.requires_grad_(not config.freeze_encoder)
+    inside = {id(p) for p in encoder.parameters()}
+    groups = [{"params": [p for p in network.parameters() if id(p) not in inside], "lr_scale": 1.0}]
+    if not config.freeze_encoder:
+        groups.append({"params": list(encoder.parameters()), "lr_scale": config.encoder_lr_scale})
+    return groups
+
+
+def make_optimizer(config, network):
+    """SGD or Adam over :func:`parameter_groups`; the loop sets each group's rate to the scheduled
+    rate times its ``lr_scale``."""
+    groups = parameter_groups(config, network)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+class Optimization:
+    """One training run of ``network``: the optimiser, the random state, the loss history and, with
+    a validation function, the weights that scored best on it — everything a checkpoint holds.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+    config : TrainingConfig
+        Iterations, batch size, optimiser, learning-rate schedule, precision, seed, checkpoint period.
+    checkpoint_dir : Path
+    meta : dict
+        What else the checkpoint must remember to rebuild the run (classes, architecture, settings).
+    device : str or torch.device
+        Where the network trains; checkpoints hold CPU tensors, so a run resumes on any device.
+    """
+
+    def __init__(self, network, config, checkpoint_dir: Path, meta: dict, *, device="cpu"):
+        self.device = resolve_device(device)
+        self.network = network.to(self.device)
+        self.config = config
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.meta = meta
+        self.optimizer = make_optimizer(config, network)
+        self.rng = np.random.default_rng(config.seed)
+        self.history: list[dict] = []
+        self.iteration = 0
+        self.best: dict | None = None  # {"iteration", "validation_loss", "state"}
+
+    def resume(self, stored: dict) -> None:
+        """Continue from the checkpoint whose ``state.json`` is ``stored``."""
+        restore_checkpoint(self.checkpoint_dir, stored, network=self.network, optimizer=self.optimizer, rng=self.rng)
+        self.history, self.iteration = stored["history"], stored["iteration"]
+        if stored.get("best") is not None:
+            state = load_file(str(self.checkpoint_dir / BEST_TENSORS))
+            self.best = {**stored["best"], "state": state}
+
+    def checkpoint(self) -> None:
+        best = None
+        if self.best is not None:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.checkpoint_dir / BEST_TENSORS, overwrite=True) as tmp:
+                save_file(self.best["state"], str(tmp))
+            best = {k: v for k, v in self.best.items() if k != "state"}
+        save_checkpoint(self.checkpoint_dir, network=self.network, optimizer=self.optimizer, rng=self.rng,
+                        iteration=self.iteration, history=self.history, meta={**self.meta, "best": best})
+
+    def _validate(self, validate) -> float:
+        self.network.eval()
+        try:
+            loss = float(validate(self.network))
+        finally:
+            self.network.train()
+        if self.best is None or loss < self.best["validation_loss"]:
+            state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self.network.state_dict().items()}
+            self.best = {"iteration": self.iteration, "validation_loss": loss, "state": state}
+        return loss
+
+    def run(self, next_batch, loss_fn, *, validate=None, desc: str = "training", progress: bool = True,
+            start_time: float | None = None) -> None:
+        """Optimise until ``config.iterations``.
+
+        ``next_batch(rng, batch_size)`` gives numpy ``(images (B, 1, S, S), targets (B, S, S))``;
+        ``loss_fn(logits, targets)`` the loss. ``validate(network)``, if given, returns the loss on
+        held-out data; it runs at every checkpoint, and the best weights are kept (:attr:`best`).
+        """
+        config, network, opt = self.config, self.network, self.optimizer
+        start_time = time.perf_counter() if start_time is None else start_time
+        device = self.device
+        # float16 needs its gradients scaled against underflow; a disabled scaler is a plain step.
+        scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+        network.train()
+        bar = progress_bar(total=config.iterations, initial=self.iteration, desc=f"{desc} on {describe_device(device)}",
+                           unit="it", enabled=progress)
+        with _stop_on_interrupt() as stop:
+            while self.iteration < config.iterations:
+                lr = config.learning_rate_at(self.iteration)
+                for group in opt.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+                images, targets = next_batch(self.rng, config.batch_size)
+                x = to_device(images, device, channels_last=True)
+                with autocast(config.precision, device):
+                    logits = network(x)
+                loss = loss_fn(logits, to_device(targets, device))
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                self.iteration += 1
+                entry = {"iteration": self.iteration, "loss": round(loss.item(), 6), "learning_rate": lr}
+                self.history.append(entry)
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean([h['loss'] for h in self.history[-20:]]):.4f}")
+                due = self.iteration % config.checkpoint_every == 0 or self.iteration == config.iterations
+                if validate is not None and due:
+                    entry["validation_loss"] = round(self._validate(validate), 6)
+                    bar.set_postfix(loss=f"{np.mean([h['loss'] for h in self.history[-20:]]):.4f}",
+                                    val=f"{entry['validation_loss']:.4f}")
+                entry["elapsed_s"] = round(time.perf_counter() - start_time, 2)
+                if due or stop.requested:
+                    self.checkpoint()
+                if stop.requested:
+                    bar.close()
+                    raise TrainingInterrupted(
+                        f"training stopped at iteration {self.iteration}; checkpoint saved in {self.checkpoint_dir}, "
+                        "run the same command with --resume to continue.")
+        bar.close()
+        network.eval()
+

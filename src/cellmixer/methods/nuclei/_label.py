@@ -1,0 +1,180 @@
+"""The nuclei labelling command: classical nucleus labels of every image, with tables and pictures."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+
+from ..._errors import CellmixerError
+from ..._progress import progress_bar
+from ..._version import __version__
+from ...engine import write_instances
+from ...io import check_overwrite, collect_inputs, prepare_output_dir, read_image, write_csv, write_json, write_tiff
+from ...ops import CLASSICAL_CONFIGURATIONS, CLASSICAL_METHODS, classical_labels, identify_primary_objects
+
+SUMMARY_FILE = "labels.csv"
+SETTINGS_FILE = "labels.json"
+# Settings that the method and the command's own arguments set; not accepted among **options.
+_FIXED = ("image", "declump", "dividing_lines", "diameter_range")
+
+
+def _option_names() -> tuple[str, ...]:
+    return tuple(name for name in inspect.signature(identify_primary_objects).parameters if name not in _FIXED)
+
+
+def _check_options(method: str, diameter_range, options: dict) -> None:
+    """Refuse an unknown method or option, and bad option values, before any file is touched."""
+    if method not in CLASSICAL_METHODS:
+        raise CellmixerError(f"--method {method}: unknown; choose one of {', '.join(CLASSICAL_METHODS)}.")
+    valid = _option_names()
+    for name in options:
+        if name in ("declump", "dividing_lines"):
+            raise CellmixerError(f"option {name!r}: set by --method; choose the method instead "
+                                 f"({', '.join(CLASSICAL_METHODS)}).")
+        if name not in valid:
+            raise CellmixerError(f"option {name!r} is not a setting of identify_primary_objects; "
+                                 f"choose from {', '.join(valid)}.")
+    # A run on a tiny image checks every value (identify_primary_objects validates its options
+    # first; values of the wrong type only fail when they are used).
+    probe = np.zeros((8, 8))
+    probe[2:6, 2:6] = 1.0
+    try:
+        identify_primary_objects(probe, diameter_range=diameter_range, **options)
+    except (TypeError, ValueError) as exc:
+        settings = ", ".join(f"{k}={v!r}" for k, v in options.items()) or f"diameter_range={diameter_range!r}"
+        raise CellmixerError(f"{settings}: bad option value ({exc}); give numbers, e.g. "
+                             "threshold_correction_factor=1.2.") from None
+
+
+def _plan(inputs, pattern: str, out: Path) -> list[tuple[Path, Path]]:
+    """(image, output stem relative to ``out``) for each input; folders' sub-folders are mirrored."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not items:
+        raise CellmixerError("no inputs: give image files or folders of images.")
+    out_resolved = out.resolve()
+    planned: list[tuple[Path, Path]] = []
+    for item in items:
+        item = Path(item)
+        for path, _ in collect_inputs(item, pattern=pattern):
+            if item.is_dir():
+                if out_resolved in path.resolve().parents:
+                    continue  # results of an earlier run written inside the input folder
+                planned.append((path, path.relative_to(item).with_suffix("")))
+            else:
+                planned.append((path, Path(path.stem)))
+    if not planned:
+        raise CellmixerError(f"{items[0]}: no images to label outside the output folder {out}; check the inputs.")
+    seen: dict[Path, Path] = {}
+    for path, stem in planned:
+        if stem in seen:
+            raise CellmixerError(f"{seen[stem]} and {path} would both write '{stem}_labels.tif'; rename one or "
+                                 "label them into separate output folders.")
+        seen[stem] = path
+    return planned
+
+
+def label_nuclei(inputs, output, *, method: str = "shape/intensity", pattern: str = "*", channel: int | None = None,
+                 diameter_range=(10, 50), overlays: bool = True, overwrite: bool = False, progress: bool = True,
+                 **options) -> list[dict]:
+    """Label the nuclei of every image with CellProfiler's IdentifyPrimaryObjects, and write the results.
+
+    The classical labels that Matuszewski & Ranefall (WSCG 2021) train their U-Net on. Writes,
+    for each image ``<name>`` (sub-folders of input folders are mirrored in ``output``):
+
+    * ``<name>_labels.tif``: 0 background, objects 1..n (uint16, or int32 from 65536 objects);
+    * ``<name>_objects.csv``: one row per object (:func:`cellmixer.instances.object_table`:
+      label, area, centroid, bounding box, mean intensity); just the header when none is found;
+    * ``<name>_overlay.png``: the image with each object's outline in colour (unless ``overlays``
+      is False);
+    * for ``method="consensus"``, ``<name>_ignore.tif``: uint8, 1 on the clusters where the
+      configurations disagree about the number of objects (to be ignored in training);
+
+    and ``labels.csv`` (one row per image: ``file``, ``objects``, ``foreground_fraction`` and, for
+    the consensus, ``ignored_fraction``) and ``labels.json`` (method and settings).
+
+    Parameters
+    ----------
+    inputs : path or list of paths
+        Image files and/or folders (searched recursively; files ending in ``_masks`` and files
+        inside ``output`` are skipped).
+    output : str or Path
+        Folder for the results (created).
+    method : str
+        ``"shape/intensity"`` (the paper's best), ``"intensity/shape"``, ``"shape/shape"``,
+        ``"intensity/intensity"`` (declumping / dividing lines of
+        :func:`identify_primary_objects`), or ``"consensus"``: the three best configurations
+        combined by :func:`consensus_labels` (objects of "shape/intensity" where all three agree).
+    pattern : str
+        Only files in input folders whose name matches this glob pattern.
+    channel : int, optional
+        Channel of multi-channel images (see :func:`cellmixer.io.read_image`).
+    diameter_range : (int, int)
+        Typical nucleus diameter in pixels (min, max); the paper uses 10-50 for BBBC039.
+    overlays, overwrite, progress : bool
+        Write the overlay PNGs; replace existing results; show a progress bar.
+    **options
+        Further settings of :func:`identify_primary_objects`, e.g.
+        ``threshold_correction_factor=1.2`` or ``discard_border=True``.
+
+    Returns
+    -------
+    list of dict
+        The rows of ``labels.csv``.
+
+    Raises
+    ------
+    CellmixerError
+        For an unknown method or option, a bad option value, missing or unreadable images, or
+        results that exist already (unless ``overwrite``); all checked before anything is written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> image = np.where((yy - 30) ** 2 + (xx - 30) ** 2 < 100, 5000, 500).astype(np.uint16)
+    >>> tifffile.imwrite(folder / "nuclei.tif", image)
+    >>> rows = label_nuclei(folder / "nuclei.tif", folder / "labels", progress=False)
+    >>> rows[0]["objects"], sorted(p.name for p in (folder / "labels").iterdir())
+    (1, ['labels.csv', 'labels.json', 'nuclei_labels.tif', 'nuclei_objects.csv', 'nuclei_overlay.png'])
+    """
+    _check_options(method, diameter_range, options)
+    consensus = method == "consensus"
+    out = prepare_output_dir(output)
+    found = _plan(inputs, pattern, out)
+    planned = [out / SUMMARY_FILE, out / SETTINGS_FILE]
+    suffixes = ["_labels.tif", "_objects.csv"] + (["_overlay.png"] if overlays else []) + \
+        (["_ignore.tif"] if consensus else [])
+    for _, stem in found:
+        planned += [Path(f"{out / stem}{suffix}") for suffix in suffixes]
+    check_overwrite(planned, overwrite=overwrite)
+
+    rows = []
+    for path, stem in progress_bar(found, desc="labelling nuclei", unit="image", enabled=progress):
+        image = read_image(path, channel=channel)
+        labels, ignore = classical_labels(image, method=method, diameter_range=diameter_range, **options)
+        row = {"file": str(path), **write_instances(out, str(stem), image, labels, overlays=overlays,
+                                                    overwrite=overwrite)}
+        if consensus:
+            write_tiff(out / f"{stem}_ignore.tif", ignore.astype(np.uint8), overwrite=overwrite)
+        if consensus:
+            row["ignored_fraction"] = round(float(ignore.mean()), 6) if ignore.size else 0.0
+        rows.append(row)
+
+    summary_fields = ["file", "objects", "foreground_fraction", "mean_area"] + (["ignored_fraction"] if consensus else [])
+    write_csv(out / SUMMARY_FILE, rows, fieldnames=summary_fields, overwrite=overwrite)
+    configurations = CLASSICAL_CONFIGURATIONS[:3] if consensus else [tuple(method.split("/"))]
+    write_json(out / SETTINGS_FILE, {
+        "method": method,
+        "configurations": [{"declump": d, "dividing_lines": w} for d, w in configurations],
+        "consensus_reference": "/".join(CLASSICAL_CONFIGURATIONS[0]) if consensus else None,
+        "diameter_range": [float(d) for d in diameter_range],
+        "options": options,
+        "channel": channel,
+        "pattern": pattern,
+        "images": len(rows),
+        "cellmixer_version": __version__,
+    }, overwrite=overwrite)
+    return rows

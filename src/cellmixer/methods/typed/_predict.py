@@ -1,0 +1,231 @@
+"""Typed cells of new images: a type source (cell-type probabilities) and an instance source, combined."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import expand_labels
+
+from ..._errors import CellmixerError
+from ..._progress import progress_bar
+from ..._version import __version__
+from ...engine import SegmentationModel, load_model, method_of
+from ...io import (
+    check_overwrite,
+    collect_inputs,
+    find_mask,
+    prepare_output_dir,
+    read_image,
+    read_labels,
+    write_csv,
+    write_json,
+)
+from ...methods.centroids import segment_cells
+from ...methods.nuclei import load_nucleus_model, segment_nuclei
+from ...ops import instances_from_classes, split_foreground
+from ._assign import TypedInstances, typed_instances
+from ._coco import read_coco
+from ._write import OUTPUT_SUFFIXES, OVERLAY_SUFFIX, coco_results, write_typed
+
+TASK = "typed"
+INSTANCE_CLASSES = ["cell", "cell boundary"]  # after background: the instance head of a typed model
+INSTANCE_SOURCES = ("watershed", "components")
+RESULTS_FILE, COUNTS_FILE, SETTINGS_FILE = "coco_results.json", "counts.csv", "typed.json"
+
+
+def load_type_model(model, *, device=None) -> SegmentationModel:
+    """A cell-type model: a CellMixer model (:func:`cellmixer.train`) or a typed model (:func:`cellmixer.train_typed`)."""
+    return load_model(model, methods=("cellmixer", "typed"), device=device)
+
+
+def type_names(model: SegmentationModel) -> list[str]:
+    return list(model.config["types"]) if method_of(model).name == "typed" else model.classes
+
+
+def _instance_source(instances, device=None):
+    """``instances`` as a callable ``(image, stem, probabilities) -> labels``, or None (the model's own)."""
+    if instances is None or callable(instances):
+        return instances
+    if isinstance(instances, np.ndarray):
+        return lambda image, stem, probs: instances
+    if isinstance(instances, str) and instances in INSTANCE_SOURCES:
+        return instances
+    if isinstance(instances, SegmentationModel) or (Path(instances) / "config.json").is_file():
+        model = load_model(instances, methods=("centroids", "nuclei"), device=device, option="--instances")
+        if method_of(model).name == "centroids":  # cells from a detector (`cellmixer centroids train`)
+            return lambda image, stem, probs: segment_cells(model, image).labels
+        nucleus_model = load_nucleus_model(model)
+        return lambda image, stem, probs: segment_nuclei(nucleus_model, image)
+    folder = Path(instances)
+    if folder.is_dir():
+        def from_files(image, stem, probs):
+            path = find_mask(folder / f"{stem}.tif", masks_dir=folder, mask_suffix="_labels")
+            if path is None:
+                raise CellmixerError(f"--instances {folder}: no label image {stem}_labels.tif; give a folder of label "
+                                     "images named like the inputs.")
+            return read_labels(path)
+
+        return from_files
+    raise CellmixerError(f"--instances {instances}: give {', '.join(INSTANCE_SOURCES)}, a nucleus or cell-centre "
+                         "model folder, or a folder of label images.")
+
+
+def _foreground_instances(source: str, foreground: np.ndarray, *, min_distance: int, min_area: int) -> np.ndarray:
+
+    if source == "watershed":
+        return split_foreground(foreground, min_distance=min_distance, min_area=min_area)
+    labels, _ = ndi.label(foreground)
+    return labels
+
+
+def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int = 5, min_area: int = 10,
+                  overlap: float = 0.25, batch_size: int = 4, precision: str = "fp32", augment: bool = False,
+                  stem: str = "image") -> TypedInstances:
+    """The cells of one image, each with its type and score.
+
+    Parameters
+    ----------
+    model : SegmentationModel or path
+        Type source. A CellMixer model (trained from image-level labels): its class
+        probabilities type the cells of the instance source. A typed model
+        (:func:`cellmixer.train_typed`): its instance head also gives the cells (separation lines
+        post-processed as for nuclei, then grown back over the line pixels), and the
+        probability of type ``k`` is ``(1 - p_background) * q_k`` from its two heads.
+    instances : str, array, callable or path, optional
+        Instance source: ``'watershed'`` (the default for CellMixer models: the predicted
+        foreground split by :func:`cellmixer.instances.split_foreground`), ``'components'``
+        (connected components of the foreground), a label image, a callable
+        ``f(image, stem, probabilities) -> labels``, a nucleus model or a cell-centre detector
+        (:func:`cellmixer.train_centroids`; folder or model), or a folder of label images
+        ``<stem>_labels.tif``. ``None`` with a typed model: its own instance head.
+    min_distance : int
+        Watershed: smallest distance between cell centres (pixels).
+    min_area : int
+        Drop cells smaller than this (pixels).
+    overlap, batch_size, precision, augment :
+        Sliding window (see :meth:`SegmentationModel.predict`).
+    stem : str
+        The image's name, for label-image instance sources.
+
+    Returns
+    -------
+    TypedInstances
+    """
+
+    model = load_type_model(model)
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise CellmixerError(f"image: {image.ndim}-D array of shape {image.shape}; give one 2-D channel.")
+    names = type_names(model)
+    source = _instance_source(instances)
+    typed_model = method_of(model).name == "typed"
+    if image.size == 0 or image.min() == image.max():  # a blank field has no cells
+        probs = np.zeros((len(names) + 1, *image.shape), np.float32)
+        probs[0] = 1
+        labels = np.zeros(image.shape, np.int32)
+        return typed_instances(probs, labels, type_names=names)
+    _, raw = model.predict(image, probabilities=True, overlap=overlap, batch_size=batch_size, precision=precision,
+                           augment=augment)
+    if typed_model:
+        n_inst = len(INSTANCE_CLASSES) + 1
+        background = raw[0]
+        probs = np.concatenate([background[None], (1 - background)[None] * raw[n_inst:]], axis=0)
+    else:
+        probs = raw
+    if source is None and typed_model:
+        classes = raw[:len(INSTANCE_CLASSES) + 1].argmax(axis=0).astype(np.uint8)
+        labels = instances_from_classes(classes, min_area=min_area)
+        # The separation lines are 1-2 pixels of each touching cell: give them back to the nearest cell.
+        labels = np.where(classes > 0, expand_labels(labels, distance=2), 0)
+    elif source is None or isinstance(source, str):
+        foreground = probs[0] < 0.5
+        foreground = ndi.binary_opening(foreground, np.ones((3, 3), bool))
+        labels = _foreground_instances(source or "watershed", foreground, min_distance=min_distance, min_area=min_area)
+    else:
+        labels = np.asarray(source(image, stem, probs))
+        if labels.shape != image.shape:
+            raise CellmixerError(f"instances of {stem}: {labels.shape} labels for a {image.shape} image; give label "
+                                 "images of the same size.")
+    return typed_instances(probs, labels, type_names=names)
+
+
+def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: str = "*", channel: int | None = None,
+                  min_distance: int = 5, min_area: int = 10, overlap: float = 0.25, batch_size: int = 4,
+                  precision: str = "fp32", augment: bool = False, overlays: bool = True, device: str = "auto", overwrite: bool = False,
+                  progress: bool = True) -> list[dict]:
+    """Find the cells of every input image with their type, and write them in every usual format.
+
+    Per image: ``<name>_labels.tif`` (cells 1..n), ``<name>_types.tif`` (0 background, k = k-th
+    type), ``<name>_cells.csv`` (label, type, score, objectness, area, centroid, bbox, mean
+    intensity), ``<name>.geojson`` (QuPath / napari polygons with their classification) and
+    ``<name>_overlay.png`` (cells coloured by type, legend with counts). For all images:
+    ``counts.csv`` (cells of each type per image), ``coco_results.json`` (COCO results with RLE
+    masks) and ``typed.json`` (settings and categories).
+
+    Parameters
+    ----------
+    model : str, Path or SegmentationModel
+        A CellMixer model or a typed model (see :func:`segment_typed`).
+    inputs : str, Path or list
+        Image files and/or folders (searched recursively).
+    output : str or Path
+    instances :
+        Instance source (see :func:`segment_typed`).
+    coco : str or Path, optional
+        A COCO file listing the images: its image ids are used in ``coco_results.json``
+        (otherwise 1..n in input order); images are matched by file name.
+    pattern, channel, min_distance, min_area, overlap, batch_size, precision, augment :
+        See :func:`segment_typed`.
+    overlays, overwrite, progress : bool
+
+    Returns
+    -------
+    list of dict
+        The rows of ``counts.csv``.
+    """
+    model_source = None if isinstance(model, SegmentationModel) else str(model)
+    model = load_type_model(model, device=device)
+    names = type_names(model)
+    if not 0 <= overlap <= 0.9:
+        raise CellmixerError(f"--overlap {overlap}: must be between 0 and 0.9.")
+    if min_area < 0:
+        raise CellmixerError(f"--min-area {min_area}: must be 0 or more pixels.")
+    source = _instance_source(instances, model.device)
+    found = collect_inputs(inputs, pattern=pattern)
+    image_ids = {path.name: i for i, (path, _) in enumerate(found, start=1)}
+    if coco is not None:
+        listed = {Path(im.file_name).name: im.id for im in read_coco(coco, require_images=False).images}
+        missing = [p.name for p, _ in found if p.name not in listed]
+        if missing:
+            raise CellmixerError(f"--coco {coco}: does not list {missing[0]} (and {len(missing) - 1} more inputs); give "
+                                 "the annotation file of these images, or leave --coco out.")
+        image_ids = {name: listed[name] for name in image_ids}
+    out = prepare_output_dir(output)
+    planned = [out / RESULTS_FILE, out / COUNTS_FILE, out / SETTINGS_FILE]
+    for _, stem in found:
+        planned += [out / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+        planned += [out / f"{stem}{OVERLAY_SUFFIX}"] if overlays else []
+    check_overwrite(planned, overwrite=overwrite)
+    channel = model.channel if channel is None else channel
+    category_ids = {name: i for i, name in enumerate(names, start=1)}
+    rows, results = [], []
+    for path, stem in progress_bar(found, desc="typed cells", unit="image", enabled=progress):
+        image = read_image(path, channel=channel)  # a blank field is no error: it has no cells
+        cells = segment_typed(model, image, instances=source, min_distance=min_distance, min_area=min_area,
+                              overlap=overlap, batch_size=batch_size, precision=precision, augment=augment, stem=stem)
+        rows.append({"image": str(path), **write_typed(out, stem, image, cells, overlays=overlays, overwrite=overwrite)})
+        results += coco_results(cells, image_id=image_ids[path.name], file_name=path.name, category_ids=category_ids)
+    write_csv(out / COUNTS_FILE, rows, overwrite=overwrite, fieldnames=["image", "cells", *names])
+    write_json(out / RESULTS_FILE, results, overwrite=overwrite)
+    write_json(out / SETTINGS_FILE, {
+        "model": model_source, "cellmixer_version": __version__,
+        "categories": [{"id": i, "name": n} for n, i in category_ids.items()],
+        "instances": instances if isinstance(instances, str) or instances is None else type(instances).__name__,
+        "instance_source": "model" if source is None and method_of(model).name == "typed" else
+        (source if isinstance(source, str) else "watershed" if source is None else "given"),
+        "score": "mean probability of the cell's type over its pixels; objectness: 1 - mean background probability",
+        "min_distance": min_distance, "min_area": min_area, "overlap": overlap, "precision": precision,
+        "augment": augment}, overwrite=overwrite)
+    return rows

@@ -1,0 +1,38 @@
+"""Array algorithms, no files and no models: the unsupervised foreground, classical nucleus labels
+and their 3-class targets, mixup and mosaics, augmentation, losses, watershed, graph cut and the
+per-object table."""
+
+from ._augment import AugmentParams, augment
+from ._classical import (
+    CLASSICAL_CONFIGURATIONS,
+    CLASSICAL_METHODS,
+    DECLUMP_METHODS,
+    DIVIDING_LINE_METHODS,
+    FILL_HOLES,
+    cellprofiler_threshold,
+    classical_labels,
+    consensus_labels,
+    identify_primary_objects,
+    minimum_cross_entropy_threshold,
+)
+from ._foreground import THRESHOLD_METHODS, ForegroundParams, extract_foreground, gradient_map
+from ._graphcut import SALIENCY_METHODS, fuse_cells, graph_cut, saliency_map, smoothness_weights
+from ._losses import log_dice_loss, tversky_loss
+from ._mixup import background_stats, mix_labels, mix_pair, normalize_by_background
+from ._mosaic import mosaic_pair
+from ._postprocess import instances_from_classes
+from ._resize import rescale_image
+from ._table import OBJECT_FIELDS, object_table
+from ._targets import IGNORE, three_class_targets
+from ._watershed import split_foreground
+
+__all__ = [
+    "AugmentParams", "CLASSICAL_CONFIGURATIONS", "CLASSICAL_METHODS", "DECLUMP_METHODS",
+    "DIVIDING_LINE_METHODS", "FILL_HOLES", "ForegroundParams", "IGNORE", "OBJECT_FIELDS", "SALIENCY_METHODS",
+    "THRESHOLD_METHODS", "augment", "background_stats", "cellprofiler_threshold", "classical_labels",
+    "consensus_labels", "extract_foreground", "fuse_cells", "gradient_map", "graph_cut",
+    "identify_primary_objects", "instances_from_classes", "log_dice_loss", "minimum_cross_entropy_threshold",
+    "mix_labels", "mix_pair", "mosaic_pair", "normalize_by_background", "object_table",
+    "rescale_image", "saliency_map", "smoothness_weights", "split_foreground", "three_class_targets",
+    "tversky_loss",
+]
