@@ -186,3 +186,28 @@ def relabel_consecutive(labels: np.ndarray) -> np.ndarray:
     lut = np.zeros(len(present), np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
     return lut[labels]
+
+
+def remove_border_objects(labels, *, buffer: int = 0) -> np.ndarray:
+    """Set to 0 every object with a pixel within ``buffer`` pixels of the image edge.
+
+    Labels of the other objects are kept as they are (not renumbered). Matuszewski & Ranefall
+    remove objects touching the edge from both ground truth and prediction before scoring.
+
+    Examples
+    --------
+    >>> remove_border_objects(np.array([[1, 0, 0], [0, 0, 0], [0, 2, 0], [0, 0, 0]]))
+    array([[0, 0, 0],
+           [0, 0, 0],
+           [0, 2, 0],
+           [0, 0, 0]])
+    """
+    labels = as_label_image(labels, "labels")
+    if labels.size == 0:
+        return labels.copy()
+    b = buffer + 1
+    edge = np.ones(labels.shape, bool)
+    edge[tuple(slice(b, -b) if n > 2 * b else slice(0, 0) for n in labels.shape)] = False
+    touching = np.unique(labels[edge])
+    touching = touching[touching > 0]
+    return np.where(np.isin(labels, touching), 0, labels).astype(labels.dtype)

@@ -26,7 +26,7 @@ from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
 from .._errors import CellmixerError
-from ..io import as_label_image, label_index
+from ..io import as_label_image, label_index, remove_border_objects
 
 # Thresholds rounded to 2 decimals so that e.g. 0.55 is the double nearest 0.55, not 0.5500000000000001.
 F1_THRESHOLDS = tuple(np.round(np.arange(0.50, 0.901, 0.05), 2).tolist())  # Caicedo et al. 2019
@@ -400,31 +400,6 @@ def dice_per_class(truth, prediction, *, num_classes: int | None = None, ignore_
              + np.bincount(prediction[prediction < num_classes], minlength=num_classes)[:num_classes])
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, 2.0 * both / total, np.nan)
-
-
-def remove_border_objects(labels, *, buffer: int = 0) -> np.ndarray:
-    """Set to 0 every object with a pixel within ``buffer`` pixels of the image edge.
-
-    Labels of the other objects are kept as they are (not renumbered). Matuszewski & Ranefall
-    remove objects touching the edge from both ground truth and prediction before scoring.
-
-    Examples
-    --------
-    >>> remove_border_objects(np.array([[1, 0, 0], [0, 0, 0], [0, 2, 0], [0, 0, 0]]))
-    array([[0, 0, 0],
-           [0, 0, 0],
-           [0, 2, 0],
-           [0, 0, 0]])
-    """
-    labels = as_label_image(labels, "labels")
-    if labels.size == 0:
-        return labels.copy()
-    b = buffer + 1
-    edge = np.ones(labels.shape, bool)
-    edge[tuple(slice(b, -b) if n > 2 * b else slice(0, 0) for n in labels.shape)] = False
-    touching = np.unique(labels[edge])
-    touching = touching[touching > 0]
-    return np.where(np.isin(labels, touching), 0, labels).astype(labels.dtype)
 
 
 def instance_scores(truth, prediction, *, exclude_border: bool = False) -> dict:

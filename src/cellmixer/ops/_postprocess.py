@@ -24,8 +24,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import skeletonize
 
 from .._errors import CellmixerError
-from ..io import relabel_consecutive
-from ..metrics import remove_border_objects
+from ..io import relabel_consecutive, remove_border_objects
 
 BACKGROUND, NUCLEUS, SEPARATION = 0, 1, 2
 
