@@ -105,8 +105,12 @@ def test_constant_image_has_no_foreground():
 def test_not_2d_is_refused():
     with pytest.raises(ValueError, match="2-D"):
         extract_foreground(np.zeros((3, 10, 10)))
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(CellmixerError, match="--threshold median: choose one of li"):
         extract_foreground(textured_cell_image()[0], threshold="median")
+    for name, value in (("sigma_pre", -1.0), ("erosion_size", 0), ("block_size", 0), ("min_object_area", -5),
+                        ("threshold", float("nan"))):
+        with pytest.raises(CellmixerError, match=f"--{name.replace('_', '-')} "):
+            extract_foreground(textured_cell_image()[0], **{name: value})
 
 
 def test_numeric_threshold():

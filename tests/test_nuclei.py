@@ -14,17 +14,14 @@ import torch
 
 from cellmixer._errors import CellmixerError
 from cellmixer.cli import main
-from cellmixer.engine import SegmentationModel
+from cellmixer.engine import LabelledImage, SegmentationModel, TileSampler, validation_tiles
 from cellmixer.methods.nuclei import (
-    LabelledNuclei,
-    NucleiSampler,
     evaluate_nuclei,
     nucleus_targets,
     predict_nuclei,
     segment_nuclei,
     summarize_instance_scores,
     train_nuclei,
-    validation_tiles,
 )
 from cellmixer.ops import IGNORE, log_dice_loss
 
@@ -112,7 +109,7 @@ def test_sampler_crops_are_normalized_and_flipped_with_their_targets():
     rng = np.random.default_rng(0)
     image = rng.normal(100, 10, (40, 50)).astype(np.float32)
     target = (image > 100).astype(np.uint8)
-    sampler = NucleiSampler([LabelledNuclei(image, target)], crop_size=32)
+    sampler = TileSampler([LabelledImage(image, target)], crop_size=32)
     images, targets = sampler.batch(np.random.default_rng(1), 6)
     assert images.shape == (6, 1, 32, 32) and targets.shape == (6, 32, 32) and targets.dtype == np.int64
     for x, t in zip(images[:, 0], targets):
@@ -124,7 +121,7 @@ def test_sampler_crops_are_normalized_and_flipped_with_their_targets():
 def test_sampler_pads_small_images_and_ignores_the_padding():
     image = np.arange(20 * 24, dtype=np.float32).reshape(20, 24)
     target = np.ones((20, 24), np.uint8)
-    sampler = NucleiSampler([LabelledNuclei(image, target)], crop_size=32, augment=False)
+    sampler = TileSampler([LabelledImage(image, target)], crop_size=32, augment=False)
     x, t = sampler.sample(np.random.default_rng(0))
     assert x.shape == (32, 32)
     assert (t[:20, :24] == 1).all() and (t[20:] == IGNORE).all() and (t[:, 24:] == IGNORE).all()
@@ -134,7 +131,7 @@ def test_validation_tiles_cover_every_pixel():
     image = np.random.default_rng(0).normal(size=(70, 90)).astype(np.float32)
     target = np.zeros((70, 90), np.uint8)
     target[::7, ::9] = 1
-    images, targets = validation_tiles([LabelledNuclei(image, target)], 32)
+    images, targets = validation_tiles([LabelledImage(image, target)], 32)
     assert images.shape[1:] == (1, 32, 32) and len(images) == 3 * 3
     assert targets.sum() >= target.sum()
 

@@ -17,7 +17,7 @@ The package is layered; each layer imports only those below it::
 from ._errors import CellmixerError
 from ._version import __version__
 from .demo import demo
-from .engine import SegmentationModel, resolve_device
+from .engine import SegmentationModel, Tiling, resolve_device
 from .io import discover_dataset, read_image, read_labels
 from .methods.cellmixer import evaluate, mix, predict, pseudolabel, train
 from .methods.centroids import evaluate_centroids, label_centroids, predict_centroids, segment_cells, train_centroids
@@ -28,7 +28,7 @@ from .models import UNet
 from .ops import ForegroundParams, extract_foreground, mix_pair, mosaic_pair, normalize_by_background
 
 __all__ = [
-    "CellmixerError", "ForegroundParams", "SegmentationModel", "UNet", "__version__", "confusion_matrix", "demo",
+    "CellmixerError", "ForegroundParams", "SegmentationModel", "Tiling", "UNet", "__version__", "confusion_matrix", "demo",
     "discover_dataset", "evaluate", "evaluate_nuclei", "extract_foreground", "instance_scores", "label_nuclei", "mix",
     "mix_pair", "mosaic_pair", "normalize_by_background", "predict", "predict_nuclei", "pseudolabel", "read_image",
     "read_labels", "resolve_device", "segment_nuclei", "segmentation_scores", "train", "train_nuclei",

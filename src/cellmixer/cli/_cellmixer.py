@@ -7,12 +7,13 @@ from ._options import (
     add_data_options,
     add_foreground_options,
     add_network_options,
-    add_optimisation_options,
     add_output_options,
+    add_settings,
     add_tiling_options,
+    add_training_options,
     foreground_params,
     network_kwargs,
-    optimisation_kwargs,
+    training_kwargs,
 )
 
 
@@ -42,20 +43,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train a cell-type segmentation model",
                        description="Train from folders of homogeneous cultures; the folder name is the only label.")
     p.add_argument("data", help="folder with one sub-folder of images per cell type")
-    group = p.add_argument_group("method")
-    group.add_argument("--mode", choices=("cellmixer", "baseline"), default="cellmixer",
-                       help="train on artificial mixtures (cellmixer) or homogeneous crops (baseline)")
-    group.add_argument("--lam", type=float, default=0.5, help="mixup weight (default: %(default)s)")
-    group.add_argument("--mix-probability", type=float, default=1.0,
-                       help="share of samples that are mixtures (default: %(default)s)")
-    group = add_network_options(p)
-    group.add_argument("--scale", type=float, default=1.0,
-                       help="resize images by this factor for the network, e.g. 0.5 for large cells (default: %(default)s)")
-    group = add_optimisation_options(p, TrainingConfig, augment_help="no flips, blur, noise or intensity changes")
-    group.add_argument("--tversky-alpha", type=float, default=0.3, help="weight of false positives (default: %(default)s)")
-    group.add_argument("--tversky-beta", type=float, default=0.7, help="weight of false negatives (default: %(default)s)")
-    group.add_argument("--boundary-ignore", type=int, default=0,
-                       help="leave pseudo-label pixels this close to an outline out of the loss (default: %(default)s)")
+    add_settings(p.add_argument_group("method"), TrainingConfig, ["mode", "lam", "mix_probability"])
+    add_settings(add_network_options(p), TrainingConfig, ["scale"])
+    add_training_options(p, TrainingConfig, own=("tversky_alpha", "tversky_beta", "boundary_ignore"))
     add_data_options(p)
     add_foreground_options(p)
     add_output_options(p)
@@ -107,19 +97,16 @@ def run(args, progress: bool) -> None:
         print(f"wrote {len(rows)} mixtures -> {args.output}")
     elif args.command == "train":
         model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
-                      mode=args.mode, **network_kwargs(args),
-                      scale=args.scale,
-                      lam=args.lam, mix_probability=args.mix_probability, tversky_alpha=args.tversky_alpha,
-                      tversky_beta=args.tversky_beta, boundary_ignore=args.boundary_ignore,
-                      foreground=foreground_params(args), progress=progress, **optimisation_kwargs(args))
+                      **network_kwargs(args), foreground=foreground_params(args), progress=progress,
+                      **training_kwargs(args, TrainingConfig))
         info = model.config["training"]
         print(f"trained {info['mode']} model for {', '.join(model.classes)} "
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
     elif args.command == "predict":
         rows = predict(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
                        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                       probabilities=args.probabilities, overlays=args.overlays, precision=args.precision, device=args.device,
-                       augment=args.augment,
+                       probabilities=args.probabilities, overlays=args.overlays, precision=args.precision,
+                       device=args.device, augment=args.augment,
                        overwrite=args.overwrite, progress=progress)
         print(f"predicted {len(rows)} images -> {args.output}")
     elif args.command == "evaluate":
@@ -127,7 +114,8 @@ def run(args, progress: bool) -> None:
                           mask_suffix=args.mask_suffix, pattern=args.pattern, channel=args.channel,
                           ignore_value=args.ignore_value, artificial=args.artificial, lam=args.lam, seed=args.seed,
                           tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                          precision=args.precision, device=args.device, augment=args.augment, output=args.output, overlays=args.overlays,
+                          precision=args.precision, device=args.device, augment=args.augment, output=args.output,
+                          overlays=args.overlays,
                           overwrite=args.overwrite, progress=progress)
         print(result["table"])
         print(f"\nscores -> {args.output}/evaluation.json")

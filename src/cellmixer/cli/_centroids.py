@@ -11,13 +11,15 @@ from ..methods.centroids import (
     train_centroids,
 )
 from ..models import architecture_options
-from ..ops import CLASSICAL_METHODS, SALIENCY_METHODS
+from ..ops import SALIENCY_METHODS, ClassicalSettings
 from ._options import (
     add_data_options,
     add_device_options,
-    add_optimisation_options,
     add_output_options,
-    optimisation_kwargs,
+    add_settings,
+    add_training_options,
+    settings_args,
+    training_kwargs,
 )
 
 DESCRIPTION = ("Points (a CSV, ImageJ ROIs, or the nuclei of a paired nuclear stain: no annotation) -> U-Net "
@@ -36,10 +38,7 @@ def _add_source_options(parser) -> None:
                             "(e.g. phase nuclear)")
     group.add_argument("--nuclear-channel", type=int, default=None,
                        help="the nuclear stain is this channel of the image file itself (0-based)")
-    group.add_argument("--diameter", type=int, nargs=2, default=(10, 50), metavar=("MIN", "MAX"),
-                       help="typical nucleus diameter range in pixels, for the nuclear stain (default: 10 50)")
-    group.add_argument("--method", choices=CLASSICAL_METHODS, default="shape/intensity",
-                       help="classical nuclei method for the nuclear stain (default: %(default)s)")
+    add_settings(group, ClassicalSettings, ["diameter_range", "method"])  # of the nuclear stain
 
 
 def _source_kwargs(args) -> dict:
@@ -47,7 +46,7 @@ def _source_kwargs(args) -> dict:
         raise CellmixerError("--nuclear and --nuclear-replace: give one way to find the nuclear images.")
     nuclear = tuple(args.nuclear_replace) if args.nuclear_replace is not None else args.nuclear
     return dict(points=args.points, rois=args.rois, nuclear=nuclear, nuclear_channel=args.nuclear_channel,
-                method=args.method, diameter_range=tuple(args.diameter))
+                **settings_args(args, ClassicalSettings))
 
 
 def _add_segmentation_options(parser) -> None:
@@ -89,7 +88,7 @@ def add_parsers(sub) -> None:
                          description="Write points.csv (image,x,y), <name>_points.png and points.json.")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     _add_source_options(p)
-    p.add_argument("--sigma", type=float, default=6.0, help="likelihood peaks, pixels (with --likelihood)")
+    add_settings(p, CentroidTrainingConfig, ["sigma"])  # of the --likelihood maps
     p.add_argument("--likelihood", action="store_true", help="also write <name>_likelihood.tif (training target)")
     add_data_options(p, classes=False)
     add_output_options(p)
@@ -103,13 +102,8 @@ def add_parsers(sub) -> None:
     unet = architecture_options("unet")
     group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
     group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
-    group.add_argument("--scale", type=float, default=1.0,
-                       help="resize images by this factor for the network, e.g. 0.5 for large cells "
-                            "(default: %(default)s)")
-    group.add_argument("--sigma", type=float, default=6.0,
-                       help="standard deviation of each likelihood peak, image pixels (default: %(default)s)")
-
-    add_optimisation_options(p, CentroidTrainingConfig, augment_help="no flips, blur, noise or intensity changes")
+    add_settings(group, CentroidTrainingConfig, ["scale", "sigma"])
+    add_training_options(p, CentroidTrainingConfig)
     add_data_options(p, classes=False)
     add_output_options(p)
 
@@ -150,9 +144,8 @@ def run(args, progress: bool) -> None:
               f"{args.output}/points.csv")
     elif args.step == "train":
         model = train_centroids(args.images, args.output, pattern=args.pattern, channel=args.channel,
-                                sigma=args.sigma, scale=args.scale,
                                 model_options={"width": args.width, "depth": args.depth}, progress=progress,
-                                **_source_kwargs(args), **optimisation_kwargs(args))
+                                **_source_kwargs(args), **training_kwargs(args, CentroidTrainingConfig))
         info = model.config["training"]
         print(f"trained the cell-centre detector on {info['train_images']} images, {info['points']} points "
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")

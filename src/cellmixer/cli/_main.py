@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 from .._errors import CellmixerError
@@ -19,9 +20,10 @@ COMMANDS = (_cellmixer, _nuclei, _typed, _centroids)
 def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="run everything on generated cultures (a few minutes, no download)",
                        description="Generate three cell types, train baseline and CellMixer, compare them.")
-    p.add_argument("--iterations", type=int, default=600, help="per model (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    add_output_options(p, output_required=False, default="demo_output")
+    defaults = {name: p.default for name, p in inspect.signature(demo).parameters.items()}
+    p.add_argument("--iterations", type=int, default=defaults["iterations"], help="per model (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=defaults["seed"])
+    add_output_options(p, output_required=False, default=defaults["output"])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from ..methods.nuclei import NucleiTrainingConfig, evaluate_nuclei, label_nuclei, predict_nuclei, train_nuclei
-from ..ops import CLASSICAL_METHODS
+from ..ops import CLASSICAL_METHODS, ClassicalSettings
 from ._options import (
     add_data_options,
     add_device_options,
     add_network_options,
-    add_optimisation_options,
     add_output_options,
+    add_settings,
+    add_training_options,
     network_kwargs,
-    optimisation_kwargs,
+    settings_args,
+    training_kwargs,
 )
 
 
@@ -21,17 +23,10 @@ def add_parsers(sub) -> None:
                                         "(background, nucleus, separation line) -> instance label images.")
     steps = nuclei.add_subparsers(dest="step", metavar="STEP", required=True)
 
-    def classical_options(group) -> None:
-        group.add_argument("--diameter", type=int, nargs=2, default=(10, 50), metavar=("MIN", "MAX"),
-                           help="typical nucleus diameter range in pixels (default: 10 50)")
-
     p = steps.add_parser("label", help="label nuclei with the classical pipeline (the training labels)",
                          description="Write <name>_labels.tif, <name>_objects.csv and overlays for each image.")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    group = p.add_argument_group("classical pipeline")
-    group.add_argument("--method", choices=CLASSICAL_METHODS, default="shape/intensity",
-                       help="declumping/dividing lines, or the consensus of the 3 best (default: %(default)s)")
-    classical_options(group)
+    add_settings(p.add_argument_group("classical pipeline"), ClassicalSettings)
     add_data_options(p, classes=False)
     add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
@@ -48,18 +43,10 @@ def add_parsers(sub) -> None:
     group.add_argument("--label-suffix", default="_labels", help="(default: %(default)s)")
     group.add_argument("--validation", nargs="+", default=None,
                        help="validation images or folders (default: --validation-fraction of the images)")
-    group.add_argument("--validation-fraction", type=float, default=0.2, help="(default: %(default)s)")
-    group.add_argument("--line-radius", type=int, default=1,
-                       help="separation-line pixels have another nucleus this close (default: %(default)s)")
-    group.add_argument("--min-solidity", type=float, default=0.0,
-                       help="leave classical objects less convex than this out of the loss, e.g. 0.9 (mostly "
-                            "unsplit clumps; default: %(default)s keeps all)")
-    classical_options(group)
+    add_settings(group, NucleiTrainingConfig, ["validation_fraction", "line_radius", "min_solidity"])
+    add_settings(group, ClassicalSettings, ["diameter_range"])
     add_network_options(p)
-    group = add_optimisation_options(p, NucleiTrainingConfig, crop_help="crops, and tiles at prediction",
-                                      augment_help="no flips and rotations")
-    group.add_argument("--dice-weights", type=float, nargs=3, default=(0.2, 0.4, 0.4), metavar=("BG", "N", "SL"),
-                       help="log-Dice weights (default: 0.2 0.4 0.4)")
+    add_training_options(p, NucleiTrainingConfig, own=("dice_weights",))
     add_data_options(p, classes=False)
     add_output_options(p)
 
@@ -96,24 +83,23 @@ def add_parsers(sub) -> None:
 
 def run(args, progress: bool) -> None:
     if args.step == "label":
-        rows = label_nuclei(args.inputs, args.output, method=args.method, pattern=args.pattern, channel=args.channel,
-                            diameter_range=tuple(args.diameter), overlays=args.overlays, overwrite=args.overwrite,
-                            progress=progress)
+        rows = label_nuclei(args.inputs, args.output, pattern=args.pattern, channel=args.channel,
+                            overlays=args.overlays, overwrite=args.overwrite, progress=progress,
+                            **settings_args(args, ClassicalSettings))
         print(f"labelled {len(rows)} images ({sum(r['objects'] for r in rows)} nuclei) -> {args.output}")
     elif args.step == "train":
         model = train_nuclei(
-            args.images, args.output, validation=args.validation, labels=args.labels, label_dir=args.label_dir,
+            args.images, args.output, validation=args.validation, label_dir=args.label_dir,
             label_suffix=args.label_suffix, pattern=args.pattern, channel=args.channel,
-            diameter_range=tuple(args.diameter), **network_kwargs(args),
-            dice_weights=tuple(args.dice_weights), line_radius=args.line_radius, min_solidity=args.min_solidity,
-            validation_fraction=args.validation_fraction, progress=progress, **optimisation_kwargs(args))
+            diameter_range=args.diameter_range, **network_kwargs(args), progress=progress,
+            **training_kwargs(args, NucleiTrainingConfig))
         info = model.config["training"]
         print(f"trained nucleus model on {info['labels']} labels ({info['iterations']} iterations; kept iteration "
               f"{info['selected_iteration']}, validation loss {info['validation_loss']:.4f}) -> {args.output}")
     elif args.step == "predict":
         rows = predict_nuclei(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
-                              overlap=args.overlap, batch_size=args.batch_size, precision=args.precision, device=args.device,
-                              augment=args.augment, remove_border=args.remove_border, min_area=args.min_area,
+                              overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
+                              device=args.device, augment=args.augment, remove_border=args.remove_border, min_area=args.min_area,
                               classes=args.classes, overlays=args.overlays, overwrite=args.overwrite,
                               progress=progress)
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} nuclei) -> {args.output}")

@@ -6,30 +6,49 @@ import argparse
 import json
 from dataclasses import fields
 
-from ..engine import DEVICES, PRECISIONS
+from .._settings import default_of, flag_of, spec
+from ..engine import DEVICES, PRECISIONS, OptimizationSettings
 from ..models import ARCHITECTURES, VIT_SIZES, architecture_options
-from ..ops import THRESHOLD_METHODS, ForegroundParams
-
-FOREGROUND_HELP = {
-    "sigma_pre": "Gaussian smoothing (pixels) before the Sobel operator",
-    "sigma_post": "Gaussian smoothing (pixels) of the gradient magnitude",
-    "erosion_size": "side (pixels) of the grey erosion's square structuring element; 1 disables it",
-    "threshold": f"{', '.join(THRESHOLD_METHODS)}, or a number on the processed gradient map",
-    "log_gradient": "threshold the log of the gradient map",
-    "block_size": "neighbourhood (pixels) of the 'local' threshold",
-    "threshold_offset": "lowers the threshold (grows the foreground) by this much",
-    "min_object_area": "drop foreground objects smaller than this (pixels)",
-    "max_hole_area": "fill holes up to this size (pixels)",
-}
+from ..ops import ForegroundParams
 
 
-def threshold_value(value: str):
-    if value in THRESHOLD_METHODS:
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"use one of {', '.join(THRESHOLD_METHODS)} or a number") from None
+def add_settings(group, cls, names=None, *, skip=(), defaults=None) -> None:
+    """One option per field of the settings dataclass ``cls`` (those in ``names``, in that order, or all
+    that have a command-line option), with the field's default, help, choices and type: the default
+    is written once, in ``cls``. ``defaults`` overrides shown defaults (a method's own)."""
+    by_name = {f.name: f for f in fields(cls)}
+    chosen = [by_name[n] for n in names] if names is not None else [
+        f for f in fields(cls) if spec(f).get("cli") and f.name not in skip]
+    for f in chosen:
+        s = spec(f)
+        default = (defaults or {}).get(f.name, default_of(f))
+        text = s.get("help", "")
+        if isinstance(default, bool) or s.get("kind") is bool:
+            if default:
+                flag = s.get("flag") or f"--no-{f.name.replace('_', '-')}"
+                group.add_argument(flag, dest=f.name, action="store_false", help=f"off: {text}" if text else None)
+            else:
+                group.add_argument(flag_of(f), dest=f.name, action="store_true", help=text or None)
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else "%(default)s"
+        options = dict(dest=f.name, default=default, help=text if default is None else f"{text} (default: {shown})")
+        if s.get("parse") is not None:
+            options["type"] = s["parse"]
+        elif isinstance(default, (tuple, list)):
+            options.update(type=type(default[0]), nargs=s.get("nargs") or len(default))
+        elif s.get("kind") is not None or default is not None:
+            options["type"] = s.get("kind") or type(default)
+        if s.get("choices") is not None:
+            options["choices"] = s["choices"]
+        if s.get("metavar") is not None:
+            options["metavar"] = s["metavar"]
+        group.add_argument(flag_of(f), **options)
+
+
+def settings_args(args, cls) -> dict:
+    """The fields of ``cls`` that ``args`` holds, as keyword arguments (tuples for lists)."""
+    return {f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v
+            for f in fields(cls) if hasattr(args, f.name)}
 
 
 def add_data_options(parser, *, classes: bool = True) -> None:
@@ -42,21 +61,11 @@ def add_data_options(parser, *, classes: bool = True) -> None:
 
 
 def add_foreground_options(parser) -> None:
-    group = parser.add_argument_group("unsupervised foreground (pseudo-labels)")
-    for f in fields(ForegroundParams):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "log_gradient":
-            group.add_argument("--no-log-gradient", dest="log_gradient", action="store_false",
-                               help="threshold the gradient map itself, not its log")
-        elif f.name == "threshold":
-            group.add_argument(flag, type=threshold_value, default=f.default, help=f"{FOREGROUND_HELP[f.name]} (default: %(default)s)")
-        else:
-            group.add_argument(flag, type=type(f.default), default=f.default,
-                               help=f"{FOREGROUND_HELP[f.name]} (default: %(default)s)")
+    add_settings(parser.add_argument_group("unsupervised foreground (pseudo-labels)"), ForegroundParams)
 
 
 def foreground_params(args) -> ForegroundParams:
-    return ForegroundParams(**{f.name: getattr(args, f.name) for f in fields(ForegroundParams)})
+    return ForegroundParams(**settings_args(args, ForegroundParams))
 
 
 def add_device_options(group, precision: str) -> None:
@@ -90,35 +99,40 @@ def add_output_options(parser, *, output_required: bool = True, default=None) ->
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
-def add_optimisation_options(parser, config_class, *, augment_help: str, crop_help: str = ""):
-    """The options every training shares, with the defaults of ``config_class``; returns the
-    "optimisation" group for the method's own options."""
-    d = config_class()
+OPTIMISATION = ("iterations", "batch_size", "crop_size", "optimizer", "learning_rate", "momentum", "weight_decay",
+                "lr_schedule", "augment", "seed")
+
+
+def thread_count(text: str) -> int:
+    """``--threads``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("give a whole number of threads, at least 1")
+    return value
+
+
+def add_training_options(parser, config_class, own=()):
+    """The "optimisation" group (the settings every training shares, with ``config_class``'s
+    defaults, and then its ``own`` settings), ``--threads``, ``--device``, ``--precision`` and the
+    "checkpoints" group; returns the "optimisation" group."""
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--iterations", type=int, default=d.iterations, help="(default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    group.add_argument("--crop-size", type=int, default=d.crop_size, help=f"{crop_help} (default: %(default)s)".strip())
-    group.add_argument("--optimizer", choices=("sgd", "adam"), default=d.optimizer, help="(default: %(default)s)")
-    group.add_argument("--learning-rate", type=float, default=d.learning_rate, help="(default: %(default)s)")
-    group.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
-    group.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default: %(default)s)")
-    group.add_argument("--lr-schedule", choices=("constant", "poly"), default=d.lr_schedule,
-                       help="(default: %(default)s)")
-    group.add_argument("--no-augment", dest="augment", action="store_false", help=augment_help)
-    group.add_argument("--seed", type=int, default=d.seed)
-    group.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    add_device_options(group, d.precision)
+    add_settings(group, config_class, [*OPTIMISATION, *own])
+    group.add_argument("--threads", type=thread_count, default=None, help="CPU threads (default: all cores)")
+    add_device_options(group, default_of(next(f for f in fields(config_class) if f.name == "precision")))
     checkpoints = parser.add_argument_group("checkpoints")
-    checkpoints.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                             help="iterations between checkpoints (default: %(default)s)")
+    add_settings(checkpoints, config_class, ["checkpoint_every"])
     checkpoints.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     return group
 
 
-def optimisation_kwargs(args) -> dict:
-    names = ("iterations", "batch_size", "crop_size", "optimizer", "learning_rate", "momentum", "weight_decay",
-             "lr_schedule", "augment", "seed", "threads", "precision", "device", "checkpoint_every", "resume", "overwrite")
-    return {name: getattr(args, name) for name in names}
+def training_kwargs(args, config_class) -> dict:
+    """Keyword arguments of a training function: the settings of ``config_class`` found in ``args``
+    and how to run (device, threads, resume, overwrite)."""
+    return {**settings_args(args, config_class), "device": args.device, "threads": args.threads,
+            "resume": args.resume, "overwrite": args.overwrite}
 
 
 
@@ -170,19 +184,14 @@ def add_network_options(parser):
                        metavar="KEY=VALUE", help="any other option of the architecture, e.g. decoder_layers=1 or "
                                                  "norm=group (repeatable)")
     pretrained = parser.add_argument_group("pretrained encoder (segmenter, vit-linear)")
-    pretrained.add_argument("--pretrained", default=None, metavar="FILE|NAME",
-                            help="DINOv2 weights: a .pth or .safetensors file (official or Hugging Face naming), "
-                                 "or a name such as dinov2_vits14 or facebook/dinov2-small (downloaded once)")
-    pretrained.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
-    pretrained.add_argument("--encoder-lr-scale", type=float, default=1.0,
-                            help="fine-tune the encoder at this fraction of --learning-rate (default: %(default)s)")
+    add_settings(pretrained, OptimizationSettings, ["pretrained", "freeze_encoder", "encoder_lr_scale"])
     return group
 
 
 def network_kwargs(args) -> dict:
-    """Keyword arguments of :func:`cellmixer.train` / :func:`cellmixer.train_nuclei` from the options."""
+    """The architecture of :func:`cellmixer.train` / :func:`cellmixer.train_nuclei` from the options (the
+    pretrained encoder's options are training settings: :func:`training_kwargs`)."""
     options = {option: getattr(args, flag) for flag, option in ARCHITECTURE_FLAGS.items()
                if getattr(args, flag) is not None}
     options.update(dict(args.model_option))
-    return {"model": args.model, "model_options": options, "pretrained": args.pretrained,
-            "freeze_encoder": args.freeze_encoder, "encoder_lr_scale": args.encoder_lr_scale}
+    return {"model": args.model, "model_options": options}

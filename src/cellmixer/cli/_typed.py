@@ -8,9 +8,10 @@ from ..models import architecture_options
 from ._options import (
     add_data_options,
     add_device_options,
-    add_optimisation_options,
     add_output_options,
-    optimisation_kwargs,
+    add_settings,
+    add_training_options,
+    training_kwargs,
 )
 
 
@@ -36,24 +37,12 @@ def add_parsers(sub) -> None:
     group.add_argument("--validation", default=None, help="COCO file of validation images (default: a share of the "
                                                           "training images)")
     group.add_argument("--validation-images", default=None, help="folder of the validation images")
-    group.add_argument("--validation-fraction", type=float, default=0.2,
-                       help="share of images held out when --validation is not given; 0 keeps the last weights "
-                            "(default: %(default)s)")
-    group.add_argument("--line-radius", type=int, default=1, help="boundary pixels have another cell this close "
-                                                                  "(default: %(default)s)")
-    group.add_argument("--normalization", choices=("tile", "image"), default="tile",
-                       help="network input: each tile by its mean and std, or each image by its percentiles "
-                            "(default: %(default)s)")
+    add_settings(group, TypedTrainingConfig, ["validation_fraction", "line_radius", "normalization"])
     group = p.add_argument_group("network")
     unet = architecture_options("unet")
     group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
     group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
-    group = add_optimisation_options(p, TypedTrainingConfig, crop_help="crops, and tiles at prediction",
-                                      augment_help="no flips and rotations")
-    group.add_argument("--dice-weights", type=float, nargs=3, default=(0.2, 0.4, 0.4), metavar=("BG", "CELL", "LINE"),
-                       help="log-Dice weights of the instance head (default: 0.2 0.4 0.4)")
-    group.add_argument("--type-weight", type=float, default=1.0, help="weight of the type head's cross-entropy "
-                                                                      "(default: %(default)s)")
+    add_training_options(p, TypedTrainingConfig, own=("dice_weights", "type_weight"))
     p.add_argument("--channel", type=int, default=None, help="channel of multi-channel images (0-based)")
     add_output_options(p)
 
@@ -98,11 +87,9 @@ def run(args, progress: bool) -> None:
     if args.step == "train":
         model = train_typed(
             args.annotations, args.output, images=args.images, validation=args.validation,
-            validation_images=args.validation_images, class_from=args.class_from, classes=args.classes,
-            channel=args.channel, model_options={"width": args.width, "depth": args.depth},
-            dice_weights=tuple(args.dice_weights), type_weight=args.type_weight, line_radius=args.line_radius,
-            normalization=args.normalization,
-            validation_fraction=args.validation_fraction, progress=progress, **optimisation_kwargs(args))
+            validation_images=args.validation_images, classes=args.classes,
+            channel=args.channel, model_options={"width": args.width, "depth": args.depth}, progress=progress,
+            **training_kwargs(args, TypedTrainingConfig))
         info = model.config["training"]
         print(f"trained typed-cell model for {', '.join(model.config['types'])} ({info['iterations']} iterations, "
               f"kept iteration {info['selected_iteration']}) -> {args.output}")

@@ -62,7 +62,7 @@ def resolve_device(device: str | torch.device | None = "auto", *, announce: bool
     except (RuntimeError, ValueError):
         raise CellmixerError(f"--device {device}: unknown device; choose {DEVICES}.") from None
     if chosen.type == "cpu":
-        return chosen
+        return torch.device("cpu")  # one CPU device: "cpu:1" is the same
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
             raise CellmixerError(f"--device {device}: no CUDA GPU is available to torch {torch.__version__} on this "

@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._errors import CellmixerError
+from .._settings import takes_settings
 from .._version import __version__
 from ..io import atomic_path, write_json
 from ..models import (
@@ -25,10 +26,13 @@ from ..models import (
 from ..ops import ForegroundParams, rescale_image
 from ._device import module_device, resolve_device, resolve_precision
 from ._normalization import input_statistics
-from ._tiling import predict_probabilities, upsample_probabilities
-
-# Sliding-window tile side of networks without an input size of their own (ViT models have one: 518).
-DEFAULT_TILE_SIZE = 512
+from ._tiling import (
+    Tiling,
+    as_tiling,
+    auto_tile_size,
+    predict_probabilities,
+    upsample_probabilities,
+)
 
 
 class SegmentationModel:
@@ -180,25 +184,29 @@ class SegmentationModel:
     def tile_size(self) -> int:
         """The sliding-window tile side that ``tile_size='auto'`` uses: the network's input size (ViT
         models: the size they were built for, 518 by default), else 512."""
-        return int(getattr(self.network, "input_size", DEFAULT_TILE_SIZE))
+        return auto_tile_size(self.network)
 
-    def predict(self, image: np.ndarray, *, tile_size: int | str | None = "auto", overlap: float = 0.25,
-                batch_size: int = 4, probabilities=False, precision: str = "fp32", augment: bool = False,
-                progress: bool = False):
+    @takes_settings(Tiling)
+    def predict(self, image: np.ndarray, *, tiling: Tiling | None = None, probabilities=False,
+                progress: bool = False, **tiling_options):
         """Label every pixel of ``image`` with a class (0 = background).
 
         Parameters
         ----------
         image : (H, W) array
             Any size and numeric type.
+        tiling : Tiling, optional
+            The sliding window and arithmetic as one object; the keyword options below change its
+            fields (default: ``Tiling()``).
         tile_size : int, 'auto' or None
-            Sliding-window tile side; ``'auto'`` is the network's input size (:attr:`tile_size`: 518
-            for ViT models, 512 for U-Nets); ``None`` predicts in one pass (needs memory for the
-            whole image).
+            Sliding-window tile side, at least 16; ``'auto'`` is the network's input size
+            (:attr:`tile_size`: 518 for ViT models, 512 for U-Nets); ``None`` predicts in one pass
+            (needs memory for the whole image).
             Models trained on per-tile normalized crops (``normalization`` method ``'tile'``, e.g.
             nucleus models) always use the tile size they were trained at.
         overlap : float
-            Fraction of each tile shared with its neighbours; overlapping predictions are blended.
+            Fraction of each tile shared with its neighbours, in [0, 0.9]; overlapping predictions
+            are blended.
         batch_size : int
             Tiles per forward pass.
         probabilities : bool or array
@@ -219,17 +227,18 @@ class SegmentationModel:
         labels : (H, W) uint8 ndarray
         probabilities : (num_classes, H, W) float32 ndarray, only if ``probabilities is True``
         """
+        tiling = as_tiling(tiling, **tiling_options)
         image = np.asarray(image)
         offset, scale = self.input_statistics(image)
+        tile_size = tiling.tile_size
         if self.config["normalization"].get("method") == "tile":
             tile_size = self.config["normalization"]["tile_size"]
         elif tile_size == "auto":
             tile_size = self.tile_size
+        tiling = as_tiling(tiling, tile_size=tile_size, precision=resolve_precision(tiling.precision, self.device))
         probs = np.empty((self.num_classes, *image.shape), np.float32) if probabilities is True else (
             probabilities if probabilities is not False and probabilities is not None else None)
-        options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tile_size=tile_size,
-                       overlap=overlap, batch_size=batch_size, precision=resolve_precision(precision, self.device),
-                       augment=augment, progress=progress)
+        options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tiling=tiling, progress=progress)
         if self.input_scale == 1.0:
             labels = predict_probabilities(self.network, image, probabilities=probs, **options)
         else:
@@ -238,4 +247,3 @@ class SegmentationModel:
             predict_probabilities(self.network, small, probabilities=small_probs, **options)
             labels = upsample_probabilities(small_probs, image.shape, probabilities=probs)
         return (labels, probs) if probabilities is True else labels
-

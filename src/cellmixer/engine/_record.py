@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from ..io import atomic_path, write_csv
 
@@ -27,8 +26,9 @@ def moving_average(values, window: int) -> np.ndarray:
 def plot_training_curve(path: Path, iterations, losses, *, validation=None, ylabel: str = "Tversky loss",
                         title: str = "", overwrite: bool = True) -> Path:
     """Loss per iteration, its moving average and, if given, ``validation = (iterations, losses)``."""
-    matplotlib.use("Agg")
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    # A Figure without pyplot: no GUI backend is touched (napari, Jupyter), and nothing to close.
+    fig = Figure(figsize=(6, 3.5), dpi=120)
+    ax = fig.subplots()
     ax.plot(iterations, losses, color="0.75", lw=0.8, label="loss per iteration")
     ax.plot(iterations, moving_average(losses, max(1, len(losses) // 25)), color="C0", lw=2, label="moving average")
     if validation is not None and len(validation[0]):
@@ -41,7 +41,6 @@ def plot_training_curve(path: Path, iterations, losses, *, validation=None, ylab
     fig.tight_layout()
     with atomic_path(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return path
 
 

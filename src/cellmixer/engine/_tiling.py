@@ -2,11 +2,93 @@
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
+
 import numpy as np
 import torch
 
 from .._progress import progress_bar
-from ._device import autocast, module_device, to_device
+from .._settings import check_settings, setting
+from ._device import PRECISIONS, autocast, module_device, to_device
+
+# Sliding-window tile side of networks without an input size of their own (ViT models have one: 518).
+DEFAULT_TILE_SIZE = 512
+
+PRECISION_HELP = ("network arithmetic; auto = bfloat16 where the CPU supports it natively (about 3x faster) and on "
+                  "GPUs that support it, float16 on other GPUs, else float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+    """How an image goes through the network: the sliding window and the arithmetic of prediction.
+
+    Every instance is checked when it is made, with one-line errors naming the command-line option
+    (``--overlap 1.5: must be between 0 and 0.9.``).
+
+    Attributes
+    ----------
+    tile_size : int, 'auto' or None
+        Side of the square tiles in pixels, at least 16 (rounded down to the network's pooling
+        grid); ``'auto'`` is the network's input size (518 for ViT models, 512 for U-Nets);
+        ``None`` predicts the whole image in one pass (needs memory for the whole image).
+    overlap : float
+        Fraction of a tile shared with its neighbours, in [0, 0.9]; overlapping predictions are
+        blended.
+    batch_size : int
+        Tiles per forward pass.
+    precision : {'fp32', 'auto', 'bf16', 'fp16'}
+        Network arithmetic (see :func:`cellmixer.engine.resolve_precision`).
+    augment : bool
+        Test-time augmentation: average the predictions of the 8 flips and rotations (8x slower).
+
+    Examples
+    --------
+    >>> Tiling(overlap=0.5).batch_size
+    4
+    >>> Tiling(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    cellmixer._errors.CellmixerError: --batch-size 0: must be at least 1.
+    """
+
+    tile_size: int | str | None = setting(
+        "auto", "tile side in pixels; auto = the model's input size: 518 for ViT models, 512 for U-Nets",
+        check=lambda size: _tile_size_need(size))
+    overlap: float = setting(0.25, "fraction of a tile shared with neighbours", at_least=0, at_most=0.9)
+    batch_size: int = setting(4, "tiles per forward pass", at_least=1)
+    precision: str = setting("fp32", PRECISION_HELP, choices=PRECISIONS)
+    augment: bool = setting(False, "test-time augmentation: average over the 8 flips and rotations (8x slower)")
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+def _tile_size_need(size) -> str | None:
+    """What ``tile_size`` must be, or None when it is fine: 'auto', None or a whole number >= 16."""
+    if size in (None, "auto") or (isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= 16):
+        return None
+    return "must be at least 16 pixels, or 'auto' (the model's input size)"
+
+
+def as_tiling(tiling: Tiling | None = None, **options) -> Tiling:
+    """``tiling`` (default: ``Tiling()``) with the fields in ``options`` changed, checked.
+
+    >>> as_tiling(overlap=0.5) == Tiling(overlap=0.5)
+    True
+    >>> as_tiling(Tiling(batch_size=8), overlap=0).batch_size
+    8
+    """
+    if tiling is None:
+        return Tiling(**options)
+    if not isinstance(tiling, Tiling):
+        raise TypeError(f"tiling: expected a Tiling, got {type(tiling).__name__}")
+    return dataclasses.replace(tiling, **options) if options else tiling
+
+
+def auto_tile_size(network) -> int:
+    """The tile side that ``tile_size='auto'`` means for ``network``: its input size (ViT models), else 512."""
+    return int(getattr(network, "input_size", DEFAULT_TILE_SIZE))
 
 
 def tile_statistics(tile: np.ndarray) -> tuple[float, float]:
@@ -91,9 +173,7 @@ def _read_tile(image, y: int, x: int, height: int, width: int, offset: float | N
 
 
 def predict_probabilities(network, image: np.ndarray, *, offset: float | None, scale: float | None, num_classes: int,
-                          tile_size: int | None = 512, overlap: float = 0.25, batch_size: int = 4,
-                          probabilities=None, precision: str = "fp32", augment: bool = False,
-                          progress: bool = False) -> np.ndarray:
+                          tiling: Tiling | None = None, probabilities=None, progress: bool = False) -> np.ndarray:
     """Class labels of ``image`` (argmax of blended softmax), optionally filling ``probabilities``.
 
     The image is extended at its bottom and right (mirrored) to a multiple of the network's
@@ -109,22 +189,23 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float | None, s
         Raw image (may be memory-mapped); each tile is normalized on the fly as
         ``(tile - offset) / scale``, or by its own mean and standard deviation when ``offset`` is
         None.
-    tile_size : int or None
-        Side of the square tiles (rounded down to the grid); ``None`` predicts the whole image
-        in one pass.
-    overlap : float
-        Fraction of a tile shared with its neighbour, in [0, 0.9].
+    num_classes : int
+        Output channels of the network.
+    tiling : Tiling, optional
+        Tile size (``'auto'``: :func:`auto_tile_size`; ``None``: the whole image in one pass),
+        overlap, batch size, precision and test-time augmentation; default ``Tiling()``.
     probabilities : array of shape (num_classes, H, W), optional
         Filled with the blended class probabilities (may be a memory-mapped file).
-    precision : {'fp32', 'bf16', 'auto'}
-        Arithmetic of the network (see :func:`cellmixer.models.resolve_precision`).
-    augment : bool
-        Test-time augmentation: average the predictions of the 8 flips and rotations (8x slower).
+    progress : bool
+        Show a progress bar over tiles.
 
     Returns
     -------
     labels : (H, W) uint8 ndarray
     """
+    tiling = Tiling() if tiling is None else tiling
+    tile_size = auto_tile_size(network) if tiling.tile_size == "auto" else tiling.tile_size
+    precision, augment, batch_size = tiling.precision, tiling.augment, tiling.batch_size
     height, width = image.shape
     multiple = getattr(network, "size_multiple", 1)
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
@@ -136,11 +217,9 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float | None, s
         if probabilities is not None:
             probabilities[:] = p
         return labels
-    if not 0 <= overlap <= 0.9:
-        raise ValueError("overlap must be between 0 and 0.9")
     tile = max(multiple, tile_size // multiple * multiple)
     th, tw = min(tile, padded_h), min(tile, padded_w)
-    stride = lambda t: max(multiple, round(t * (1 - overlap) / multiple) * multiple)  # noqa: E731
+    stride = lambda t: max(multiple, round(t * (1 - tiling.overlap) / multiple) * multiple)  # noqa: E731
     ys = tile_starts(padded_h, th, stride(th))
     xs = tile_starts(padded_w, tw, stride(tw))
     window = blend_window(th, tw)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,13 @@ from safetensors.torch import load_file, save_file
 
 from .._errors import CellmixerError
 from .._progress import progress_bar
-from ..io import atomic_path
+from .._settings import check_settings, setting
+from ..io import atomic_path, prepare_output_dir
 from ..models import CONFIG_FILE, WEIGHTS_FILE, VisionTransformer, load_pretrained_encoder
 from ._checkpoint import read_checkpoint_meta, restore_checkpoint, save_checkpoint
-from ._device import autocast, describe_device, resolve_device, to_device
+from ._device import PRECISIONS, autocast, describe_device, resolve_device, resolve_precision, to_device
 from ._method import method_by_task
+from ._record import write_training_record
 
 BEST_TENSORS = "best.safetensors"
 # The sub-folder of a model folder that holds the training state, to resume or extend a run.
@@ -61,48 +64,37 @@ def _stop_on_interrupt():
 
 @dataclass
 class OptimizationSettings:
-    """Settings of the optimisation itself, shared by every kind of training."""
+    """Settings of the optimisation itself, shared by every kind of training (each method's settings
+    class adds its own and may change a default with :func:`setting_like`)."""
 
-    iterations: int = 2000
-    batch_size: int = 8
-    crop_size: int = 256
-    optimizer: str = "sgd"
-    learning_rate: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    augment: bool = True
-    precision: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 250
+    iterations: int = setting(2000, "optimisation steps", at_least=1)
+    batch_size: int = setting(8, "crops per step", at_least=1)
+    crop_size: int = setting(256, "crop side in pixels", at_least=16)
+    optimizer: str = setting("sgd", "", choices=("sgd", "adam"))
+    learning_rate: float = setting(1e-3, "", above=0)
+    momentum: float = setting(0.9, "SGD momentum", at_least=0, below=1)
+    weight_decay: float = setting(0.0, "", at_least=0)
+    lr_schedule: str = setting("constant", "", choices=("constant", "poly"))
+    augment: bool = setting(True, "flips and rotations, blur, noise, brightness and contrast", flag="--no-augment")
+    precision: str = setting("auto", "network arithmetic during training", choices=PRECISIONS, cli=False)
+    seed: int = setting(0, "seeds the weights, the sampling and the augmentation")
+    checkpoint_every: int = setting(250, "iterations between checkpoints", at_least=1)
     # Architectures with a pretrained encoder (segmenter, vit-linear): where its weights come from, and
-    # whether it is frozen or fine-tuned at learning_rate * encoder_lr_scale.
-    pretrained: str | None = None
-    freeze_encoder: bool = False
-    encoder_lr_scale: float = 1.0
+    # whether it is frozen or fine-tuned at learning_rate * encoder_lr_scale. Their options are the
+    # network's ("pretrained encoder" group of the command line).
+    pretrained: str | None = setting(None, "DINOv2 weights: a .pth or .safetensors file (official or Hugging Face "
+                                           "naming), or a name such as dinov2_vits14 or facebook/dinov2-small "
+                                           "(downloaded once)", kind=str, metavar="FILE|NAME")
+    freeze_encoder: bool = setting(False, "train the decoder only")
+    encoder_lr_scale: float = setting(1.0, "fine-tune the encoder at this fraction of --learning-rate", above=0)
 
     @staticmethod
     def bad(option: str, value, need: str):
         raise CellmixerError(f"--{option.replace('_', '-')} {value}: {need}.")
 
     def validate(self) -> None:
-        bad = self.bad
-        for name in ("iterations", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                bad(name, getattr(self, name), "must be at least 1")
-        if self.crop_size < 16:
-            bad("crop_size", self.crop_size, "must be at least 16 pixels")
-        if self.optimizer not in ("sgd", "adam"):
-            bad("optimizer", self.optimizer, "choose 'sgd' or 'adam'")
-        if self.lr_schedule not in ("constant", "poly"):
-            bad("lr_schedule", self.lr_schedule, "choose 'constant' or 'poly'")
-        if not self.learning_rate > 0:
-            bad("learning_rate", self.learning_rate, "must be positive")
-        if self.weight_decay < 0:
-            bad("weight_decay", self.weight_decay, "must be 0 or positive")
-        if not self.encoder_lr_scale > 0:
-            bad("encoder_lr_scale", self.encoder_lr_scale, "must be positive (use --freeze-encoder to keep the "
-                "encoder fixed)")
+        """Check every setting against its declaration (subclasses add checks across settings)."""
+        check_settings(self)
 
     def learning_rate_at(self, iteration: int) -> float:
         if self.lr_schedule == "poly":
@@ -291,3 +283,118 @@ class Optimization:
         bar.close()
         network.eval()
 
+
+
+class Training:
+    """The outline of every training: settings, output folder, resume or refuse, data, new model,
+    pretrained weights, threads, the optimisation loop with checkpoints and validation selection,
+    save and record. A method subclasses it and supplies the hooks (as StarDist's models supply
+    their network and post-processing to its base class); :meth:`fit` runs the outline.
+
+    Parameters
+    ----------
+    config : OptimizationSettings
+        The method's settings (a subclass); checked here, and replaced by the stored ones on resume.
+    output : str or Path
+        The model folder.
+    device, threads, resume, overwrite, progress :
+        As for :func:`cellmixer.train`.
+    """
+
+    task: str | None = None            # the "task" its model folders record (its Method's)
+    description: str = "training"      # progress bar
+    loss_name: str = "loss"            # y label of the training curve
+    selects_best: bool = False         # keep the weights with the lowest validation loss
+    resume_defaults: dict | None = None  # settings that older checkpoints lack
+    # model.config entries that a checkpoint keeps to rebuild the run
+    checkpoint_keys = ("task", "types", "classes", "architecture", "normalization", "channel", "input_scale")
+
+    def __init__(self, config: OptimizationSettings, output, *, device="auto", threads: int | None = None,
+                 resume: bool = False, overwrite: bool = False, progress: bool = True):
+        self.start_time = time.perf_counter()
+        self.device = resolve_device(device)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise CellmixerError(f"--threads {threads}: must be at least 1 (default: all cores).")
+        self.config = config
+        self.config.precision = resolve_precision(self.config.precision, self.device)
+        self.config.validate()
+        self.output, self.threads, self.resume, self.overwrite, self.progress = output, threads, resume, overwrite, \
+            progress
+
+    # ------------------------------------------------------------------ hooks of a method
+    def restore(self, meta: dict) -> None:
+        """Take what the method needs from a resumed checkpoint's ``meta`` (its inputs, architecture)."""
+
+    def prepare(self) -> None:
+        """Read the data and check it (input errors are raised here, before any training)."""
+
+    def new_model(self):
+        """The untrained :class:`~cellmixer.engine.SegmentationModel`."""
+        raise NotImplementedError
+
+    def objective(self, model):
+        """``(next_batch, loss_fn, validate)`` for :meth:`Optimization.run`; ``validate`` may be None."""
+        raise NotImplementedError
+
+    def checkpoint_extras(self) -> dict:
+        """What else a checkpoint must hold to resume (e.g. the training images)."""
+        return {}
+
+    def summary(self) -> dict:
+        """Entries of ``config["training"]`` besides the settings (data, counts)."""
+        return {}
+
+    def title(self) -> str:
+        """Title of the training curve."""
+        return self.description
+
+    # ------------------------------------------------------------------ the outline
+    def fit(self):
+        """Train (or resume), save the model folder and its record; returns the model."""
+        config = self.config
+        out = prepare_output_dir(self.output)
+        checkpoint_dir = out / CHECKPOINT_DIR
+        meta = None
+        if self.resume:
+            meta, self.config = resume_settings(checkpoint_dir, type(config), task=self.task,
+                                                iterations=config.iterations,
+                                                checkpoint_every=config.checkpoint_every,
+                                                defaults=self.resume_defaults)
+            given_precision, config = config.precision, self.config
+            try:  # the run's own arithmetic, where this device has it (a GPU's fp16 does not run on a CPU)
+                config.precision = resolve_precision(config.precision, self.device)
+            except CellmixerError:
+                config.precision = given_precision
+            config.validate()  # the stored settings, as strictly as given ones
+            self.restore(meta)
+        elif not self.overwrite:
+            refuse_existing_model(out, checkpoint_dir)
+        self.prepare()
+        model = self.new_model()
+        if self.task is not None:
+            model.config["task"] = self.task
+        if meta is None:  # a resumed run has its weights in the checkpoint
+            load_pretrained(model.network, config)
+        torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        next_batch, loss_fn, validate = self.objective(model)
+        checkpoint_meta = {key: model.config[key] for key in self.checkpoint_keys if key in model.config}
+        checkpoint_meta.update(self.checkpoint_extras(), training=asdict(config))
+        run = Optimization(model.network, config, checkpoint_dir, checkpoint_meta, device=self.device)
+        if meta is not None:
+            run.resume(meta)
+        run.run(next_batch, loss_fn, validate=validate, desc=self.description, progress=self.progress,
+                start_time=self.start_time)
+        if run.best is not None:
+            model.network.load_state_dict(run.best["state"])
+        model.network.eval()
+        history = run.history
+        record = {**asdict(config), **self.summary()}
+        if self.selects_best:
+            record["selected_iteration"] = run.best["iteration"] if run.best else run.iteration
+            record["validation_loss"] = round(run.best["validation_loss"], 6) if run.best else None
+        record["final_loss"] = float(np.mean([h["loss"] for h in history[-50:]])) if history else None
+        record["wall_time_s"] = round(time.perf_counter() - self.start_time, 1)
+        model.config["training"] = record
+        model.save(out, overwrite=True)
+        write_training_record(out, history, ylabel=self.loss_name, title=self.title())
+        return model

@@ -24,7 +24,7 @@ class TypedUNet(UNet):
     """U-Net whose output is ``instance_classes`` instance logits followed by cell-type logits.
 
     The instance head learns background / cell / boundary (the 3-class targets of
-    :func:`cellmixer.pseudolabels.three_class_targets`), the type head the cell type of each
+    :func:`cellmixer.ops.three_class_targets`), the type head the cell type of each
     cell pixel. Each head has its own softmax: :attr:`output_groups` tells the sliding-window
     prediction where one ends and the other starts.
 

@@ -9,6 +9,7 @@ from ._classical import (
     DECLUMP_METHODS,
     DIVIDING_LINE_METHODS,
     FILL_HOLES,
+    ClassicalSettings,
     cellprofiler_threshold,
     classical_labels,
     consensus_labels,
@@ -17,7 +18,7 @@ from ._classical import (
 )
 from ._foreground import THRESHOLD_METHODS, ForegroundParams, extract_foreground, gradient_map
 from ._graphcut import SALIENCY_METHODS, fuse_cells, graph_cut, saliency_map, smoothness_weights
-from ._losses import log_dice_loss, tversky_loss
+from ._losses import DICE_WEIGHTS, log_dice_loss, tversky_loss
 from ._mixup import background_stats, mix_labels, mix_pair, normalize_by_background
 from ._mosaic import mosaic_pair
 from ._postprocess import instances_from_classes
@@ -27,7 +28,7 @@ from ._targets import IGNORE, three_class_targets
 from ._watershed import split_foreground
 
 __all__ = [
-    "AugmentParams", "CLASSICAL_CONFIGURATIONS", "CLASSICAL_METHODS", "DECLUMP_METHODS",
+    "AugmentParams", "DICE_WEIGHTS", "CLASSICAL_CONFIGURATIONS", "CLASSICAL_METHODS", "ClassicalSettings", "DECLUMP_METHODS",
     "DIVIDING_LINE_METHODS", "FILL_HOLES", "ForegroundParams", "IGNORE", "OBJECT_FIELDS", "SALIENCY_METHODS",
     "THRESHOLD_METHODS", "augment", "background_stats", "cellprofiler_threshold", "classical_labels",
     "consensus_labels", "extract_foreground", "fuse_cells", "gradient_map", "graph_cut",

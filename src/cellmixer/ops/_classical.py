@@ -23,11 +23,14 @@ asked (``discard_border``; CellProfiler discards them by default).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from .._errors import CellmixerError
+from .._settings import setting
 from ..io import relabel_consecutive
 
 DECLUMP_METHODS = ("shape", "intensity", "none")
@@ -36,6 +39,9 @@ FILL_HOLES = ("thresholding", "declumping", "never")
 # The four configurations of the paper, best first (Table 2: 0.504, 0.481, 0.464, 0.251).
 CLASSICAL_CONFIGURATIONS = (("shape", "intensity"), ("intensity", "shape"), ("shape", "shape"),
                             ("intensity", "intensity"))
+# Method names of the command line: "<declump>/<dividing lines>", or the consensus of the paper's
+# three best configurations.
+CLASSICAL_METHODS = tuple(f"{d}/{w}" for d, w in CLASSICAL_CONFIGURATIONS) + ("consensus",)
 
 _EIGHT = np.ones((3, 3), bool)
 _FOUR = ndi.generate_binary_structure(2, 1)
@@ -339,8 +345,19 @@ def _maxima(values: np.ndarray, labels: np.ndarray, footprint: np.ndarray, facto
     return _shrink_to_points(maxima)
 
 
+@dataclass(frozen=True)
+class ClassicalSettings:
+    """What the commands that label nuclei classically let the user choose: the one home of these
+    defaults (functions refer to them as ``ClassicalSettings.method``, ...)."""
+
+    method: str = setting("shape/intensity", "declumping/dividing lines, or the consensus of the 3 best",
+                          choices=CLASSICAL_METHODS)
+    diameter_range: tuple = setting((10, 50), "typical nucleus diameter range in pixels", flag="--diameter",
+                                    metavar=("MIN", "MAX"), at_least=1)
+
+
 # ----------------------------------------------------------------------------------- the module
-def identify_primary_objects(image, *, diameter_range=(10, 50), declump: str = "shape",
+def identify_primary_objects(image, *, diameter_range=ClassicalSettings.diameter_range, declump: str = "shape",
                              dividing_lines: str = "intensity", threshold_smoothing_scale: float = 1.3488,
                              threshold_correction_factor: float = 1.0, threshold_bounds=(0.0, 1.0),
                              intensity_scale: float | None = None, smoothing_filter_size: float | None = None,
@@ -549,12 +566,9 @@ def consensus_labels(label_images, *, reference: int = 0) -> tuple[np.ndarray, n
     return relabel_consecutive(labels), ignore
 
 
-# Method names of the command line: "<declump>/<dividing lines>", or the consensus of the paper's
-# three best configurations.
-CLASSICAL_METHODS = tuple(f"{d}/{w}" for d, w in CLASSICAL_CONFIGURATIONS) + ("consensus",)
 
 
-def classical_labels(image, *, method: str = "shape/intensity", **options) -> tuple[np.ndarray, np.ndarray]:
+def classical_labels(image, *, method: str = ClassicalSettings.method, **options) -> tuple[np.ndarray, np.ndarray]:
     """Nucleus labels of one image by a named classical configuration, with the pixels to ignore.
 
     Parameters

@@ -2,28 +2,56 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import filters
 
+from .._settings import check_settings, setting, takes_settings
+
 THRESHOLD_METHODS = ("li", "otsu", "triangle", "local")
+
+
+def _threshold_need(value) -> str | None:
+    if isinstance(value, str):
+        return None if value in THRESHOLD_METHODS else f"choose one of {', '.join(THRESHOLD_METHODS)} or a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"choose one of {', '.join(THRESHOLD_METHODS)} or a finite number"
+    return None
+
+
+def _threshold_text(text: str):
+    """``--threshold``: a method name or a number."""
+    if text in THRESHOLD_METHODS:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"use one of {', '.join(THRESHOLD_METHODS)} or a number") from None
 
 
 @dataclass(frozen=True)
 class ForegroundParams:
-    """Settings of :func:`extract_foreground`; see there for their meaning."""
+    """Settings of :func:`extract_foreground` (their one home: defaults, ranges, help)."""
 
-    sigma_pre: float = 1.5
-    sigma_post: float = 2.0
-    erosion_size: int = 9
-    threshold: str | float = "li"
-    log_gradient: bool = True
-    block_size: int = 151
-    threshold_offset: float = 0.0
-    min_object_area: int = 100
-    max_hole_area: int = 1000
+    sigma_pre: float = setting(1.5, "Gaussian smoothing (pixels) before the Sobel operator", at_least=0)
+    sigma_post: float = setting(2.0, "Gaussian smoothing (pixels) of the gradient magnitude", at_least=0)
+    erosion_size: int = setting(9, "side (pixels) of the grey erosion's square structuring element; 1 disables it",
+                                at_least=1)
+    threshold: str | float = setting("li", f"{', '.join(THRESHOLD_METHODS)}, or a number on the processed "
+                                           "gradient map", check=_threshold_need, parse=_threshold_text)
+    log_gradient: bool = setting(True, "threshold the log of the gradient map (--no-log-gradient: the map itself)",
+                                 flag="--no-log-gradient")
+    block_size: int = setting(151, "neighbourhood (pixels) of the 'local' threshold", at_least=3)
+    threshold_offset: float = setting(0.0, "lowers the threshold (grows the foreground) by this much")
+    min_object_area: int = setting(100, "drop foreground objects smaller than this (pixels)", at_least=0)
+    max_hole_area: int = setting(1000, "fill holes up to this size (pixels)", at_least=0)
+
+    def __post_init__(self):
+        check_settings(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,10 +148,8 @@ def _remove_small_components(mask: np.ndarray, min_area: int) -> np.ndarray:
     return keep[labels]
 
 
-def extract_foreground(image: np.ndarray, *, sigma_pre: float = 1.5, sigma_post: float = 2.0,
-                       erosion_size: int = 9, threshold: str | float = "li", log_gradient: bool = True,
-                       block_size: int = 151, threshold_offset: float = 0.0, min_object_area: int = 100,
-                       max_hole_area: int = 1000) -> np.ndarray:
+@takes_settings(ForegroundParams)
+def extract_foreground(image: np.ndarray, **settings) -> np.ndarray:
     """Separate cells from background without any annotation.
 
     The CellMixer recipe: smoothing, Sobel gradient magnitude, smoothing, grey erosion and a
@@ -169,24 +195,22 @@ def extract_foreground(image: np.ndarray, *, sigma_pre: float = 1.5, sigma_post:
     >>> bool(iou > 0.8)
     True
     """
+    p = ForegroundParams(**settings)
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"extract_foreground expects a 2-D image, got shape {image.shape}")
     if image.size == 0 or float(image.max()) == float(image.min()):
         return np.zeros(image.shape, bool)
-    g = gradient_map(image, sigma_pre=sigma_pre, sigma_post=sigma_post, erosion_size=erosion_size,
-                     log_gradient=log_gradient)
-    if isinstance(threshold, str):
-        if threshold not in THRESHOLD_METHODS:
-            raise ValueError(f"threshold must be one of {THRESHOLD_METHODS} or a number, got {threshold!r}")
-        if threshold == "local":
-            block = int(block_size) | 1
-            local_mean = ndi.gaussian_filter(g, (block - 1) / 6.0)
-            mask = g > local_mean - threshold_offset
-        else:
-            mask = g > _threshold_value(g, threshold) - threshold_offset
+    g = gradient_map(image, sigma_pre=p.sigma_pre, sigma_post=p.sigma_post, erosion_size=p.erosion_size,
+                     log_gradient=p.log_gradient)
+    if p.threshold == "local":
+        block = int(p.block_size) | 1
+        local_mean = ndi.gaussian_filter(g, (block - 1) / 6.0)
+        mask = g > local_mean - p.threshold_offset
+    elif isinstance(p.threshold, str):
+        mask = g > _threshold_value(g, p.threshold) - p.threshold_offset
     else:
-        mask = g > float(threshold) - threshold_offset
-    if max_hole_area > 0:
-        mask = ~_remove_small_components(~mask, max_hole_area + 1)
-    return _remove_small_components(mask, min_object_area)
+        mask = g > float(p.threshold) - p.threshold_offset
+    if p.max_hole_area > 0:
+        mask = ~_remove_small_components(~mask, p.max_hole_area + 1)
+    return _remove_small_components(mask, p.min_object_area)

@@ -25,7 +25,7 @@ _INFINITE = 1e9
 def saliency_map(image, method: str = "gradient") -> np.ndarray:
     """How much each pixel looks like a cell, in [0, 1] (the graph cut's data term).
 
-    ``"gradient"``: the package's unsupervised foreground (:func:`cellmixer.pseudolabels.extract_foreground`,
+    ``"gradient"``: the package's unsupervised foreground (:func:`cellmixer.ops.extract_foreground`,
     CellMixer's smoothed gradient magnitude) as a soft map: a logistic function of the processed
     gradient, 0.5 at the foreground's automatic (Li) threshold; for phase contrast where cells are
     both brighter and darker than the background, as in the DeepCell images. ``"inverted"``: dark is

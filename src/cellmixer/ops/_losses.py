@@ -45,7 +45,11 @@ def tversky_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0
     return (1 - index).mean()
 
 
-def log_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, weights=(0.2, 0.4, 0.4),
+# The paper's class weights of background, nucleus and separation line.
+DICE_WEIGHTS = (0.2, 0.4, 0.4)
+
+
+def log_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, weights=DICE_WEIGHTS,
                   ignore_index: int | None = 255, smooth: float = 1.0) -> torch.Tensor:
     """Class-weighted log-Dice loss of Matuszewski & Ranefall (2021), equations 1-2.
 

@@ -87,7 +87,7 @@ class CropSampler:
     Each sample picks a class uniformly (so rare cultures are seen as often as common ones), an
     image of that class with probability proportional to its area, and a random crop. In
     ``'cellmixer'`` mode, with probability ``mix_probability`` a crop of a *different* class is
-    blended in by :func:`cellmixer.mixing.mix_pair`; ``'baseline'`` mode keeps crops homogeneous.
+    blended in by :func:`cellmixer.ops.mix_pair`; ``'baseline'`` mode keeps crops homogeneous.
 
     The images are already normalized by their background, so the mixture is rescaled by
     ``1 / sqrt(lam^2 + (1 - lam)^2)``: averaging two independent backgrounds shrinks their spread,

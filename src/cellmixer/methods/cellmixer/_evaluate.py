@@ -10,7 +10,8 @@ import numpy as np
 
 from ..._errors import CellmixerError
 from ..._progress import progress_bar
-from ...engine import SegmentationModel, load_model
+from ..._settings import takes_settings
+from ...engine import SegmentationModel, Tiling, as_tiling, load_model
 from ...io import (
     add_legend,
     check_overwrite,
@@ -124,11 +125,14 @@ def artificial_mixtures(items: list[EvaluationImage], *, lam: float = 0.5, limit
     return mixtures
 
 
-def score(model, items: list[EvaluationImage], *, tile_size: int | str | None = "auto", overlap: float = 0.25,
-          batch_size: int = 4, precision: str = "fp32", augment: bool = False, progress: bool = False,
-          desc: str = "scoring"):
+@takes_settings(Tiling)
+def score(model, items: list[EvaluationImage], *, tiling: Tiling | None = None, progress: bool = False,
+          desc: str = "scoring", **tiling_options):
     """Predict each item with ``model`` and score all of them together (one confusion matrix);
     pixels marked ``NOT_ANNOTATED`` are left out.
+
+    ``tiling`` and the keyword options ``tile_size``, ``overlap``, ``batch_size``, ``precision``,
+    ``augment`` are the prediction settings (see :class:`cellmixer.engine.Tiling`).
 
     Returns
     -------
@@ -136,13 +140,12 @@ def score(model, items: list[EvaluationImage], *, tile_size: int | str | None = 
         :func:`segmentation_scores` with class names ``background`` and the model's classes.
     predictions : list of (H, W) uint8 arrays
     """
-    predict_options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision,
-                           augment=augment)
+    tiling = as_tiling(tiling, **tiling_options)
     names = ["background", *model.classes]
     matrix = np.zeros((len(names), len(names)), np.int64)
     predictions = []
     for item in progress_bar(items, desc=desc, unit="image", enabled=progress):
-        prediction = model.predict(item.image, **predict_options)
+        prediction = model.predict(item.image, tiling=tiling)
         matrix += confusion_matrix(item.truth, prediction, num_classes=len(names), ignore_value=NOT_ANNOTATED)
         predictions.append(prediction)
     return segmentation_scores(matrix, names), predictions
@@ -159,11 +162,11 @@ def evaluation_panel(item: EvaluationImage, prediction: np.ndarray, class_names)
     return add_legend(np.concatenate(views, axis=1), class_names, colors, title="image | truth | prediction:")
 
 
+@takes_settings(Tiling)
 def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
              channel: int | None = None, ignore_value: int | None = None, artificial: int = 100, lam: float = 0.5,
-             seed: int = 0, tile_size: int | str | None = "auto", overlap: float = 0.25, batch_size: int = 4,
-             precision: str = "fp32", augment: bool = False, output=None, overlays: bool = True, device: str = "auto", overwrite: bool = False,
-             progress: bool = True) -> dict:
+             seed: int = 0, output=None, overlays: bool = True, device: str = "auto", overwrite: bool = False,
+             progress: bool = True, tiling: Tiling | None = None, **tiling_options) -> dict:
     """Score one or more models on annotated images: per-class accuracy and IoU, mAcc, mIoU.
 
     Parameters
@@ -182,18 +185,23 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         different classes, mixed with their ground-truth masks (0: none).
     lam, seed :
         Mixing weight and the seed that picks the pairs.
-    tile_size, overlap, batch_size, precision, augment :
-        Prediction settings (see :meth:`SegmentationModel.predict`).
     output : str or Path, optional
         Folder for ``evaluation.json``, ``evaluation.md`` (the table) and, with ``overlays``, one
         PNG per image and model (image, truth, prediction).
-    overwrite, progress : bool
+    device : str
+        ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
+    overlays, overwrite, progress : bool
+    tiling : Tiling, optional
+        The prediction settings as one object; the keyword options below change its fields.
+    tile_size, overlap, batch_size, precision, augment :
+        Prediction settings (see :class:`cellmixer.engine.Tiling` and :meth:`SegmentationModel.predict`).
 
     Returns
     -------
     dict
         ``{"results": {model: {set: scores}}, "table": markdown}``.
     """
+    tiling = as_tiling(tiling, **tiling_options)
     if not isinstance(models, (list, tuple)):
         models = [models]
     loaded = [load_model(m, methods=("cellmixer",), device=device) for m in models]
@@ -218,12 +226,11 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         mixtures = artificial_mixtures(items, lam=lam, limit=artificial, seed=seed)
         if mixtures:
             sets[ARTIFICIAL] = mixtures
-    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision, augment=augment)
     results: dict = {}
     for name, model in zip(names, loaded):
         results[name] = {}
         for set_name, set_items in sets.items():
-            scores, predictions = score(model, set_items, progress=progress, desc=f"{name}: {set_name}", **options)
+            scores, predictions = score(model, set_items, tiling=tiling, progress=progress, desc=f"{name}: {set_name}")
             scores["images"] = len(set_items)
             results[name][set_name] = scores
             if out is not None and overlays:

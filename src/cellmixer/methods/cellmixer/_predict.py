@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import tifffile
 from scipy import ndimage as ndi
 
-from ..._errors import CellmixerError
-from ..._progress import progress_bar
-from ...engine import load_model
+from ..._settings import takes_settings
+from ...engine import Tiling, as_tiling, load_model, run_images
 from ...io import (
     add_legend,
     atomic_path,
     check_not_constant,
-    check_overwrite,
     class_colors,
-    collect_inputs,
     overlay_labels,
-    prepare_output_dir,
     read_image,
-    write_csv,
     write_png,
     write_tiff,
 )
@@ -53,11 +50,10 @@ def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndar
     return add_legend(overlay_labels(image, labels, colors), class_names, colors)
 
 
-def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = None,
-            tile_size: int | str | None = "auto",
-            overlap: float = 0.25, batch_size: int = 4, probabilities: bool = False, overlays: bool = True,
-            precision: str = "fp32", augment: bool = False, device: str = "auto", overwrite: bool = False,
-            progress: bool = True) -> list[dict]:
+@takes_settings(Tiling)
+def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = None, probabilities: bool = False,
+            overlays: bool = True, device: str = "auto", overwrite: bool = False, progress: bool = True,
+            tiling: Tiling | None = None, **tiling_options) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
 
     Parameters
@@ -75,9 +71,6 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         Only files in input folders whose name matches this glob pattern.
     channel : int, optional
         Channel of multi-channel images (default: the channel the model was trained on).
-    tile_size, overlap, batch_size, precision, augment :
-        Sliding-window settings, network arithmetic and test-time augmentation (see
-        :meth:`SegmentationModel.predict`).
     probabilities, overlays : bool
         Write the probability TIFFs; write the overlay PNGs.
     device : str
@@ -85,35 +78,37 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
     overwrite : bool
         Replace existing result files.
     progress : bool
+        Progress bars: over images, or over the tiles of a single image.
+    tiling : Tiling, optional
+        The sliding-window settings as one object; the keyword options below change its fields.
+    tile_size, overlap, batch_size, precision, augment :
+        Sliding-window settings, network arithmetic and test-time augmentation (see
+        :class:`cellmixer.engine.Tiling` and :meth:`SegmentationModel.predict`).
 
     Returns
     -------
     list of dict
         The rows of ``predictions.csv``.
     """
+    tiling = as_tiling(tiling, **tiling_options)
     model = load_model(model, methods=("cellmixer",), device=device)
-    if tile_size not in (None, "auto") and not (isinstance(tile_size, int) and tile_size >= 16):
-        raise CellmixerError(f"--tile-size {tile_size}: must be at least 16 pixels, or 'auto' (the model's input size).")
-    if not 0 <= overlap <= 0.9:
-        raise CellmixerError(f"--overlap {overlap}: must be between 0 and 0.9.")
-    found = collect_inputs(inputs, pattern=pattern)
-    out = prepare_output_dir(output)
-    planned = [out / SUMMARY_FILE]
-    for _, stem in found:
-        planned.append(out / f"{stem}_labels.tif")
-        if probabilities:
-            planned.append(out / f"{stem}_probabilities.tif")
-        if overlays:
-            planned.append(out / f"{stem}_overlay.png")
-    check_overwrite(planned, overwrite=overwrite)
+    out = Path(output)
     channel = model.channel if channel is None else channel
     names = model.classes
-    rows = []
-    for path, stem in progress_bar(found, desc="predicting", unit="image", enabled=progress and len(found) > 1):
+    single = False  # one input image: its bar is over tiles
+
+    def count(found):
+        nonlocal single
+        single = len(found) == 1
+
+    def outputs(stem):
+        return [f"{stem}_labels.tif", *([f"{stem}_probabilities.tif"] if probabilities else []),
+                *([f"{stem}_overlay.png"] if overlays else [])]
+
+    def process(path, stem):
         image = read_image(path, channel=channel)
         check_not_constant(image, path)
-        settings = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, precision=precision,
-                        augment=augment, progress=progress and len(found) == 1)
+        settings = dict(tiling=tiling, progress=progress and single)
         if probabilities:
             # Written straight into a memory-mapped TIFF: bounded memory for any image size.
             with atomic_path(out / f"{stem}_probabilities.tif", overwrite=overwrite) as tmp:
@@ -128,7 +123,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         write_tiff(out / f"{stem}_labels.tif", labels, overwrite=overwrite)
         if overlays:
             write_png(out / f"{stem}_overlay.png", class_overlay(image, labels, names), overwrite=overwrite)
-        rows.append({"image": str(path), "height": image.shape[0], "width": image.shape[1],
-                     **region_summary(labels, names)})
-    write_csv(out / SUMMARY_FILE, rows, overwrite=overwrite)
-    return rows
+        return {"image": str(path), "height": image.shape[0], "width": image.shape[1],
+                **region_summary(labels, names)}
+
+    return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
+                      on_inputs=count, overwrite=overwrite, progress=progress, bar_for_one=False, desc="predicting")

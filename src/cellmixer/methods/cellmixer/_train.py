@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import asdict, dataclass
-
-import numpy as np
-import torch
+from dataclasses import dataclass
 
 from ..._errors import CellmixerError
-from ...engine import (
-    CHECKPOINT_DIR,
-    Optimization,
-    OptimizationSettings,
-    SegmentationModel,
-    load_pretrained,
-    refuse_existing_model,
-    resolve_device,
-    resolve_precision,
-    resume_settings,
-    stored_architecture,
-    write_training_record,
-)
-from ...io import ImageDataset, discover_dataset, prepare_output_dir
+from ..._settings import setting, settings_from, takes_settings
+from ...engine import OptimizationSettings, SegmentationModel, Training, stored_architecture
+from ...io import ImageDataset, discover_dataset
 from ...ops import AugmentParams, ForegroundParams, tversky_loss
 from ._data import CropSampler, load_pseudolabelled
 
@@ -34,44 +18,99 @@ class TrainingConfig(OptimizationSettings):
     (SGD, learning rate 1e-3, momentum, no weight decay, Tversky loss, lam = 0.5) at CPU-sized
     iterations, batch and crop."""
 
-    mode: str = "cellmixer"
-    lam: float = 0.5
-    mix_probability: float = 1.0
-    tversky_alpha: float = 0.3
-    tversky_beta: float = 0.7
-    boundary_ignore: int = 0
+    mode: str = setting("cellmixer", "train on artificial mixtures (cellmixer) or homogeneous crops (baseline)",
+                        choices=("cellmixer", "baseline"))
+    lam: float = setting(0.5, "mixup weight of the first culture (0.5 blends both equally)", above=0, below=1)
+    mix_probability: float = setting(1.0, "share of samples that are mixtures", at_least=0, at_most=1)
+    tversky_alpha: float = setting(0.3, "weight of false positives", at_least=0)
+    tversky_beta: float = setting(0.7, "weight of false negatives", at_least=0)
+    boundary_ignore: int = setting(0, "leave pseudo-label pixels this close to an outline out of the loss",
+                                   at_least=0)
+    scale: float = setting(1.0, "resize images by this factor for the network, e.g. 0.5 for large cells",
+                           at_least=0.05, at_most=4)
 
     def validate(self) -> None:
-        bad = self.bad
-        if self.mode not in ("cellmixer", "baseline"):
-            bad("mode", self.mode, "choose 'cellmixer' (artificial mixtures) or 'baseline' (homogeneous crops)")
         super().validate()
-        if not 0 < self.lam < 1:
-            bad("lam", self.lam, "must be between 0 and 1 (0.5 blends both cultures equally)")
-        if not 0 <= self.mix_probability <= 1:
-            bad("mix_probability", self.mix_probability, "must be between 0 and 1")
-        if self.boundary_ignore < 0:
-            bad("boundary_ignore", self.boundary_ignore, "must be 0 (off) or a width in pixels")
-        if self.tversky_alpha < 0 or self.tversky_beta < 0 or self.tversky_alpha + self.tversky_beta <= 0:
-            bad("tversky_alpha", self.tversky_alpha, "alpha and beta must be >= 0 and not both 0")
+        if self.tversky_alpha + self.tversky_beta <= 0:
+            self.bad("tversky_alpha", self.tversky_alpha, "alpha and beta must not both be 0")
 
 
-def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
-          mode: str = "cellmixer", model: str = "unet", model_options: dict | None = None,
-          pretrained: str | None = None, freeze_encoder: bool = False, encoder_lr_scale: float = 1.0,
-          scale: float = 1.0,
-          iterations: int = 2000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "sgd",
-          learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
-          lr_schedule: str = "constant", lam: float = 0.5, mix_probability: float = 1.0,
-          tversky_alpha: float = 0.3, tversky_beta: float = 0.7, boundary_ignore: int = 0, augment: bool = True,
-          foreground: ForegroundParams | dict | None = None, precision: str = "auto", seed: int = 0,
-          checkpoint_every: int = 250,
-          device: str = "auto", threads: int | None = None, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> SegmentationModel:
+class CellMixerTraining(Training):
+    """Pseudo-labels of each culture, artificial mixtures of two, the Tversky loss."""
+
+    loss_name = "Tversky loss"
+
+    def __init__(self, data, output, config: TrainingConfig, *, classes=None, pattern: str = "*",
+                 channel: int | None = None, model: str = "unet", model_options: dict | None = None,
+                 foreground: ForegroundParams | dict | None = None, **run):
+        super().__init__(config, output, **run)
+        self.data, self.classes, self.pattern, self.channel = data, classes, pattern, channel
+        self.architecture, self.model_options = model, model_options or {}
+        self.foreground = ForegroundParams(**foreground) if isinstance(foreground, dict) else (
+            foreground or ForegroundParams())
+        self.stored_classes = None
+
+    @property
+    def description(self) -> str:
+        return f"training ({self.config.mode})"
+
+    def restore(self, meta):
+        self.foreground = ForegroundParams(**meta["normalization"]["foreground"])
+        self.classes = self.stored_classes = meta["classes"]
+        self.channel = meta["channel"]
+        self.config.scale = meta.get("input_scale", 1.0)
+        self.architecture, self.model_options = stored_architecture(meta)
+
+    def prepare(self):
+        data = self.data
+        self.dataset = data if isinstance(data, ImageDataset) else discover_dataset(
+            data, classes=self.classes, min_classes=2, pattern=self.pattern)
+        if len(self.dataset.classes) < 2:
+            raise CellmixerError("training needs images of at least 2 cell types; add a class folder.")
+        if self.stored_classes is not None and self.dataset.classes != self.stored_classes:
+            raise CellmixerError(f"--resume: the data has classes {self.dataset.classes} but the checkpoint was "
+                                 f"trained on {self.stored_classes}; give the same data folder.")
+        config = self.config
+        self.images = load_pseudolabelled(self.dataset, foreground=self.foreground, channel=self.channel,
+                                          scale=config.scale, min_size=config.crop_size,
+                                          boundary_ignore=config.boundary_ignore, progress=self.progress)
+
+    def new_model(self):
+        return SegmentationModel.new(
+            self.dataset.classes, architecture=self.architecture, channel=self.channel, input_scale=self.config.scale,
+            seed=self.config.seed, normalization={"method": "background", "foreground": self.foreground.to_dict()},
+            **self.model_options)
+
+    def objective(self, model):
+        config = self.config
+        sampler = CropSampler(self.images, len(self.dataset.classes) + 1, crop_size=config.crop_size, mode=config.mode,
+                              lam=config.lam, mix_probability=config.mix_probability,
+                              augment_params=AugmentParams() if config.augment else None)
+
+        def loss_fn(logits, y):
+            return tversky_loss(logits, y, alpha=config.tversky_alpha, beta=config.tversky_beta)
+
+        return sampler.batch, loss_fn, None
+
+    def summary(self):
+        dataset = self.dataset
+        return {"data": str(dataset.root) if dataset.root is not None else None,
+                "images_per_class": {name: int(sum(1 for k in dataset.labels if k == i + 1))
+                                     for i, name in enumerate(dataset.classes)}}
+
+    def title(self):
+        return f"{self.config.mode}: {', '.join(self.dataset.classes)}"
+
+
+@takes_settings(TrainingConfig)
+def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None, model: str = "unet",
+          model_options: dict | None = None, foreground: ForegroundParams | dict | None = None, device: str = "auto",
+          threads: int | None = None, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          **settings) -> SegmentationModel:
     """Train a model that labels each pixel as background or one of the cell types.
 
     Only image-level labels are used: the folder a culture is in. Each image's foreground is found
-    without supervision (:func:`cellmixer.pseudolabels.extract_foreground`) and labelled with its
+    without supervision (:func:`cellmixer.extract_foreground`) and labelled with its
     class. In ``'cellmixer'`` mode the network sees artificial mixtures of two cultures; in
     ``'baseline'`` mode homogeneous crops only.
 
@@ -150,70 +189,9 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     -------
     SegmentationModel
     """
-    device = resolve_device(device)
-    start_time = time.perf_counter()
-    foreground = ForegroundParams(**foreground) if isinstance(foreground, dict) else (foreground or ForegroundParams())
-    config = TrainingConfig(mode=mode, iterations=iterations, batch_size=batch_size, crop_size=crop_size,
-                            optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
-                            weight_decay=weight_decay, lr_schedule=lr_schedule, lam=lam,
-                            mix_probability=mix_probability, tversky_alpha=tversky_alpha,
-                            tversky_beta=tversky_beta, boundary_ignore=boundary_ignore, augment=augment,
-                            precision=resolve_precision(precision, device), seed=seed, checkpoint_every=checkpoint_every,
-                            pretrained=None if pretrained is None else str(pretrained),
-                            freeze_encoder=freeze_encoder, encoder_lr_scale=encoder_lr_scale)
-    config.validate()
-    if not 0.05 <= scale <= 4:
-        raise CellmixerError(f"--scale {scale}: must be between 0.05 and 4.")
-    out = prepare_output_dir(output)
-    checkpoint_dir = out / CHECKPOINT_DIR
-    meta = None
-    if resume:
-        meta, config = resume_settings(checkpoint_dir, TrainingConfig, task=None, iterations=iterations,
-                                       checkpoint_every=checkpoint_every)
-        foreground = ForegroundParams(**meta["normalization"]["foreground"])
-        classes, channel, scale = meta["classes"], meta["channel"], meta.get("input_scale", 1.0)
-        model, model_options = stored_architecture(meta)
-    elif not overwrite:
-        refuse_existing_model(out, checkpoint_dir)
-
-    dataset = data if isinstance(data, ImageDataset) else discover_dataset(data, classes=classes, min_classes=2,
-                                                                           pattern=pattern)
-    if len(dataset.classes) < 2:
-        raise CellmixerError("training needs images of at least 2 cell types; add a class folder.")
-    if meta is not None and dataset.classes != meta["classes"]:
-        raise CellmixerError(f"--resume: the data has classes {dataset.classes} but the checkpoint was trained on "
-                             f"{meta['classes']}; give the same data folder.")
-
-    segmentation_model = SegmentationModel.new(
-        dataset.classes, architecture=model, channel=channel, input_scale=scale, seed=config.seed,
-        normalization={"method": "background", "foreground": foreground.to_dict()}, **(model_options or {}))
-    if meta is None:  # a resumed run has its weights in the checkpoint
-        load_pretrained(segmentation_model.network, config)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    images = load_pseudolabelled(dataset, foreground=foreground, channel=channel, scale=scale,
-                                 min_size=config.crop_size, boundary_ignore=config.boundary_ignore, progress=progress)
-    sampler = CropSampler(images, len(dataset.classes) + 1, crop_size=config.crop_size, mode=config.mode,
-                          lam=config.lam, mix_probability=config.mix_probability,
-                          augment_params=AugmentParams() if config.augment else None)
-    checkpoint_meta = {key: segmentation_model.config[key]
-                       for key in ("classes", "architecture", "normalization", "channel", "input_scale")}
-    run = Optimization(segmentation_model.network, config, checkpoint_dir,
-                       {**checkpoint_meta, "training": asdict(config)}, device=device)
-    if meta is not None:
-        run.resume(meta)
-    run.run(sampler.batch, lambda logits, y: tversky_loss(logits, y, alpha=config.tversky_alpha,
-                                                          beta=config.tversky_beta),
-            desc=f"training ({config.mode})", progress=progress, start_time=start_time)
-    history = run.history
-
-    counts = {name: int(sum(1 for k in dataset.labels if k == i + 1)) for i, name in enumerate(dataset.classes)}
-    segmentation_model.config["training"] = {
-        **asdict(config),
-        "data": str(dataset.root) if dataset.root is not None else None,
-        "images_per_class": counts,
-        "final_loss": float(np.mean([h["loss"] for h in history[-50:]])) if history else None,
-        "wall_time_s": round(time.perf_counter() - start_time, 1),
-    }
-    segmentation_model.save(out, overwrite=True)
-    write_training_record(out, history, ylabel="Tversky loss", title=f"{config.mode}: {', '.join(dataset.classes)}")
-    return segmentation_model
+    config = settings_from(TrainingConfig, settings, function="train")
+    if config.pretrained is not None:
+        config.pretrained = str(config.pretrained)
+    return CellMixerTraining(data, output, config, classes=classes, pattern=pattern, channel=channel, model=model,
+                             model_options=model_options, foreground=foreground, device=device, threads=threads,
+                             resume=resume, overwrite=overwrite, progress=progress).fit()

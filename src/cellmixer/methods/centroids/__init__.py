@@ -19,6 +19,7 @@ from ._points import (
 from ._segment import (
     DEFAULT_SEGMENTATION,
     CellSegmentation,
+    CentroidTiling,
     centre_regions,
     load_centroid_model,
     network_input,
@@ -29,7 +30,7 @@ from ._train import CentroidTrainingConfig, LikelihoodSampler, mse_loss, train_c
 
 __all__ = [
     "Centroids",
-    "CellSegmentation", "CentroidTrainingConfig", "ContributionMaps", "DEFAULT_SEGMENTATION",
+    "CellSegmentation", "CentroidTiling", "CentroidTrainingConfig", "ContributionMaps", "DEFAULT_SEGMENTATION",
     "LikelihoodSampler", "PointLabels", "centre_regions", "check_points", "contribution_maps",
     "evaluate_centroids", "format_centroid_table", "grow_seeds", "guided_relu_gate", "guided_relus",
     "label_centroids", "likelihood_map", "load_centroid_model", "max_projection", "mse_loss", "network_input",

@@ -23,7 +23,7 @@ def _check_seeds(image_shape, seeds) -> np.ndarray:
 def seeded_watershed(image, seeds, *, mask=None, sigma: float = 2.0) -> np.ndarray:
     """Marker-controlled watershed: each seed (e.g. a nucleus) floods the smoothed gradient
     magnitude of the image, inside ``mask`` (default: the unsupervised foreground of
-    :func:`cellmixer.pseudolabels.extract_foreground`, plus the seeds).
+    :func:`cellmixer.ops.extract_foreground`, plus the seeds).
 
     Returns an int32 label image with the seeds' labels.
     """

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from ..._errors import CellmixerError
-from ..._progress import progress_bar
+from ..._settings import split_settings
 from ..._version import __version__
-from ...engine import write_instances
+from ...engine import run_images, write_instances
 from ...io import (
     IMAGE_SUFFIXES,
     check_overwrite,
-    collect_inputs,
     instance_overlay,
     prepare_output_dir,
     read_image,
@@ -27,7 +26,7 @@ from ...io import (
 from ...metrics import centroid_scores, summarize_centroid_scores
 from ._labels import draw_points
 from ._points import roi_labels
-from ._segment import load_centroid_model, segment_cells
+from ._segment import CentroidTiling, load_centroid_model, segment_cells
 
 SUMMARY_FILE = "cells.csv"
 SETTINGS_FILE = "cells.json"
@@ -51,29 +50,33 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
     inputs : image files and/or folders (searched recursively)
     output : folder
     pattern, channel : which files of folders; channel of multi-channel images (default: the model's).
+    device : str
+        ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
+    overlays, overwrite, progress : bool
     **settings
         Options of :func:`cellmixer.segment_cells` (``threshold``, ``min_area``, ``window``,
         ``foreground_threshold``, ``background_threshold``, ``saliency``, ``data_weight``,
-        ``smoothness``, ``rescale``, ``batch_size``, ``tile_size``, ``precision``).
+        ``smoothness``, ``rescale``) and the fields of its :class:`CentroidTiling` (``batch_size``,
+        ``tile_size``, ``precision``); the settings given are recorded in ``cells.json``.
 
     Returns
     -------
     list of dict: the rows of ``cells.csv``.
     """
+    tiling_options, options = split_settings(settings, CentroidTiling)
+    tiling = CentroidTiling(**tiling_options)  # checked here, before any work
     source = None if not isinstance(model, (str, Path)) else str(model)
     model = load_centroid_model(model, device=device)
-    found = collect_inputs(inputs, pattern=pattern)
-    out = prepare_output_dir(output)
-    planned = [out / SUMMARY_FILE, out / SETTINGS_FILE]
-    for _, stem in found:
-        planned += [out / f"{stem}{s}" for s in ("_labels.tif", "_objects.csv", "_detections.csv")]
-        planned += [out / f"{stem}_overlay.png"] if overlays else []
-    check_overwrite(planned, overwrite=overwrite)
+    out = Path(output)
     channel = model.channel if channel is None else channel
-    rows = []
-    for path, stem in progress_bar(found, desc="segmenting cells", unit="image", enabled=progress):
+
+    def outputs(stem):
+        return [f"{stem}{s}" for s in ("_labels.tif", "_objects.csv", "_detections.csv")] + (
+            [f"{stem}_overlay.png"] if overlays else [])
+
+    def process(path, stem):
         image = read_image(path, channel=channel)
-        result = segment_cells(model, image, **settings)
+        result = segment_cells(model, image, tiling=tiling, **options)
         row = {"image": str(path), "detections": len(result.detections),
                **write_instances(out, stem, image, result.labels, overlays=False, overwrite=overwrite)}
         write_csv(out / f"{stem}_detections.csv",
@@ -82,12 +85,12 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
         if overlays:
             rgb = draw_points(instance_overlay(image, result.labels), result.detections, color=(255, 255, 255))
             write_png(out / f"{stem}_overlay.png", rgb, overwrite=overwrite)
-        rows.append(row)
-    write_csv(out / SUMMARY_FILE, rows, overwrite=overwrite)
-    write_json(out / SETTINGS_FILE, {"model": source, "cellmixer_version": __version__, "channel": channel,
-                                     "settings": {k: v for k, v in settings.items()},
-                                     "model_defaults": model.config.get("centroids", {})}, overwrite=overwrite)
-    return rows
+        return row
+
+    return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
+                      settings_file=SETTINGS_FILE, overwrite=overwrite, progress=progress, desc="segmenting cells",
+                      settings={"model": source, "cellmixer_version": __version__, "channel": channel,
+                                "settings": dict(settings), "model_defaults": model.config.get("centroids", {})})
 
 
 def _truth_for(folder: Path, stem: str, suffix: str, shape) -> np.ndarray | None:

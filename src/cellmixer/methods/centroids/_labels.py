@@ -21,7 +21,9 @@ from ...io import (
     write_png,
     write_tiff,
 )
+from ...ops import ClassicalSettings
 from ._points import (
+    PEAK_SIGMA,
     check_points,
     likelihood_map,
     nuclear_centroids,
@@ -99,8 +101,8 @@ def check_label_source(points=None, rois=None, nuclear=None, nuclear_channel=Non
 
 
 def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel: int | None = None,
-                channel: int | None = None, method: str = "shape/intensity", diameter_range=(10, 50),
-                progress: bool = True, desc: str = "reading points") -> list[PointLabels]:
+                channel: int | None = None, method: str = ClassicalSettings.method,
+                diameter_range=ClassicalSettings.diameter_range, progress: bool = True, desc: str = "reading points") -> list[PointLabels]:
     """Read each image and the points of its cells from one source.
 
     Parameters
@@ -168,9 +170,10 @@ def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel:
 
 
 def label_centroids(inputs, output, *, points=None, rois=None, nuclear=None, nuclear_channel: int | None = None,
-                    pattern: str = "*", channel: int | None = None, method: str = "shape/intensity",
-                    diameter_range=(10, 50), sigma: float = 6.0, likelihood: bool = False, overlays: bool = True,
-                    overwrite: bool = False, progress: bool = True) -> list[dict]:
+                    pattern: str = "*", channel: int | None = None, method: str = ClassicalSettings.method,
+                    diameter_range=ClassicalSettings.diameter_range, sigma: float = PEAK_SIGMA,
+                    likelihood: bool = False, overlays: bool = True, overwrite: bool = False,
+                    progress: bool = True) -> list[dict]:
     """Write the cell points of every image, to check them (and correct them) before training.
 
     Writes ``points.csv`` (image,x,y: the file ``cellmixer centroids train --points`` reads; an

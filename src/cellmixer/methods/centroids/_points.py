@@ -11,7 +11,7 @@ from skimage.draw import polygon
 
 from ..._errors import CellmixerError
 from ...io import write_csv
-from ...ops import classical_labels, object_table
+from ...ops import ClassicalSettings, classical_labels, object_table
 
 POINT_COLUMNS = ("image", "x", "y")
 
@@ -20,7 +20,7 @@ def read_points_csv(path) -> dict[str, np.ndarray]:
     """Points per image from a CSV file with columns ``image``, ``x``, ``y``.
 
     ``x`` is the column and ``y`` the row, in pixels from the top-left pixel's centre (0, 0), as
-    ImageJ, napari and :func:`cellmixer.instances.object_table` centroids give them. ``image`` is
+    ImageJ, napari and :func:`cellmixer.ops.object_table` centroids give them. ``image`` is
     the image's file name (with or without extension) or its path. A row with empty ``x`` and
     ``y`` lists an image without cells; repeated rows of the same point are kept here (see
     :func:`check_points`).
@@ -182,10 +182,10 @@ def check_points(points, shape, *, name="points") -> tuple[np.ndarray, int]:
     return points[keep], len(points) - len(keep)
 
 
-def nuclear_centroids(nuclear, *, shape=None, method: str = "shape/intensity", diameter_range=(10, 50),
-                      name="nuclear image", **options) -> np.ndarray:
+def nuclear_centroids(nuclear, *, shape=None, method: str = ClassicalSettings.method,
+                      diameter_range=ClassicalSettings.diameter_range, name="nuclear image", **options) -> np.ndarray:
     """Cell points without annotation: centroids of the nuclei that the classical labeller finds in
-    a nuclear-stain image (:func:`cellmixer.pseudolabels.classical_labels`).
+    a nuclear-stain image (:func:`cellmixer.ops.classical_labels`).
 
     Parameters
     ----------
@@ -195,7 +195,7 @@ def nuclear_centroids(nuclear, *, shape=None, method: str = "shape/intensity", d
         The shape of the image the points are for; a nuclear image of another shape is refused.
     method, diameter_range, **options
         The classical labeller's method, typical nucleus diameter (min, max) in pixels, and further
-        options of :func:`cellmixer.pseudolabels.identify_primary_objects`.
+        options of :func:`cellmixer.ops.identify_primary_objects`.
 
     Returns
     -------
@@ -215,7 +215,11 @@ def nuclear_centroids(nuclear, *, shape=None, method: str = "shape/intensity", d
     return np.array([(r["centroid_y"], r["centroid_x"]) for r in table], np.float64).reshape(-1, 2)
 
 
-def likelihood_map(points, shape, *, sigma: float = 6.0) -> np.ndarray:
+# Standard deviation (pixels of the image) of each cell's Gaussian peak in a likelihood map.
+PEAK_SIGMA = 6.0
+
+
+def likelihood_map(points, shape, *, sigma: float = PEAK_SIGMA) -> np.ndarray:
     """The training target of the detector: a Gaussian peak of height 1 at each point, combined by maximum.
 
     Parameters

@@ -3,15 +3,30 @@ maximum projection, one graph cut per cell, fusion."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from ..._errors import CellmixerError
-from ...engine import SegmentationModel, load_model, predict_probabilities
+from ..._settings import check_settings, setting, takes_settings
+from ...engine import (
+    PRECISION_HELP,
+    PRECISIONS,
+    SegmentationModel,
+    Tiling,
+    as_tiling,
+    load_model,
+    predict_probabilities,
+)
 from ...io import relabel_consecutive
-from ...ops import fuse_cells, graph_cut, rescale_image, saliency_map, smoothness_weights
+from ...ops import (
+    fuse_cells,
+    graph_cut,
+    rescale_image,
+    saliency_map,
+    smoothness_weights,
+)
 from ._guided import contribution_maps, max_projection
 
 TASK = "centroids"
@@ -39,18 +54,44 @@ def network_input(model: SegmentationModel, image: np.ndarray, *, rescale: float
     return ((small - np.float32(offset)) / np.float32(scale)).astype(np.float32)
 
 
-def predict_likelihood(network, x: np.ndarray, *, tile_size: int = 512, overlap: float = 0.25,
-                       precision: str = "fp32") -> np.ndarray:
+@dataclass(frozen=True)
+class CentroidTiling:
+    """How :func:`segment_cells` runs the detector: the tiles of its likelihood map and the batches of
+    its guided backpropagation, both in one arithmetic. Checked when made, like :class:`Tiling`.
+
+    >>> CentroidTiling().likelihood
+    Tiling(tile_size=512, overlap=0.25, batch_size=4, precision='fp32', augment=False)
+    """
+
+    tile_size: int = setting(512, "likelihood map tiles", at_least=16)
+    batch_size: int = setting(32, "cell windows per backward pass", at_least=1)
+    precision: str = setting("fp32", PRECISION_HELP, choices=PRECISIONS)
+
+    def __post_init__(self):
+        check_settings(self)
+
+    @property
+    def likelihood(self) -> Tiling:
+        """The sliding window of the likelihood map (tiles of ``tile_size``, the default overlap and batch)."""
+        return Tiling(tile_size=self.tile_size, precision=self.precision)
+
+
+@takes_settings(Tiling)
+def predict_likelihood(network, x: np.ndarray, *, tiling: Tiling | None = None, **tiling_options) -> np.ndarray:
     """The detector's output on a normalized image, tile by tile with blended overlaps (the sliding
     window of :meth:`cellmixer.SegmentationModel.predict`).
+
+    ``tiling`` and the keyword options ``tile_size`` (``'auto'``: 512 for the U-Net detector),
+    ``overlap``, ``batch_size``, ``precision`` and ``augment`` are its settings (see
+    :class:`cellmixer.engine.Tiling`).
 
     Returns an (H, W) float32 likelihood map (the network's raw output, ~0 background, ~1 at cell
     centres).
     """
+    tiling = as_tiling(tiling, **tiling_options)
     network.eval()
     likelihood = np.empty((1, *x.shape), np.float32)
-    predict_probabilities(network, x, offset=0.0, scale=1.0, num_classes=1, tile_size=tile_size, overlap=overlap,
-                          probabilities=likelihood, precision=precision)
+    predict_probabilities(network, x, offset=0.0, scale=1.0, num_classes=1, tiling=tiling, probabilities=likelihood)
     return likelihood[0]
 
 
@@ -103,13 +144,14 @@ def _settings(model: SegmentationModel, overrides: dict) -> dict:
     return settings
 
 
+@takes_settings(CentroidTiling)
 def segment_cells(model, image, *, threshold: float | None = None, min_area: int | None = None,
                   window: int | None = None, map_smoothing: float | None = None,
                   foreground_threshold: float | None = None, background_threshold: float | None = None,
                   support_threshold: float | None = None, saliency: str | None = None,
                   data_weight: float | None = None, smoothness: float | None = None, rescale: float = 1.0,
-                  batch_size: int = 32, tile_size: int = 512, precision: str = "fp32",
-                  progress: bool = False) -> CellSegmentation:
+                  progress: bool = False, tiling: CentroidTiling | None = None,
+                  **tiling_options) -> CellSegmentation:
     """Instances of one image from a cell-centre detector (Nishimura et al. 2019).
 
     1. The detector's likelihood map ``y``; centre regions ``S_u`` = connected components of
@@ -144,6 +186,11 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
         Resize the image by this factor first, so that its cells have about the size (in pixels)
         of the cells the detector was trained on: 2 for cells half as large. Like Cellpose's
         ``rescale``; the detector misses cells much smaller than its training cells.
+    progress : bool
+        Show a progress bar over the batches of guided backpropagation.
+    tiling : CentroidTiling, optional
+        ``tile_size``, ``batch_size`` and ``precision`` as one object; the keyword options change
+        its fields.
     tile_size, precision : sliding window of the likelihood map, and network arithmetic of it and of
         the guided backpropagation (see :func:`cellmixer.centroids.contribution_maps`).
 
@@ -151,6 +198,7 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
     -------
     CellSegmentation
     """
+    tiling = replace(tiling or CentroidTiling(), **tiling_options)
     model = load_centroid_model(model)
     s = _settings(model, dict(threshold=threshold, min_area=min_area, window=window, map_smoothing=map_smoothing,
                               foreground_threshold=foreground_threshold, background_threshold=background_threshold,
@@ -171,15 +219,15 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
         return empty
     x = network_input(model, image, rescale=rescale)
     network = model.network
-    likelihood = predict_likelihood(network, x, tile_size=tile_size, precision=precision)
+    likelihood = predict_likelihood(network, x, tiling=tiling.likelihood)
     regions = centre_regions(likelihood, threshold=s["threshold"], min_area=int(s["min_area"]))
     count = int(regions.max(initial=0))
     if count == 0:
         empty.likelihood, empty.owner = likelihood, np.zeros(x.shape, np.int32)
         return empty
     centres = np.array(ndi.center_of_mass(np.ones_like(regions), regions, np.arange(1, count + 1))).reshape(-1, 2)
-    maps = contribution_maps(network, x, regions, window=int(s["window"]), batch_size=batch_size,
-                             precision=precision, progress=progress)
+    maps = contribution_maps(network, x, regions, window=int(s["window"]), batch_size=tiling.batch_size,
+                             precision=tiling.precision, progress=progress)
     if s["map_smoothing"] > 0:
         # Guided backpropagation gives speckled, edge-like maps; their smoothed positive part marks regions.
         maps.maps = ndi.gaussian_filter(np.maximum(maps.maps, 0), (0, s["map_smoothing"], s["map_smoothing"]))

@@ -2,60 +2,44 @@
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..._errors import CellmixerError
+from ..._settings import setting, setting_like, settings_from, takes_settings
 from ...engine import (
-    CHECKPOINT_DIR,
-    Optimization,
     OptimizationSettings,
     SegmentationModel,
-    refuse_existing_model,
-    resolve_device,
-    resolve_precision,
-    resume_settings,
+    Training,
     stored_architecture,
-    write_training_record,
 )
-from ...io import collect_inputs, prepare_output_dir
-from ...ops import AugmentParams, augment
+from ...io import collect_inputs
+from ...ops import AugmentParams, ClassicalSettings, augment
 from ._labels import PointLabels, check_label_source, weak_labels
-from ._points import likelihood_map
+from ._points import PEAK_SIGMA, likelihood_map
 from ._segment import DEFAULT_SEGMENTATION, TASK, network_input
 
 PERCENTILE_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 
 
-def _optimization_settings():
-    return OptimizationSettings
-
-
 @dataclass
-class CentroidTrainingConfig(_optimization_settings()):
+class CentroidTrainingConfig(OptimizationSettings):
     """Settings of :func:`train_centroids` (saved in the model's ``config.json``).
 
     The paper trains with MSE on 320-pixel patches; on a CPU the defaults are Adam at 1e-3 with
     poly decay, batch 8 of 256-pixel crops, all augmentations.
     """
 
-    iterations: int = 2000
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    lr_schedule: str = "poly"
-    sigma: float = 6.0
-    source: str = "points"
-    label_options: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.sigma > 0:
-            self.bad("sigma", self.sigma, "must be positive (pixels of the image)")
+    optimizer: str = setting_like(OptimizationSettings, "optimizer", "adam")
+    lr_schedule: str = setting_like(OptimizationSettings, "lr_schedule", "poly")
+    sigma: float = setting(PEAK_SIGMA, "standard deviation of each likelihood peak, image pixels", above=0)
+    scale: float = setting(1.0, "resize images by this factor for the network, e.g. 0.5 for large cells",
+                           above=0, at_most=4)
+    source: str = setting("points", "where the points came from", cli=False)
+    label_options: dict = setting({}, "settings of the classical nuclei of a nuclear stain", cli=False)
 
 
 @dataclass
@@ -119,19 +103,97 @@ def mse_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((output[:, 0].float() - target) ** 2)
 
 
+class CentroidTraining(Training):
+    """One point per cell -> Gaussian likelihood maps -> MSE regression by a U-Net."""
+
+    task = TASK
+    description = "training (cell centres)"
+    loss_name = "MSE"
+
+    def __init__(self, images, output, config: CentroidTrainingConfig, *, points=None, rois=None, nuclear=None,
+                 nuclear_channel: int | None = None, pattern: str = "*", channel: int | None = None,
+                 model: str = "unet", model_options: dict | None = None, segmentation: dict | None = None, **run):
+        super().__init__(config, output, **run)
+        unknown = set(segmentation or {}) - set(DEFAULT_SEGMENTATION)
+        if unknown:
+            raise CellmixerError(f"segmentation setting {sorted(unknown)[0]!r} unknown; choose from "
+                                 f"{', '.join(DEFAULT_SEGMENTATION)}.")
+        self.images, self.pattern, self.channel = images, pattern, channel
+        self.points, self.rois, self.nuclear, self.nuclear_channel = points, rois, nuclear, nuclear_channel
+        self.architecture, self.model_options, self.segmentation = model, model_options or {}, segmentation
+        self.paths = None
+        if not self.resume:
+            self.config.source = check_label_source(points, rois, nuclear, nuclear_channel)
+
+    def restore(self, meta):
+        self.architecture, self.model_options = stored_architecture(meta)
+        self.channel, self.config.scale = meta["channel"], meta["input_scale"]
+        self.paths = [Path(p) for p in meta["train_images"]]
+        sources = meta["sources"]
+        self.points, self.rois, nuclear, self.nuclear_channel = (sources.get(k) for k in (
+            "points", "rois", "nuclear", "nuclear_channel"))
+        self.nuclear = tuple(nuclear) if isinstance(nuclear, list) else nuclear
+        if all(v is None for v in (self.points, self.rois, self.nuclear, self.nuclear_channel)):
+            raise CellmixerError("--resume: this run's points were given from Python as a dict; call "
+                                 "train_centroids again with them instead of resuming.")
+        self.segmentation = meta.get("segmentation")
+
+    def prepare(self):
+        if self.paths is None:
+            self.paths = _training_paths(self.images, self.pattern)
+        options = self.config.label_options
+        self.items = weak_labels(self.paths, points=self.points, rois=self.rois, nuclear=self.nuclear,
+                                 nuclear_channel=self.nuclear_channel, channel=self.channel,
+                                 method=options["method"], diameter_range=tuple(options["diameter_range"]),
+                                 progress=self.progress, desc="reading points")
+        if sum(len(it.points) for it in self.items) == 0:
+            raise CellmixerError("no cell points in any training image; check the points source (for a nuclear "
+                                 "stain: --diameter, the channel, or the file names).")
+
+    def new_model(self):
+        config = self.config
+        detector = SegmentationModel.new([], architecture=self.architecture, channel=self.channel, seed=config.seed,
+                                         input_scale=config.scale, normalization=dict(PERCENTILE_NORMALIZATION),
+                                         **self.model_options)
+        detector.config["centroids"] = {"sigma": config.sigma,
+                                        "segmentation": {**DEFAULT_SEGMENTATION, **(self.segmentation or {})}}
+        return detector
+
+    def objective(self, model):
+        targets = detector_targets(self.items, model, self.config.sigma)
+        sampler = LikelihoodSampler(targets, crop_size=self.config.crop_size, augment=self.config.augment)
+        self.stored_segmentation = model.config["centroids"]["segmentation"]
+        return sampler.batch, mse_loss, None
+
+    def checkpoint_extras(self):
+        def where(value):
+            return None if value is None or isinstance(value, dict) else str(value)
+
+        nuclear = self.nuclear
+        sources = {"points": where(self.points), "rois": where(self.rois),
+                   "nuclear": list(nuclear) if isinstance(nuclear, tuple) else where(nuclear),
+                   "nuclear_channel": self.nuclear_channel}
+        return dict(train_images=[str(p) for p in self.paths], sources=sources, segmentation=self.stored_segmentation)
+
+    def summary(self):
+        return {"train_images": len(self.paths), "points": int(sum(len(it.points) for it in self.items)),
+                "duplicates_dropped": int(sum(it.duplicates for it in self.items))}
+
+    def title(self):
+        return f"cell centres ({self.config.source})"
+
+
+@takes_settings(CentroidTrainingConfig)
 def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuclear_channel: int | None = None,
-                    pattern: str = "*", channel: int | None = None, method: str = "shape/intensity",
-                    diameter_range=(10, 50), sigma: float = 6.0, scale: float = 1.0, model: str = "unet",
-                    model_options: dict | None = None, iterations: int = 2000, batch_size: int = 8,
-                    crop_size: int = 256, optimizer: str = "adam", learning_rate: float = 1e-3,
-                    momentum: float = 0.9, weight_decay: float = 0.0, lr_schedule: str = "poly",
-                    augment: bool = True, precision: str = "auto", seed: int = 0, checkpoint_every: int = 250,
-                    device: str = "auto", threads: int | None = None, resume: bool = False, overwrite: bool = False,
-                    segmentation: dict | None = None, progress: bool = True) -> SegmentationModel:
+                    pattern: str = "*", channel: int | None = None, method: str = ClassicalSettings.method,
+                    diameter_range=ClassicalSettings.diameter_range, model: str = "unet",
+                    model_options: dict | None = None, segmentation: dict | None = None, device: str = "auto",
+                    threads: int | None = None, resume: bool = False, overwrite: bool = False,
+                    progress: bool = True, **settings) -> SegmentationModel:
     """Train the cell-centre detector of Nishimura et al. (2019) from one point per cell.
 
     The points (from a CSV, ImageJ ROIs, or the nuclei of a paired nuclear stain: see
-    :func:`cellmixer.centroids.weak_labels`) become likelihood maps, a Gaussian of ``sigma`` pixels
+    :func:`cellmixer.methods.centroids.weak_labels`) become likelihood maps, a Gaussian of ``sigma`` pixels
     at each point combined by maximum; a U-Net learns them with the mean squared error.
     :func:`cellmixer.segment_cells` and :func:`cellmixer.predict_centroids` turn the trained
     detector into instances.
@@ -145,7 +207,7 @@ def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuc
         ``training_log.csv``, ``training_curve.png``, ``checkpoint/``).
     points, rois, nuclear, nuclear_channel, pattern, channel, method, diameter_range :
         Source of the points (exactly one of ``points``, ``rois``, ``nuclear``/``nuclear_channel``)
-        and which files to use; see :func:`cellmixer.centroids.weak_labels`.
+        and which files to use; see :func:`cellmixer.methods.centroids.weak_labels`.
     sigma : float
         Standard deviation of each peak, in pixels of the image.
     scale : float
@@ -157,88 +219,17 @@ def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuc
         As for :func:`cellmixer.train`.
     segmentation : dict, optional
         Detection and graph-cut settings stored with the model as prediction defaults (keys of
-        :data:`cellmixer.centroids.DEFAULT_SEGMENTATION`).
+        :data:`cellmixer.methods.centroids.DEFAULT_SEGMENTATION`).
 
     Returns
     -------
     SegmentationModel
         One output channel (the likelihood), ``config["task"] == "centroids"``.
     """
-    device = resolve_device(device)
-    start_time = time.perf_counter()
-    unknown = set(segmentation or {}) - set(DEFAULT_SEGMENTATION)
-    if unknown:
-        raise CellmixerError(f"segmentation setting {sorted(unknown)[0]!r} unknown; choose from "
-                             f"{', '.join(DEFAULT_SEGMENTATION)}.")
-    if not 0 < scale <= 4:
-        raise CellmixerError(f"--scale {scale}: must be in (0, 4].")
     label_options = {"method": method, "diameter_range": list(diameter_range)}
-    config = CentroidTrainingConfig(
-        iterations=iterations, batch_size=batch_size, crop_size=crop_size, optimizer=optimizer,
-        learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, lr_schedule=lr_schedule,
-        augment=augment, precision=resolve_precision(precision, device), seed=seed, checkpoint_every=checkpoint_every,
-        sigma=sigma, label_options=label_options)
-    out = prepare_output_dir(output)
-    checkpoint_dir = out / CHECKPOINT_DIR
-    meta = None
-    if resume:
-        meta, config = resume_settings(checkpoint_dir, CentroidTrainingConfig, task=TASK, iterations=iterations,
-                                       checkpoint_every=checkpoint_every)
-        model, model_options = stored_architecture(meta)
-        channel, scale = meta["channel"], meta["input_scale"]
-        paths = [Path(p) for p in meta["train_images"]]
-        sources = meta["sources"]
-        points, rois, nuclear, nuclear_channel = (sources.get(k) for k in ("points", "rois", "nuclear",
-                                                                          "nuclear_channel"))
-        if isinstance(nuclear, list):
-            nuclear = tuple(nuclear)
-        if all(v is None for v in (points, rois, nuclear, nuclear_channel)):
-            raise CellmixerError("--resume: this run's points were given from Python as a dict; call "
-                                 "train_centroids again with them instead of resuming.")
-        segmentation = meta.get("segmentation")
-    else:
-        config.source = check_label_source(points, rois, nuclear, nuclear_channel)
-        if not overwrite:
-            refuse_existing_model(out, checkpoint_dir)
-        paths = _training_paths(images, pattern)
-    config.validate()
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    items = weak_labels(paths, points=points, rois=rois, nuclear=nuclear, nuclear_channel=nuclear_channel,
-                        channel=channel, method=config.label_options.get("method", method),
-                        diameter_range=tuple(config.label_options.get("diameter_range", diameter_range)),
-                        progress=progress, desc="reading points")
-    if sum(len(it.points) for it in items) == 0:
-        raise CellmixerError("no cell points in any training image; check the points source (for a nuclear "
-                             "stain: --diameter, the channel, or the file names).")
-    detector = SegmentationModel.new([], architecture=model, channel=channel, seed=config.seed, input_scale=scale,
-                                     normalization=dict(PERCENTILE_NORMALIZATION), **(model_options or {}))
-    detector.config["task"] = TASK
-    detector.config["centroids"] = {"sigma": config.sigma,
-                                    "segmentation": {**DEFAULT_SEGMENTATION, **(segmentation or {})}}
-    targets = detector_targets(items, detector, config.sigma)
-    sampler = LikelihoodSampler(targets, crop_size=config.crop_size, augment=config.augment)
-
-    serializable_sources = {"points": None if points is None or isinstance(points, dict) else str(points),
-                            "rois": None if rois is None or isinstance(rois, dict) else str(rois),
-                            "nuclear": (list(nuclear) if isinstance(nuclear, tuple) else
-                                        None if nuclear is None or isinstance(nuclear, dict) else str(nuclear)),
-                            "nuclear_channel": nuclear_channel}
-    checkpoint_meta = {key: detector.config[key] for key in ("task", "classes", "architecture", "normalization",
-                                                               "channel", "input_scale")}
-    checkpoint_meta.update(train_images=[str(p) for p in paths], sources=serializable_sources,
-                           segmentation=detector.config["centroids"]["segmentation"], training=asdict(config))
-    run = Optimization(detector.network, config, checkpoint_dir, checkpoint_meta, device=device)
-    if meta is not None:
-        run.resume(meta)
-    run.run(sampler.batch, mse_loss, desc="training (cell centres)", progress=progress, start_time=start_time)
-    detector.network.eval()
-    history = run.history
-    detector.config["training"] = {
-        **asdict(config), "train_images": len(paths), "points": int(sum(len(it.points) for it in items)),
-        "duplicates_dropped": int(sum(it.duplicates for it in items)),
-        "final_loss": float(np.mean([h["loss"] for h in history[-50:]])),
-        "wall_time_s": round(time.perf_counter() - start_time, 1),
-    }
-    detector.save(out, overwrite=True)
-    write_training_record(out, history, ylabel="MSE", title=f"cell centres ({config.source})")
-    return detector
+    config = settings_from(CentroidTrainingConfig, {**settings, "label_options": label_options},
+                           function="train_centroids")
+    return CentroidTraining(images, output, config, points=points, rois=rois, nuclear=nuclear,
+                            nuclear_channel=nuclear_channel, pattern=pattern, channel=channel, model=model,
+                            model_options=model_options, segmentation=segmentation, device=device, threads=threads,
+                            resume=resume, overwrite=overwrite, progress=progress).fit()

@@ -8,17 +8,14 @@ from ._method import Nuclei
 from ._predict import load_nucleus_model, predict_nuclei, segment_nuclei
 from ._train import (
     NUCLEUS_CLASSES,
-    LabelledNuclei,
-    NucleiSampler,
     NucleiTrainingConfig,
     nucleus_targets,
     train_nuclei,
-    validation_tiles,
 )
 
 __all__ = [
     "Nuclei",
-    "LabelledNuclei", "NUCLEUS_CLASSES", "NucleiSampler", "NucleiTrainingConfig", "evaluate_nuclei",
+    "NUCLEUS_CLASSES", "NucleiTrainingConfig", "evaluate_nuclei",
     "format_nuclei_table", "label_nuclei", "load_nucleus_model", "nucleus_scores", "nucleus_targets",
-    "predict_nuclei", "segment_nuclei", "summarize_instance_scores", "train_nuclei", "validation_tiles",
+    "predict_nuclei", "segment_nuclei", "summarize_instance_scores", "train_nuclei",
 ]

@@ -42,7 +42,7 @@ def summarize_instance_scores(rows: list[dict]) -> dict:
 def nucleus_scores(truth, labels, *, classes=None, exclude_border: bool = True) -> dict:
     """:func:`instance_scores` of one image plus, given the 3-class map ``classes`` (0 background,
     1 nucleus, 2 separation line), the pixel Dice of nuclei and separation lines against the
-    truth's 3-class map (:func:`cellmixer.pseudolabels.three_class_targets`), on the whole image."""
+    truth's 3-class map (:func:`cellmixer.ops.three_class_targets`), on the whole image."""
     scores = instance_scores(truth, labels, exclude_border=exclude_border)
     if classes is not None:
         dice = dice_per_class(three_class_targets(truth), classes, num_classes=3)
@@ -122,7 +122,8 @@ def evaluate_nuclei(predictions, truth, *, truth_suffix: str = "", exclude_borde
         classes_path = path.with_name(f"{stem}_classes.tif")
         classes = read_labels(classes_path) if classes_path.is_file() else None
         scores = nucleus_scores(true_labels, labels, classes=classes, exclude_border=exclude_border)
-        rows.append({"image": str(path.relative_to(predictions))[: -len("_labels.tif")], **{k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()}})
+        rounded = {k: round(v, 6) if isinstance(v, float) else v for k, v in scores.items()}
+        rows.append({"image": str(path.relative_to(predictions))[: -len("_labels.tif")], **rounded})
     summary = summarize_instance_scores(rows)
     table = format_nuclei_table({predictions.name: summary})
     if out is not None:

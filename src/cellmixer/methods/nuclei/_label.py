@@ -12,7 +12,13 @@ from ..._progress import progress_bar
 from ..._version import __version__
 from ...engine import write_instances
 from ...io import check_overwrite, collect_inputs, prepare_output_dir, read_image, write_csv, write_json, write_tiff
-from ...ops import CLASSICAL_CONFIGURATIONS, CLASSICAL_METHODS, classical_labels, identify_primary_objects
+from ...ops import (
+    CLASSICAL_CONFIGURATIONS,
+    CLASSICAL_METHODS,
+    ClassicalSettings,
+    classical_labels,
+    identify_primary_objects,
+)
 
 SUMMARY_FILE = "labels.csv"
 SETTINGS_FILE = "labels.json"
@@ -75,16 +81,16 @@ def _plan(inputs, pattern: str, out: Path) -> list[tuple[Path, Path]]:
     return planned
 
 
-def label_nuclei(inputs, output, *, method: str = "shape/intensity", pattern: str = "*", channel: int | None = None,
-                 diameter_range=(10, 50), overlays: bool = True, overwrite: bool = False, progress: bool = True,
-                 **options) -> list[dict]:
+def label_nuclei(inputs, output, *, method: str = ClassicalSettings.method, pattern: str = "*",
+                 channel: int | None = None, diameter_range=ClassicalSettings.diameter_range, overlays: bool = True,
+                 overwrite: bool = False, progress: bool = True, **options) -> list[dict]:
     """Label the nuclei of every image with CellProfiler's IdentifyPrimaryObjects, and write the results.
 
     The classical labels that Matuszewski & Ranefall (WSCG 2021) train their U-Net on. Writes,
     for each image ``<name>`` (sub-folders of input folders are mirrored in ``output``):
 
     * ``<name>_labels.tif``: 0 background, objects 1..n (uint16, or int32 from 65536 objects);
-    * ``<name>_objects.csv``: one row per object (:func:`cellmixer.instances.object_table`:
+    * ``<name>_objects.csv``: one row per object (:func:`cellmixer.ops.object_table`:
       label, area, centroid, bounding box, mean intensity); just the header when none is found;
     * ``<name>_overlay.png``: the image with each object's outline in colour (unless ``overlays``
       is False);

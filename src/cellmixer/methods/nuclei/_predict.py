@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..._errors import CellmixerError
-from ..._progress import progress_bar
+from ..._settings import takes_settings
 from ..._version import __version__
-from ...engine import SegmentationModel, load_model, write_instances
-from ...io import check_overwrite, collect_inputs, prepare_output_dir, read_image, write_csv, write_json
+from ...engine import (
+    SegmentationModel,
+    Tiling,
+    as_tiling,
+    load_model,
+    run_images,
+    write_instances,
+)
+from ...io import read_image
 from ...ops import instances_from_classes
 
-SUMMARY_FILE = "nuclei.csv"
+SUMMARY_FILE, SETTINGS_FILE = "nuclei.csv", "nuclei.json"
 
 
 def load_nucleus_model(model, *, device=None) -> SegmentationModel:
@@ -19,9 +28,9 @@ def load_nucleus_model(model, *, device=None) -> SegmentationModel:
     return load_model(model, methods=("nuclei",), device=device)
 
 
-def segment_nuclei(model, image: np.ndarray, *, overlap: float = 0.25, batch_size: int = 4, precision: str = "fp32",
-                   augment: bool = False, remove_border: bool = False, min_area: int = 0,
-                   return_classes: bool = False):
+@takes_settings(Tiling)
+def segment_nuclei(model, image: np.ndarray, *, tiling: Tiling | None = None, remove_border: bool = False,
+                   min_area: int = 0, return_classes: bool = False, **tiling_options):
     """Nucleus instances of one image: the model's 3-class map, post-processed.
 
     Parameters
@@ -31,8 +40,11 @@ def segment_nuclei(model, image: np.ndarray, *, overlap: float = 0.25, batch_siz
     image : (H, W) array
         Any size and numeric type; tiles of the model's training size are normalized by their own
         mean and standard deviation, and blended where they overlap.
+    tiling : Tiling, optional
+        The sliding-window settings as one object; the keyword options below change its fields.
     overlap, batch_size, precision, augment :
-        Sliding window and arithmetic (see :meth:`SegmentationModel.predict`).
+        Sliding window and arithmetic (see :class:`cellmixer.engine.Tiling`). ``tile_size`` is
+        accepted but has no effect: a nucleus model predicts in tiles of its training crop size.
     remove_border : bool
         Drop nuclei touching the image edge.
     min_area : int
@@ -46,6 +58,7 @@ def segment_nuclei(model, image: np.ndarray, *, overlap: float = 0.25, batch_siz
         0 background, 1..n nuclei.
     classes : (H, W) uint8 ndarray, only with ``return_classes``
     """
+    tiling = as_tiling(tiling, **tiling_options)
     model = load_nucleus_model(model)
     image = np.asarray(image)
     if image.ndim != 2:
@@ -56,15 +69,16 @@ def segment_nuclei(model, image: np.ndarray, *, overlap: float = 0.25, batch_siz
         # An empty field (or a blank frame): per-tile normalization would amplify nothing into noise.
         classes = np.zeros(image.shape, np.uint8)
     else:
-        classes = model.predict(image, overlap=overlap, batch_size=batch_size, precision=precision, augment=augment)
+        classes = model.predict(image, tiling=tiling)
     labels = instances_from_classes(classes, remove_border=remove_border, min_area=min_area)
     return (labels, classes) if return_classes else labels
 
 
-def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | None = None, overlap: float = 0.25,
-                   batch_size: int = 4, precision: str = "fp32", augment: bool = False, remove_border: bool = False,
-                   min_area: int = 0, classes: bool = False, overlays: bool = True, device: str = "auto", overwrite: bool = False,
-                   progress: bool = True) -> list[dict]:
+@takes_settings(Tiling)
+def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | None = None,
+                   remove_border: bool = False, min_area: int = 0, classes: bool = False, overlays: bool = True,
+                   device: str = "auto", overwrite: bool = False, progress: bool = True, tiling: Tiling | None = None,
+                   **tiling_options) -> list[dict]:
     """Segment the nuclei of every input image and write label images, tables and overlays.
 
     Writes per image ``<name>_labels.tif`` (0 background, 1..n nuclei), ``<name>_objects.csv``
@@ -81,44 +95,41 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
     output : str or Path
     pattern, channel :
         Which files of the folders; the channel of multi-channel images (default: the model's).
-    overlap, batch_size, precision, augment, remove_border, min_area :
+    remove_border, min_area :
         See :func:`segment_nuclei`.
     device : str
         ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     classes, overlays, overwrite, progress : bool
+    tiling, tile_size, overlap, batch_size, precision, augment :
+        Sliding window and arithmetic (see :func:`segment_nuclei`).
 
     Returns
     -------
     list of dict
         The rows of ``nuclei.csv``.
     """
+    tiling = as_tiling(tiling, **tiling_options)
     model_source = str(model) if not isinstance(model, SegmentationModel) else None
     model = load_nucleus_model(model, device=device)
-    if not 0 <= overlap <= 0.9:
-        raise CellmixerError(f"--overlap {overlap}: must be between 0 and 0.9.")
     if min_area < 0:
         raise CellmixerError(f"--min-area {min_area}: must be 0 or more pixels.")
-    found = collect_inputs(inputs, pattern=pattern)
-    out = prepare_output_dir(output)
-    planned = [out / SUMMARY_FILE, out / "nuclei.json"]
-    for _, stem in found:
-        planned += [out / f"{stem}_labels.tif", out / f"{stem}_objects.csv"]
-        planned += [out / f"{stem}_overlay.png"] if overlays else []
-        planned += [out / f"{stem}_classes.tif"] if classes else []
-    check_overwrite(planned, overwrite=overwrite)
+    out = Path(output)
     channel = model.channel if channel is None else channel
-    rows = []
-    for path, stem in progress_bar(found, desc="segmenting nuclei", unit="image", enabled=progress):
+
+    def outputs(stem):
+        return [f"{stem}_labels.tif", f"{stem}_objects.csv", *([f"{stem}_overlay.png"] if overlays else []),
+                *([f"{stem}_classes.tif"] if classes else [])]
+
+    def process(path, stem):
         image = read_image(path, channel=channel)
-        labels, class_map = segment_nuclei(model, image, overlap=overlap, batch_size=batch_size, precision=precision,
-                                           augment=augment, remove_border=remove_border, min_area=min_area,
-                                           return_classes=True)
-        rows.append({"image": str(path), **write_instances(out, stem, image, labels, overlays=overlays,
-                                                           classes=class_map if classes else None,
-                                                           overwrite=overwrite)})
-    write_csv(out / SUMMARY_FILE, rows, overwrite=overwrite)
-    write_json(out / "nuclei.json", {"model": model_source,
-                                     "training_labels": model.config.get("training", {}).get("labels"),
-                                     "cellmixer_version": __version__, "overlap": overlap, "precision": precision, "augment": augment,
-                                     "remove_border": remove_border, "min_area": min_area}, overwrite=overwrite)
-    return rows
+        labels, class_map = segment_nuclei(model, image, tiling=tiling, remove_border=remove_border,
+                                           min_area=min_area, return_classes=True)
+        return {"image": str(path), **write_instances(out, stem, image, labels, overlays=overlays,
+                                                      classes=class_map if classes else None, overwrite=overwrite)}
+
+    settings = {"model": model_source, "training_labels": model.config.get("training", {}).get("labels"),
+                "cellmixer_version": __version__, "overlap": tiling.overlap, "precision": tiling.precision,
+                "augment": tiling.augment, "remove_border": remove_border, "min_area": min_area}
+    return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
+                      settings_file=SETTINGS_FILE, settings=settings, overwrite=overwrite, progress=progress,
+                      desc="segmenting nuclei")

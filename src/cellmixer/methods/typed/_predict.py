@@ -9,19 +9,17 @@ from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
 from ..._errors import CellmixerError
-from ..._progress import progress_bar
+from ..._settings import takes_settings
 from ..._version import __version__
-from ...engine import SegmentationModel, load_model, method_of
-from ...io import (
-    check_overwrite,
-    collect_inputs,
-    find_mask,
-    prepare_output_dir,
-    read_image,
-    read_labels,
-    write_csv,
-    write_json,
+from ...engine import (
+    SegmentationModel,
+    Tiling,
+    as_tiling,
+    load_model,
+    method_of,
+    run_images,
 )
+from ...io import find_mask, read_image, read_labels, write_json
 from ...methods.centroids import segment_cells
 from ...methods.nuclei import load_nucleus_model, segment_nuclei
 from ...ops import instances_from_classes, split_foreground
@@ -80,9 +78,9 @@ def _foreground_instances(source: str, foreground: np.ndarray, *, min_distance: 
     return labels
 
 
+@takes_settings(Tiling)
 def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int = 5, min_area: int = 10,
-                  overlap: float = 0.25, batch_size: int = 4, precision: str = "fp32", augment: bool = False,
-                  stem: str = "image") -> TypedInstances:
+                  stem: str = "image", tiling: Tiling | None = None, **tiling_options) -> TypedInstances:
     """The cells of one image, each with its type and score.
 
     Parameters
@@ -104,16 +102,20 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
         Watershed: smallest distance between cell centres (pixels).
     min_area : int
         Drop cells smaller than this (pixels).
-    overlap, batch_size, precision, augment :
-        Sliding window (see :meth:`SegmentationModel.predict`).
     stem : str
         The image's name, for label-image instance sources.
+    tiling : Tiling, optional
+        The sliding-window settings of the type model as one object; the keyword options below
+        change its fields.
+    tile_size, overlap, batch_size, precision, augment :
+        Sliding window and arithmetic (see :class:`cellmixer.engine.Tiling`); a model trained on
+        per-tile normalized crops always uses its training crop size.
 
     Returns
     -------
     TypedInstances
     """
-
+    tiling = as_tiling(tiling, **tiling_options)
     model = load_type_model(model)
     image = np.asarray(image)
     if image.ndim != 2:
@@ -126,8 +128,7 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
         probs[0] = 1
         labels = np.zeros(image.shape, np.int32)
         return typed_instances(probs, labels, type_names=names)
-    _, raw = model.predict(image, probabilities=True, overlap=overlap, batch_size=batch_size, precision=precision,
-                           augment=augment)
+    _, raw = model.predict(image, probabilities=True, tiling=tiling)
     if typed_model:
         n_inst = len(INSTANCE_CLASSES) + 1
         background = raw[0]
@@ -151,10 +152,11 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
     return typed_instances(probs, labels, type_names=names)
 
 
+@takes_settings(Tiling)
 def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: str = "*", channel: int | None = None,
-                  min_distance: int = 5, min_area: int = 10, overlap: float = 0.25, batch_size: int = 4,
-                  precision: str = "fp32", augment: bool = False, overlays: bool = True, device: str = "auto", overwrite: bool = False,
-                  progress: bool = True) -> list[dict]:
+                  min_distance: int = 5, min_area: int = 10, overlays: bool = True, device: str = "auto",
+                  overwrite: bool = False, progress: bool = True, tiling: Tiling | None = None,
+                  **tiling_options) -> list[dict]:
     """Find the cells of every input image with their type, and write them in every usual format.
 
     Per image: ``<name>_labels.tif`` (cells 1..n), ``<name>_types.tif`` (0 background, k = k-th
@@ -176,56 +178,66 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     coco : str or Path, optional
         A COCO file listing the images: its image ids are used in ``coco_results.json``
         (otherwise 1..n in input order); images are matched by file name.
-    pattern, channel, min_distance, min_area, overlap, batch_size, precision, augment :
+    pattern, channel, min_distance, min_area :
         See :func:`segment_typed`.
+    device : str
+        ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     overlays, overwrite, progress : bool
+    tiling, tile_size, overlap, batch_size, precision, augment :
+        Sliding window and arithmetic (see :func:`segment_typed`).
 
     Returns
     -------
     list of dict
         The rows of ``counts.csv``.
     """
+    tiling = as_tiling(tiling, **tiling_options)
     model_source = None if isinstance(model, SegmentationModel) else str(model)
     model = load_type_model(model, device=device)
     names = type_names(model)
-    if not 0 <= overlap <= 0.9:
-        raise CellmixerError(f"--overlap {overlap}: must be between 0 and 0.9.")
     if min_area < 0:
         raise CellmixerError(f"--min-area {min_area}: must be 0 or more pixels.")
     source = _instance_source(instances, model.device)
-    found = collect_inputs(inputs, pattern=pattern)
-    image_ids = {path.name: i for i, (path, _) in enumerate(found, start=1)}
-    if coco is not None:
-        listed = {Path(im.file_name).name: im.id for im in read_coco(coco, require_images=False).images}
-        missing = [p.name for p, _ in found if p.name not in listed]
-        if missing:
-            raise CellmixerError(f"--coco {coco}: does not list {missing[0]} (and {len(missing) - 1} more inputs); give "
-                                 "the annotation file of these images, or leave --coco out.")
-        image_ids = {name: listed[name] for name in image_ids}
-    out = prepare_output_dir(output)
-    planned = [out / RESULTS_FILE, out / COUNTS_FILE, out / SETTINGS_FILE]
-    for _, stem in found:
-        planned += [out / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
-        planned += [out / f"{stem}{OVERLAY_SUFFIX}"] if overlays else []
-    check_overwrite(planned, overwrite=overwrite)
+    out = Path(output)
     channel = model.channel if channel is None else channel
     category_ids = {name: i for i, name in enumerate(names, start=1)}
-    rows, results = [], []
-    for path, stem in progress_bar(found, desc="typed cells", unit="image", enabled=progress):
+    image_ids, results = {}, []
+
+    def number(found):
+        """COCO image ids: those of the ``coco`` file, else 1..n in input order."""
+        image_ids.update({path.name: i for i, (path, _) in enumerate(found, start=1)})
+        if coco is not None:
+            listed = {Path(im.file_name).name: im.id for im in read_coco(coco, require_images=False).images}
+            missing = [p.name for p, _ in found if p.name not in listed]
+            if missing:
+                raise CellmixerError(f"--coco {coco}: does not list {missing[0]} (and {len(missing) - 1} more inputs); "
+                                     "give the annotation file of these images, or leave --coco out.")
+            image_ids.update({name: listed[name] for name in image_ids})
+
+    def outputs(stem):
+        return [f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES] + ([f"{stem}{OVERLAY_SUFFIX}"] if overlays else [])
+
+    def process(path, stem):
         image = read_image(path, channel=channel)  # a blank field is no error: it has no cells
         cells = segment_typed(model, image, instances=source, min_distance=min_distance, min_area=min_area,
-                              overlap=overlap, batch_size=batch_size, precision=precision, augment=augment, stem=stem)
-        rows.append({"image": str(path), **write_typed(out, stem, image, cells, overlays=overlays, overwrite=overwrite)})
-        results += coco_results(cells, image_id=image_ids[path.name], file_name=path.name, category_ids=category_ids)
-    write_csv(out / COUNTS_FILE, rows, overwrite=overwrite, fieldnames=["image", "cells", *names])
-    write_json(out / RESULTS_FILE, results, overwrite=overwrite)
-    write_json(out / SETTINGS_FILE, {
+                              tiling=tiling, stem=stem)
+        row = {"image": str(path), **write_typed(out, stem, image, cells, overlays=overlays, overwrite=overwrite)}
+        results.extend(coco_results(cells, image_id=image_ids[path.name], file_name=path.name,
+                                    category_ids=category_ids))
+        return row
+
+    settings = {
         "model": model_source, "cellmixer_version": __version__,
         "categories": [{"id": i, "name": n} for n, i in category_ids.items()],
         "instances": instances if isinstance(instances, str) or instances is None else type(instances).__name__,
         "instance_source": "model" if source is None and method_of(model).name == "typed" else
         (source if isinstance(source, str) else "watershed" if source is None else "given"),
         "score": "mean probability of the cell's type over its pixels; objectness: 1 - mean background probability",
-        "min_distance": min_distance, "min_area": min_area, "overlap": overlap, "precision": precision,
-        "augment": augment}, overwrite=overwrite)
+        "min_distance": min_distance, "min_area": min_area, "overlap": tiling.overlap, "precision": tiling.precision,
+        "augment": tiling.augment}
+    rows = run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=COUNTS_FILE,
+                      summary_fields=["image", "cells", *names], settings_file=SETTINGS_FILE, settings=settings,
+                      extra_files=[RESULTS_FILE], on_inputs=number, overwrite=overwrite, progress=progress,
+                      desc="typed cells")
+    write_json(out / RESULTS_FILE, results, overwrite=overwrite)
     return rows

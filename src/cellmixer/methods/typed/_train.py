@@ -3,30 +3,26 @@ targets) and a cell-type head, trained from COCO annotations with the shared opt
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..._errors import CellmixerError
 from ..._progress import progress_bar
+from ..._settings import setting, setting_like, settings_from, takes_settings
 from ...engine import (
-    CHECKPOINT_DIR,
-    Optimization,
+    LabelledImage,
     OptimizationSettings,
     SegmentationModel,
+    TileSampler,
+    Training,
     input_statistics,
-    refuse_existing_model,
-    resolve_device,
-    resolve_precision,
-    resume_settings,
-    write_training_record,
+    validation_loss,
+    validation_tiles,
 )
-from ...io import prepare_output_dir, read_image
-from ...methods.nuclei import LabelledNuclei, NucleiSampler, validation_tiles
-from ...methods.nuclei._train import _validation_loss
+from ...io import read_image
+from ...methods.nuclei import NucleiTrainingConfig
 from ...ops import IGNORE, log_dice_loss, three_class_targets
 from ._classes import ANNOTATION, ClassSource, check_known
 from ._coco import CocoDataset, instance_labels, read_coco
@@ -44,31 +40,28 @@ class TypedTrainingConfig(OptimizationSettings):
     optimisation (Adam, poly decay, log-Dice on the 3 instance classes) plus the type head's
     cross-entropy, weighted by ``type_weight``."""
 
-    iterations: int = 2000
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    lr_schedule: str = "poly"
-    dice_weights: tuple = (0.2, 0.4, 0.4)
-    type_weight: float = 1.0
-    line_radius: int = 1
-    normalization: str = "tile"
-    validation_fraction: float = 0.2
-    class_from: str = ANNOTATION
+    optimizer: str = setting_like(OptimizationSettings, "optimizer", "adam")
+    crop_size: int = setting_like(OptimizationSettings, "crop_size", 256, help="crops, and tiles at prediction")
+    weight_decay: float = setting_like(OptimizationSettings, "weight_decay", 1e-4)
+    lr_schedule: str = setting_like(OptimizationSettings, "lr_schedule", "poly")
+    augment: bool = setting_like(OptimizationSettings, "augment", True, help="flips and rotations")
+    dice_weights: tuple = setting_like(NucleiTrainingConfig, "dice_weights", NucleiTrainingConfig.dice_weights,
+                                       help="log-Dice weights of the instance head: background, cell, boundary",
+                                       metavar=("BG", "CELL", "LINE"))
+    type_weight: float = setting(1.0, "weight of the type head's cross-entropy", at_least=0)
+    line_radius: int = setting_like(NucleiTrainingConfig, "line_radius", 1,
+                                    help="boundary pixels have another cell this close")
+    normalization: str = setting("tile", "network input: each tile by its mean and std, or each image by its "
+                                         "percentiles", choices=tuple(NORMALIZATIONS))
+    validation_fraction: float = setting(0.2, "share of images held out when --validation is not given; 0 keeps "
+                                              "the last weights", at_least=0, below=1)
+    class_from: str = setting(ANNOTATION, "class of each cell", cli=False)
 
     def validate(self) -> None:
         super().validate()
-        if len(self.dice_weights) != 3 or min(self.dice_weights) < 0 or sum(self.dice_weights) <= 0:
-            self.bad("dice_weights", list(self.dice_weights), "give 3 non-negative weights (background, cell, "
-                     "boundary), not all 0")
-        if self.type_weight < 0:
-            self.bad("type_weight", self.type_weight, "must be 0 or positive")
-        if self.line_radius < 1:
-            self.bad("line_radius", self.line_radius, "must be at least 1")
-        if not 0 <= self.validation_fraction < 1:
-            self.bad("validation_fraction", self.validation_fraction, "must be in [0, 1); 0 keeps the last weights")
-        if self.normalization not in NORMALIZATIONS:
-            self.bad("normalization", self.normalization, f"choose {' or '.join(NORMALIZATIONS)}")
+        if len(self.dice_weights) != 3 or sum(self.dice_weights) <= 0:
+            self.bad("dice_weights", " ".join(map(str, self.dice_weights)), "give 3 non-negative weights "
+                     "(background, cell, boundary), not all 0")
 
 
 def typed_targets(dataset: CocoDataset, source: ClassSource, classes: list, *, line_radius: int = 1,
@@ -93,7 +86,7 @@ def typed_targets(dataset: CocoDataset, source: ClassSource, classes: list, *, l
         if normalization and normalization["method"] != "tile":
             offset, scale = input_statistics(pixels, normalization)
             pixels = (pixels - np.float32(offset)) / np.float32(scale)
-        items.append(LabelledNuclei(pixels, target, image.path))
+        items.append(LabelledImage(pixels, target, image.path))
     return items
 
 
@@ -124,15 +117,89 @@ def _split_images(dataset: CocoDataset, fraction: float, seed: int) -> tuple[Coc
     return pick(order[n_val:]), pick(order[:n_val])
 
 
+class TypedTraining(Training):
+    """COCO instances -> instance targets and type targets -> log-Dice + type cross-entropy, validation-selected."""
+
+    task = TASK
+    description = "training (typed cells)"
+    loss_name = "log-Dice + type cross-entropy"
+    selects_best = True
+    # checkpoints written before the normalization option normalized tiles
+    resume_defaults = {"normalization": "tile"}
+
+    def __init__(self, annotations, output, config: TypedTrainingConfig, *, images=None, validation=None,
+                 validation_images=None, classes=None, channel: int | None = None, model_options: dict | None = None,
+                 **run):
+        super().__init__(config, output, **run)
+        self.annotations, self.images, self.validation, self.validation_images = (annotations, images, validation,
+                                                                                  validation_images)
+        self.classes, self.channel, self.model_options = classes, channel, model_options or {}
+
+    def restore(self, meta):
+        self.classes, self.channel = meta["types"], meta["channel"]
+        self.model_options = {k: v for k, v in meta["architecture"].items()
+                              if k not in ("name", "in_channels", "num_classes")}
+
+    def prepare(self):
+        config = self.config
+        self.source = source = ClassSource(config.class_from)
+        train_set = read_coco(self.annotations, image_dir=self.images)
+        if not any(im.annotations for im in train_set.images):
+            raise CellmixerError(f"{self.annotations}: has no annotations; training needs annotated cells.")
+        val_set = None if self.validation is None else read_coco(self.validation, image_dir=self.validation_images)
+        if val_set is None:
+            train_set, val_set = _split_images(train_set, config.validation_fraction, config.seed)
+        found = sorted(set(train_set.classes(source)) | set(val_set.classes(source) if val_set else []))
+        self.classes = list(self.classes) if self.classes is not None else found
+        check_known(found, self.classes, where=str(self.annotations))
+        self.normalization = {**NORMALIZATIONS[config.normalization]}
+        if config.normalization == "tile":
+            self.normalization["tile_size"] = config.crop_size
+        options = dict(line_radius=config.line_radius, normalization=self.normalization, channel=self.channel,
+                       progress=self.progress)
+        self.train_set, self.val_set = train_set, val_set
+        self.train_items = typed_targets(train_set, source, self.classes, **options,
+                                         desc="reading training annotations")
+        self.val_items = None if val_set is None else typed_targets(val_set, source, self.classes, **options,
+                                                                    desc="reading validation annotations")
+
+    def new_model(self):
+        model = SegmentationModel.new([*INSTANCE_CLASSES, *self.classes], architecture="typed_unet",
+                                      channel=self.channel, seed=self.config.seed, normalization=self.normalization,
+                                      **self.model_options)
+        model.config["types"] = list(self.classes)
+        return model
+
+    def objective(self, model):
+        config = self.config
+        per_tile = config.normalization == "tile"
+        sampler = TileSampler(self.train_items, crop_size=config.crop_size, augment=config.augment,
+                                normalize_tiles=per_tile)
+        loss_fn = typed_loss(config)
+        validate = None
+        if self.val_items is not None:
+            validate = validation_loss(*validation_tiles(self.val_items, config.crop_size, normalize_tiles=per_tile),
+                                        loss_fn, config.precision, config.batch_size)
+        return sampler.batch, loss_fn, validate
+
+    def summary(self):
+        train_set, source = self.train_set, self.source
+        return {"annotations": str(self.annotations), "train_images": len(train_set.images),
+                "validation_images": len(self.val_set.images) if self.val_set else 0,
+                "cells_per_type": {name: int(sum(k == name for im in train_set.images
+                                                 for k in train_set.instance_classes(im, source)))
+                                   for name in self.classes}}
+
+    def title(self):
+        return f"typed cells: {', '.join(self.classes)}"
+
+
+@takes_settings(TypedTrainingConfig)
 def train_typed(annotations, output, *, images=None, validation=None, validation_images=None,
-                class_from: str = ANNOTATION, classes=None, channel: int | None = None, model_options: dict | None = None,
-                iterations: int = 2000, batch_size: int = 8, crop_size: int = 256, optimizer: str = "adam",
-                learning_rate: float = 1e-3, momentum: float = 0.9, weight_decay: float = 1e-4,
-                lr_schedule: str = "poly", dice_weights=(0.2, 0.4, 0.4), type_weight: float = 1.0,
-                line_radius: int = 1, normalization: str = "tile", validation_fraction: float = 0.2,
-                augment: bool = True, precision: str = "auto",
-                seed: int = 0, checkpoint_every: int = 250, device: str = "auto", threads: int | None = None, resume: bool = False,
-                overwrite: bool = False, progress: bool = True) -> SegmentationModel:
+                class_from: str = ANNOTATION, classes=None, channel: int | None = None,
+                model_options: dict | None = None, device: str = "auto", threads: int | None = None,
+                resume: bool = False, overwrite: bool = False, progress: bool = True,
+                **settings) -> SegmentationModel:
     """Train one network that finds every cell and its type, from COCO instance annotations.
 
     A U-Net (:class:`cellmixer.models.TypedUNet`) has two heads on the same features: the
@@ -182,79 +249,9 @@ def train_typed(annotations, output, *, images=None, validation=None, validation
         ``config["task"] == "typed"``, ``config["types"]`` the cell types; :func:`cellmixer.predict_typed`
         uses it.
     """
-    device = resolve_device(device)
-    start_time = time.perf_counter()
-    config = TypedTrainingConfig(
-        iterations=iterations, batch_size=batch_size, crop_size=crop_size, optimizer=optimizer,
-        learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay, lr_schedule=lr_schedule,
-        augment=augment, precision=resolve_precision(precision, device), seed=seed, checkpoint_every=checkpoint_every,
-        dice_weights=tuple(dice_weights), type_weight=type_weight, line_radius=line_radius,
-        normalization=normalization, validation_fraction=validation_fraction, class_from=str(class_from))
-    config.validate()
-    out = prepare_output_dir(output)
-    checkpoint_dir = out / CHECKPOINT_DIR
-    meta = None
-    if resume:
-        # checkpoints written before the normalization option normalized tiles
-        meta, config = resume_settings(checkpoint_dir, TypedTrainingConfig, task=TASK, iterations=iterations,
-                                       checkpoint_every=checkpoint_every, defaults={"normalization": "tile"})
-        classes, channel = meta["types"], meta["channel"]
-        model_options = {k: v for k, v in meta["architecture"].items()
-                         if k not in ("name", "in_channels", "num_classes")}
-    elif not overwrite:
-        refuse_existing_model(out, checkpoint_dir)
-
-    source = ClassSource(config.class_from)
-    train_set = read_coco(annotations, image_dir=images)
-    if not any(im.annotations for im in train_set.images):
-        raise CellmixerError(f"{annotations}: has no annotations; training needs annotated cells.")
-    val_set = None if validation is None else read_coco(validation, image_dir=validation_images)
-    if val_set is None:
-        train_set, val_set = _split_images(train_set, config.validation_fraction, config.seed)
-    found = sorted(set(train_set.classes(source)) | set(val_set.classes(source) if val_set else []))
-    classes = list(classes) if classes is not None else found
-    check_known(found, classes, where=str(annotations))
-
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    normalization = {**NORMALIZATIONS[config.normalization]}
-    if config.normalization == "tile":
-        normalization["tile_size"] = config.crop_size
-    per_tile = config.normalization == "tile"
-    options = dict(line_radius=config.line_radius, normalization=normalization, channel=channel, progress=progress)
-    train_items = typed_targets(train_set, source, classes, **options, desc="reading training annotations")
-    sampler = NucleiSampler(train_items, crop_size=config.crop_size, augment=config.augment, normalize_tiles=per_tile)
-    loss_fn = typed_loss(config)
-    validate = None
-    if val_set is not None:
-        val_items = typed_targets(val_set, source, classes, **options, desc="reading validation annotations")
-        validate = _validation_loss(*validation_tiles(val_items, config.crop_size, normalize_tiles=per_tile), loss_fn,
-                                    config.precision, config.batch_size)
-    model = SegmentationModel.new([*INSTANCE_CLASSES, *classes], architecture="typed_unet", channel=channel,
-                                  seed=config.seed, normalization=normalization,
-                                  **(model_options or {}))
-    model.config.update(task=TASK, types=list(classes))
-    checkpoint_meta = {key: model.config[key] for key in ("task", "types", "classes", "architecture", "normalization",
-                                                          "channel")}
-    checkpoint_meta["training"] = asdict(config)
-    run = Optimization(model.network, config, checkpoint_dir, checkpoint_meta, device=device)
-    if meta is not None:
-        run.resume(meta)
-    run.run(sampler.batch, loss_fn, validate=validate, desc="training (typed cells)", progress=progress,
-            start_time=start_time)
-    if run.best is not None:
-        model.network.load_state_dict(run.best["state"])
-    model.network.eval()
-    history = run.history
-    model.config["training"] = {
-        **asdict(config), "annotations": str(annotations),
-        "train_images": len(train_set.images), "validation_images": len(val_set.images) if val_set else 0,
-        "cells_per_type": {name: int(sum(k == name for im in train_set.images
-                                         for k in train_set.instance_classes(im, source))) for name in classes},
-        "selected_iteration": run.best["iteration"] if run.best else run.iteration,
-        "validation_loss": round(run.best["validation_loss"], 6) if run.best else None,
-        "final_loss": float(np.mean([h["loss"] for h in history[-50:]])) if history else None,
-        "wall_time_s": round(time.perf_counter() - start_time, 1),
-    }
-    model.save(out, overwrite=True)
-    write_training_record(out, history, ylabel="log-Dice + type cross-entropy", title=f"typed cells: {', '.join(classes)}")
-    return model
+    config = settings_from(TypedTrainingConfig, {**settings, "class_from": str(class_from)}, function="train_typed")
+    config.dice_weights = tuple(config.dice_weights)
+    return TypedTraining(annotations, output, config, images=images, validation=validation,
+                         validation_images=validation_images, classes=classes, channel=channel,
+                         model_options=model_options, device=device, threads=threads, resume=resume,
+                         overwrite=overwrite, progress=progress).fit()

@@ -21,14 +21,15 @@ import dataclasses
 import functools
 import inspect
 import math
+import numbers
 
-from .._errors import CellmixerError
+from ._errors import CellmixerError
 
 _KEY = "cellmixer"
 
 
 def setting(default, help: str = "", *, at_least=None, above=None, at_most=None, below=None, choices=None,
-            flag: str | None = None, metavar=None, cli: bool = True, nargs=None, kind=None):
+            flag: str | None = None, metavar=None, cli: bool = True, nargs=None, kind=None, check=None, parse=None):
     """A dataclass field with its help and allowed values.
 
     Parameters
@@ -49,12 +50,25 @@ def setting(default, help: str = "", *, at_least=None, above=None, at_most=None,
         False: a setting of the Python function only (no command-line option).
     kind : type, optional
         The type of the value (default: the type of ``default``), e.g. ``float`` for a default of 0.
+    check : callable, optional
+        ``check(value)`` returns what the value must be (e.g. ``'choose li, otsu or a number'``) or
+        None when it is fine: for values that the declarations above cannot describe.
+    parse : callable, optional
+        Turns the command-line text into the value (an :mod:`argparse` ``type``).
     """
     meta = {_KEY: dict(help=help, at_least=at_least, above=above, at_most=at_most, below=below, choices=choices,
-                       flag=flag, metavar=metavar, cli=cli, nargs=nargs, kind=kind)}
+                       flag=flag, metavar=metavar, cli=cli, nargs=nargs, kind=kind, check=check, parse=parse)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def setting_like(cls, name: str, default, **changes):
+    """The declaration of field ``name`` of ``cls`` with another default (and other ``changes``),
+    for a subclass that changes a default without repeating its help and range."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    declared = {**spec(field), **changes}
+    return setting(default, declared.pop("help"), **declared)
 
 
 def spec(field: dataclasses.Field) -> dict:
@@ -96,9 +110,9 @@ def _need(s: dict) -> str | None:
 
 
 def _out_of_range(value, s: dict) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
-    if isinstance(value, float) and not math.isfinite(value):
+    if not math.isfinite(value):
         return True
     return ((s.get("at_least") is not None and value < s["at_least"]) or
             (s.get("above") is not None and value <= s["above"]) or
@@ -122,13 +136,18 @@ def check_value(field: dataclasses.Field, value) -> None:
 
     default = default_of(field)
     kind = s.get("kind") or (type(default) if default is not None else None)
+    if s.get("check") is not None:
+        need = s["check"](value)
+        if need:
+            bad(need)
+        return
     if value is None:  # "not given": the setting is optional (its default is None) or filled in later
         return
     if kind is bool and not isinstance(value, bool):
         bad("give true or false")
-    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         bad("give a number")
-    if kind is int and isinstance(value, float) and not value.is_integer():
+    if kind is int and not isinstance(value, numbers.Integral) and not float(value).is_integer():
         bad("give a whole number")
     if s.get("choices") is not None and value not in s["choices"]:
         bad(f"choose one of {', '.join(map(str, s['choices']))}")
@@ -136,7 +155,7 @@ def check_value(field: dataclasses.Field, value) -> None:
     if isinstance(default, (tuple, list)) and not isinstance(value, (tuple, list)):
         bad(f"give {len(default)} values")
     for v in values:
-        if isinstance(v, float) and not math.isfinite(v):
+        if isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isfinite(v):
             bad("must be a finite number")
         if _out_of_range(v, s):
             bad(_need(s))
