@@ -6,10 +6,10 @@ from ..methods.nuclei import NucleiTrainingConfig, evaluate_nuclei, label_nuclei
 from ..ops import CLASSICAL_METHODS, ClassicalSettings
 from ._options import (
     add_data_options,
-    add_device_options,
     add_network_options,
     add_output_options,
     add_settings,
+    add_tiling_options,
     add_training_options,
     network_kwargs,
     settings_args,
@@ -62,11 +62,7 @@ def add_parsers(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     instance_options(p)
     add_data_options(p, classes=False)
-    group = p.add_argument_group("sliding window")
-    group.add_argument("--overlap", type=float, default=0.25, help="(default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
-    add_device_options(group, "fp32")
-    group.add_argument("--augment", action="store_true", help="average over the 8 flips and rotations (8x slower)")
+    add_tiling_options(p, tile_size_option=False)
     add_output_options(p)
     p.add_argument("--classes", action="store_true", help="also write <name>_classes.tif (3-class map)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")

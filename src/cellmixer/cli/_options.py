@@ -7,7 +7,7 @@ import json
 from dataclasses import fields
 
 from .._settings import default_of, flag_of, spec
-from ..engine import DEVICES, PRECISIONS, OptimizationSettings
+from ..engine import DEVICES, PRECISIONS, OptimizationSettings, Tiling
 from ..models import ARCHITECTURES, VIT_SIZES, architecture_options
 from ..ops import ForegroundParams
 
@@ -78,17 +78,18 @@ def add_device_options(group, precision: str) -> None:
                             "(default: %(default)s)")
 
 
-def add_tiling_options(parser) -> None:
+def add_tiling_options(parser, *, tile_size_option: bool = True):
+    """The "sliding window" group: the fields of :class:`cellmixer.engine.Tiling` with its defaults,
+    ``--device`` and ``--precision``; returns the group."""
     group = parser.add_argument_group("sliding window")
-    group.add_argument("--tile-size", type=tile_size, default="auto",
-                       help="tile side in pixels; auto = the model's input size: 518 for ViT models, 512 for U-Nets "
-                            "(default: %(default)s)")
-    group.add_argument("--overlap", type=float, default=0.25, help="fraction of a tile shared with neighbours "
-                                                                   "(default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
-    add_device_options(group, "fp32")
-    group.add_argument("--augment", action="store_true",
-                       help="test-time augmentation: average over the 8 flips and rotations (8x slower)")
+    if tile_size_option:
+        field = next(f for f in fields(Tiling) if f.name == "tile_size")
+        group.add_argument("--tile-size", type=tile_size, default=default_of(field),
+                           help=f"{spec(field)['help']} (default: %(default)s)")
+    add_settings(group, Tiling, ["overlap", "batch_size"])
+    add_device_options(group, default_of(next(f for f in fields(Tiling) if f.name == "precision")))
+    add_settings(group, Tiling, ["augment"])
+    return group
 
 
 def add_output_options(parser, *, output_required: bool = True, default=None) -> None:

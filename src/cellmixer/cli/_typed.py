@@ -7,9 +7,9 @@ from ..metrics import LIVECELL_MAX_DETECTIONS
 from ..models import architecture_options
 from ._options import (
     add_data_options,
-    add_device_options,
     add_output_options,
     add_settings,
+    add_tiling_options,
     add_training_options,
     training_kwargs,
 )
@@ -62,11 +62,7 @@ def add_parsers(sub) -> None:
     group.add_argument("--coco", default=None, help="COCO file listing the images: its image ids go into "
                                                     "coco_results.json")
     add_data_options(p, classes=False)
-    group = p.add_argument_group("sliding window")
-    group.add_argument("--overlap", type=float, default=0.25, help="(default: %(default)s)")
-    group.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default: %(default)s)")
-    add_device_options(group, "fp32")
-    group.add_argument("--augment", action="store_true", help="average over the 8 flips and rotations (8x slower)")
+    add_tiling_options(p, tile_size_option=False)
     add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
