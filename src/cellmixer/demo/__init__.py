@@ -4,6 +4,11 @@ from ._run import DEMO_FOREGROUND, demo, make_demo_data, print_demo_report
 from ._synthetic import CELL_TYPES, CellType, synthetic_culture
 
 __all__ = [
-    "CELL_TYPES", "CellType", "DEMO_FOREGROUND", "demo", "make_demo_data", "print_demo_report",
+    "CELL_TYPES",
+    "CellType",
+    "DEMO_FOREGROUND",
+    "demo",
+    "make_demo_data",
+    "print_demo_report",
     "synthetic_culture",
 ]

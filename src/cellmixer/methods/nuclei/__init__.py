@@ -15,7 +15,16 @@ from ._train import (
 
 __all__ = [
     "Nuclei",
-    "NUCLEUS_CLASSES", "NucleiTrainingConfig", "evaluate_nuclei",
-    "format_nuclei_table", "label_nuclei", "load_nucleus_model", "nucleus_scores", "nucleus_targets",
-    "predict_nuclei", "segment_nuclei", "summarize_instance_scores", "train_nuclei",
+    "NUCLEUS_CLASSES",
+    "NucleiTrainingConfig",
+    "evaluate_nuclei",
+    "format_nuclei_table",
+    "label_nuclei",
+    "load_nucleus_model",
+    "nucleus_scores",
+    "nucleus_targets",
+    "predict_nuclei",
+    "segment_nuclei",
+    "summarize_instance_scores",
+    "train_nuclei",
 ]
