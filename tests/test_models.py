@@ -176,14 +176,14 @@ def test_incomplete_config(saved):
     config = json.loads((saved / CONFIG_FILE).read_text())
     del config["architecture"]
     (saved / CONFIG_FILE).write_text(json.dumps(config))
-    assert "incomplete model configuration" in load_error(saved)
+    assert '"architecture" is missing' in load_error(saved)
 
 
 def test_config_classes_disagree_with_architecture(saved):
     config = json.loads((saved / CONFIG_FILE).read_text())
     config["classes"].append("gamma")
     (saved / CONFIG_FILE).write_text(json.dumps(config))
-    assert "3 classes but the architecture has 3 outputs" in load_error(saved)
+    assert '"architecture.num_classes" is 3: the file lists 3 classes, the network needs 4' in load_error(saved)
 
 
 def test_newer_format_version(saved):
@@ -203,10 +203,15 @@ def test_bad_architecture_values(saved, edit):
     assert CONFIG_FILE in message and "architecture" in message
 
 
-@pytest.mark.parametrize("options", [{"width": 0}, {"depth": -1}, {"width": 2.5}, {"norm": "layer"}])
-def test_bad_architecture_options_for_a_new_model(options):
-    with pytest.raises(CellmixerError, match="architecture 'unet'"):
+@pytest.mark.parametrize("options, message", [({"width": 0}, "--width 0: must be between 1 and 1024"),
+                                              ({"depth": -1}, "--depth -1: must be between 0 and 8"),
+                                              ({"width": 2.5}, "--width 2.5: give a whole number"),
+                                              ({"norm": "layer"}, "--norm layer: choose one of batch, group, none"),
+                                              ({"width": 1024, "depth": 8}, "--width 1024 --depth 8: a network of")])
+def test_bad_architecture_options_for_a_new_model(options, message):
+    with pytest.raises(CellmixerError) as caught:
         SegmentationModel.new(["a", "b"], **options)
+    assert str(caught.value).startswith(message)
 
 
 @pytest.mark.parametrize("keep", [0, 7, 100, 0.5])

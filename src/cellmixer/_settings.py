@@ -20,16 +20,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import math
 import numbers
 
 from ._errors import CellmixerError
 
 _KEY = "cellmixer"
+_GIVEN = "_given_settings"  # attribute of a settings object: the names its maker was given
 
 
 def setting(default, help: str = "", *, at_least=None, above=None, at_most=None, below=None, choices=None,
-            flag: str | None = None, metavar=None, cli: bool = True, nargs=None, kind=None, check=None, parse=None):
+            flag: str | tuple | None = None, metavar=None, cli: bool = True, nargs=None, kind=None, check=None, parse=None):
     """A dataclass field with its help and allowed values.
 
     Parameters
@@ -42,8 +44,9 @@ def setting(default, help: str = "", *, at_least=None, above=None, at_most=None,
         Bounds of a number (each element of a tuple); NaN and infinity are always refused.
     choices : sequence, optional
         The allowed values.
-    flag : str, optional
-        The option's name when it is not ``--field-name`` (``'--no-augment'`` for a default-True flag).
+    flag : str or tuple of str, optional
+        The option's name when it is not ``--field-name`` (``'--no-augment'`` for a default-True flag),
+        or its names (``('--number', '-n')``).
     metavar, nargs :
         As in :mod:`argparse`.
     cli : bool
@@ -66,14 +69,18 @@ def setting(default, help: str = "", *, at_least=None, above=None, at_most=None,
 def setting_like(cls, name: str, default, **changes):
     """The declaration of field ``name`` of ``cls`` with another default (and other ``changes``),
     for a subclass that changes a default without repeating its help and range."""
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    declared = {**spec(field), **changes}
+    declared = {**spec(field_of(cls, name)), **changes}
     return setting(default, declared.pop("help"), **declared)
 
 
 def spec(field: dataclasses.Field) -> dict:
     """The :func:`setting` declaration of ``field`` (empty values for a plain field)."""
     return field.metadata.get(_KEY, {"help": "", "cli": False})
+
+
+def field_of(cls, name: str) -> dataclasses.Field:
+    """The field ``name`` of the dataclass ``cls`` (to check one value with :func:`check_value`)."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
 
 
 def default_of(field: dataclasses.Field):
@@ -84,9 +91,16 @@ def default_of(field: dataclasses.Field):
     return None
 
 
+def flags_of(field: dataclasses.Field) -> tuple[str, ...]:
+    """The option strings that set ``field``: ``('--crop-size',)`` for ``crop_size``, or its ``flag``
+    (one string, or several: ``('--number', '-n')``)."""
+    flag = spec(field).get("flag") or "--" + field.name.replace("_", "-")
+    return (flag,) if isinstance(flag, str) else tuple(flag)
+
+
 def flag_of(field: dataclasses.Field) -> str:
-    """The option that sets ``field``: ``--crop-size`` for ``crop_size``."""
-    return spec(field).get("flag") or "--" + field.name.replace("_", "-")
+    """The option that sets ``field`` (its first option string): ``--crop-size`` for ``crop_size``."""
+    return flags_of(field)[0]
 
 
 def _fmt(x) -> str:
@@ -126,12 +140,15 @@ def _shown(value) -> str:
     return str(value)
 
 
-def check_value(field: dataclasses.Field, value) -> None:
-    """Refuse a value outside the field's type, choices or range, naming its option."""
+def check_value(field: dataclasses.Field, value, *, key: str | None = None) -> None:
+    """Refuse a value outside the field's type, choices or range, naming its option (or, for a value
+    read from a file, its ``key`` there: ``"input_scale" is "half": give a number.``)."""
     s = spec(field)
-    flag = flag_of(field) if not (s.get("flag") or "").startswith("--no-") else "--" + field.name.replace("_", "-")
+    flag = flag_of(field) if not flag_of(field).startswith("--no-") else "--" + field.name.replace("_", "-")
 
     def bad(need: str):
+        if key is not None:
+            raise CellmixerError(f"\"{key}\" is {json.dumps(value, default=str)}: {need}.")
         raise CellmixerError(f"{flag} {_shown(value)}: {need}.")
 
     default = default_of(field)
@@ -145,15 +162,22 @@ def check_value(field: dataclasses.Field, value) -> None:
         return
     if kind is bool and not isinstance(value, bool):
         bad("give true or false")
-    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        bad("give a number")
-    if kind is int and not isinstance(value, numbers.Integral) and not float(value).is_integer():
-        bad("give a whole number")
+    if kind is str and not isinstance(value, str):
+        bad("give a text")
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            bad(f"give {len(default)} values")
+        if s.get("nargs") is None and len(value) != len(default):
+            bad(f"give {len(default)} values")
+    values = value if isinstance(value, (tuple, list)) else [value]
+    element = type(default[0]) if isinstance(default, (tuple, list)) and default else kind
+    for v in values:
+        if element in (int, float) and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+            bad("give a number" if element is float else "give a whole number")
+        if element is int and not isinstance(v, numbers.Integral) and not float(v).is_integer():
+            bad("give a whole number")
     if s.get("choices") is not None and value not in s["choices"]:
         bad(f"choose one of {', '.join(map(str, s['choices']))}")
-    values = value if isinstance(value, (tuple, list)) else [value]
-    if isinstance(default, (tuple, list)) and not isinstance(value, (tuple, list)):
-        bad(f"give {len(default)} values")
     for v in values:
         if isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isfinite(v):
             bad("must be a finite number")
@@ -167,13 +191,42 @@ def check_settings(settings) -> None:
         check_value(field, getattr(settings, field.name))
 
 
+def check_mapping(cls, mapping, *, key: str, required: bool = False) -> None:
+    """Check a dict read from a file (``config.json``, a checkpoint) against the fields of the settings
+    dataclass ``cls``: it is a dict, has no other keys (and, if ``required``, all of them), and each
+    value is allowed; errors name the key (``"training.batch_size" is "8": give a whole number.``)."""
+    if not isinstance(mapping, dict):
+        raise CellmixerError(f"\"{key}\" is {json.dumps(mapping, default=str)[:60]}: give an object of settings.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise CellmixerError(f"\"{key}.{unknown[0]}\": no such setting; the known ones are {', '.join(fields)}.")
+    missing = [name for name in fields if name not in mapping]
+    if required and missing:
+        raise CellmixerError(f"\"{key}.{missing[0]}\" is missing.")
+    for name, value in mapping.items():
+        check_value(fields[name], value, key=f"{key}.{name}")
+
+
 def settings_from(cls, options: dict, *, function: str = ""):
-    """``cls(**options)``, refusing names that are not its fields as Python would."""
+    """``cls(**options)``, refusing names that are not its fields as Python would; the names given
+    are remembered (:func:`given_settings`)."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(f"{function or cls.__name__}() got an unexpected keyword argument {unknown[0]!r}")
-    return cls(**options)
+    settings = cls(**options)
+    object.__setattr__(settings, _GIVEN, frozenset(options))
+    return settings
+
+
+def given_settings(settings) -> frozenset:
+    """The fields of ``settings`` that were given rather than left at their defaults: the names
+    passed to :func:`settings_from`, else those whose value is not the default."""
+    given = getattr(settings, _GIVEN, None)
+    if given is not None:
+        return given
+    return frozenset(f.name for f in dataclasses.fields(settings) if getattr(settings, f.name) != default_of(f))
 
 
 def takes_settings(*classes):

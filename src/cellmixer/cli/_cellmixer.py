@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ..methods.cellmixer import TrainingConfig, evaluate, mix, predict, pseudolabel, train
+from ..methods.cellmixer import (
+    EvaluationSettings,
+    MixSettings,
+    TrainingConfig,
+    evaluate,
+    mix,
+    predict,
+    pseudolabel,
+    train,
+)
 from ._options import (
     add_data_options,
     add_foreground_options,
@@ -13,6 +22,7 @@ from ._options import (
     add_training_options,
     foreground_params,
     network_kwargs,
+    settings_args,
     training_kwargs,
 )
 
@@ -29,13 +39,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("mix", help="write example artificial mixtures of two cultures",
                        description="Blend (or place side by side) crops of two cell types as training does.")
     p.add_argument("data", help="folder with one sub-folder of images per cell type")
-    group = p.add_argument_group("mixtures")
-    group.add_argument("--number", "-n", type=int, default=16, help="mixtures to write (default: %(default)s)")
-    group.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (default: %(default)s)")
-    group.add_argument("--lam", type=float, default=0.5, help="weight of the first crop (default: %(default)s)")
-    group.add_argument("--kind", choices=("blend", "mosaic"), default="blend",
-                       help="CellMixer mixup, or cells side by side (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=0)
+    add_settings(p.add_argument_group("mixtures"), MixSettings)
     add_data_options(p)
     add_foreground_options(p)
     add_output_options(p)
@@ -69,13 +73,7 @@ def add_parsers(sub) -> None:
                                                      "a folder of mixed cultures with class-index masks")
     group.add_argument("--masks-dir", default=None, help="folder of the masks (default: beside the images)")
     group.add_argument("--mask-suffix", default="_masks", help="mask of a.tif is a<suffix>.tif (default: %(default)s)")
-    group.add_argument("--ignore-value", type=int, default=None,
-                       help="mask value of pixels not annotated (default: none for DATA/<class>/ folders, where "
-                            "any non-zero pixel is a cell; 255 for class-index masks of mixed cultures)")
-    group.add_argument("--artificial", type=int, default=100, help="artificial mixtures to score; 0 for none "
-                                                                   "(default: %(default)s)")
-    group.add_argument("--lam", type=float, default=0.5, help="mixup weight (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=0)
+    add_settings(group, EvaluationSettings)
     group.add_argument("--names", nargs="+", default=None, help="row names for the models")
     add_data_options(p, classes=False)
     add_tiling_options(p)
@@ -91,9 +89,9 @@ def run(args, progress: bool) -> None:
                            progress=progress)
         print(f"pseudo-labelled {len(rows)} images -> {args.output}")
     elif args.command == "mix":
-        rows = mix(args.data, args.output, number=args.number, crop_size=args.crop_size, lam=args.lam, kind=args.kind,
-                   classes=args.classes, pattern=args.pattern, channel=args.channel, foreground=foreground_params(args),
-                   seed=args.seed, overwrite=args.overwrite, progress=progress)
+        rows = mix(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
+                   foreground=foreground_params(args), overwrite=args.overwrite, progress=progress,
+                   **settings_args(args, MixSettings))
         print(f"wrote {len(rows)} mixtures -> {args.output}")
     elif args.command == "train":
         model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
@@ -112,8 +110,7 @@ def run(args, progress: bool) -> None:
     elif args.command == "evaluate":
         result = evaluate(args.models, args.data, model_names=args.names, masks_dir=args.masks_dir,
                           mask_suffix=args.mask_suffix, pattern=args.pattern, channel=args.channel,
-                          ignore_value=args.ignore_value, artificial=args.artificial, lam=args.lam, seed=args.seed,
-                          tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                          **settings_args(args, EvaluationSettings), tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                           precision=args.precision, device=args.device, augment=args.augment, output=args.output,
                           overlays=args.overlays,
                           overwrite=args.overwrite, progress=progress)

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from .._errors import CellmixerError
+from .._settings import default_of, field_of, spec
 from ..methods.centroids import (
+    CentroidSegmentation,
+    CentroidTiling,
     CentroidTrainingConfig,
+    Rescaling,
     evaluate_centroids,
     label_centroids,
     predict_centroids,
     train_centroids,
 )
-from ..models import architecture_options
-from ..ops import SALIENCY_METHODS, ClassicalSettings
+from ..metrics import PointMatching
+from ..ops import ClassicalSettings
 from ._options import (
+    add_architecture_options,
     add_data_options,
     add_device_options,
     add_output_options,
     add_settings,
     add_training_options,
+    architecture_kwargs,
     settings_args,
     training_kwargs,
 )
@@ -50,32 +58,15 @@ def _source_kwargs(args) -> dict:
 
 
 def _add_segmentation_options(parser) -> None:
-    group = parser.add_argument_group("detection (default: the model's settings)")
-    group.add_argument("--threshold", type=float, default=None,
-                       help="likelihood above which a pixel belongs to a cell centre region")
-    group.add_argument("--min-area", type=int, default=None, help="smallest centre region (network pixels)")
+    """The detection and graph-cut settings (default: the model's), the cell windows per backward pass."""
+    fields = [f.name for f in dataclasses.fields(CentroidSegmentation) if spec(f).get("cli")]
+    detection = ["threshold", "min_area"]
+    no_defaults = {name: None for name in fields}  # the model's settings apply unless given
+    add_settings(parser.add_argument_group("detection (default: the model's settings)"), CentroidSegmentation,
+                 detection, defaults=no_defaults)
     group = parser.add_argument_group("guided backpropagation and graph cut (default: the model's settings)")
-    group.add_argument("--window", type=int, default=None, help="window around each cell (network pixels)")
-    group.add_argument("--map-smoothing", type=float, default=None,
-                       help="Gaussian sigma of the contribution maps before the projection (0: raw)")
-    group.add_argument("--foreground-threshold", type=float, default=None,
-                       help="foreground seeds: pixels a cell owns with this fraction of its strongest contribution")
-    group.add_argument("--background-threshold", type=float, default=None,
-                       help="background seeds: pixels another cell owns with this fraction of its strongest")
-    group.add_argument("--saliency", choices=SALIENCY_METHODS, default=None,
-                       help="data term: inverted (dark cells, phase contrast), image (bright cells), gradient "
-                            "(textured cells), none")
-    group.add_argument("--data-weight", type=float, default=None, help="weight of the data term")
-    group.add_argument("--smoothness", type=float, default=None,
-                       help="weight of the contrast-sensitive boundary term")
-    group.add_argument("--support-threshold", type=float, default=None,
-                       help="background seeds where a cell's own map is below this fraction of its maximum")
-    group.add_argument("--batch-size", type=int, default=32,
-                       help="cell windows per backward pass (default: %(default)s)")
-
-
-_SEGMENTATION_NAMES = ("threshold", "min_area", "window", "map_smoothing", "foreground_threshold",
-                       "background_threshold", "support_threshold", "saliency", "data_weight", "smoothness")
+    add_settings(group, CentroidSegmentation, [n for n in fields if n not in detection], defaults=no_defaults)
+    add_settings(group, CentroidTiling, ["batch_size"])
 
 
 def add_parsers(sub) -> None:
@@ -99,9 +90,7 @@ def add_parsers(sub) -> None:
     p.add_argument("images", nargs="+", help="image files or folders (phase contrast, DIC, brightfield)")
     _add_source_options(p)
     group = p.add_argument_group("network")
-    unet = architecture_options("unet")
-    group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
-    group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
+    add_architecture_options(group, ["width", "depth"])
     add_settings(group, CentroidTrainingConfig, ["scale", "sigma"])
     add_training_options(p, CentroidTrainingConfig)
     add_data_options(p, classes=False)
@@ -114,11 +103,9 @@ def add_parsers(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     _add_segmentation_options(p)
     group = p.add_argument_group("network")
-    group.add_argument("--rescale", type=float, default=1.0,
-                       help="resize the images by this factor first, so their cells have the size of the training "
-                            "cells: 2 for cells half as large (default: %(default)s)")
-    group.add_argument("--tile-size", type=int, default=512, help="likelihood map tiles (default: %(default)s)")
-    add_device_options(group, "fp32")
+    add_settings(group, Rescaling)
+    add_settings(group, CentroidTiling, ["tile_size"])
+    add_device_options(group, default_of(field_of(CentroidTiling, "precision")))
     add_data_options(p, classes=False)
     add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
@@ -129,8 +116,7 @@ def add_parsers(sub) -> None:
     p.add_argument("predictions", help="folder written by `cellmixer centroids predict`")
     p.add_argument("--truth", required=True, help="folder of ground truth: label images or ImageJ ROIs (.zip, .roi)")
     p.add_argument("--truth-suffix", default="", help="truth of a is a<suffix>.tif or .zip (default: none)")
-    p.add_argument("--max-distance", type=float, default=10.0,
-                   help="a detection matches a cell this close to its centroid, pixels (default: %(default)s)")
+    add_settings(p, PointMatching)
     add_output_options(p, output_required=False, default="centroid_evaluation")
 
 
@@ -144,17 +130,17 @@ def run(args, progress: bool) -> None:
               f"{args.output}/points.csv")
     elif args.step == "train":
         model = train_centroids(args.images, args.output, pattern=args.pattern, channel=args.channel,
-                                model_options={"width": args.width, "depth": args.depth}, progress=progress,
+                                model_options=architecture_kwargs(args), progress=progress,
                                 **_source_kwargs(args), **training_kwargs(args, CentroidTrainingConfig))
         info = model.config["training"]
         print(f"trained the cell-centre detector on {info['train_images']} images, {info['points']} points "
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
     elif args.step == "predict":
-        settings = {name: getattr(args, name) for name in _SEGMENTATION_NAMES}
         rows = predict_centroids(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
                                  overlays=args.overlays, overwrite=args.overwrite, progress=progress,
                                  rescale=args.rescale, batch_size=args.batch_size, tile_size=args.tile_size,
-                                 precision=args.precision, device=args.device, **settings)
+                                 precision=args.precision, device=args.device,
+                                 **settings_args(args, CentroidSegmentation, given_only=True))
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} cells) -> {args.output}")
     elif args.step == "evaluate":
         result = evaluate_centroids(args.predictions, args.truth, truth_suffix=args.truth_suffix,

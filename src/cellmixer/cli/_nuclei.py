@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..methods.nuclei import NucleiTrainingConfig, evaluate_nuclei, label_nuclei, predict_nuclei, train_nuclei
-from ..ops import CLASSICAL_METHODS, ClassicalSettings
+from ..ops import CLASSICAL_METHODS, ClassicalSettings, InstanceSettings
 from ._options import (
     add_data_options,
     add_network_options,
@@ -51,9 +51,7 @@ def add_parsers(sub) -> None:
     add_output_options(p)
 
     def instance_options(parser) -> None:
-        group = parser.add_argument_group("instances")
-        group.add_argument("--remove-border", action="store_true", help="drop nuclei touching the image edge")
-        group.add_argument("--min-area", type=int, default=0, help="drop nuclei smaller than this (pixels)")
+        add_settings(parser.add_argument_group("instances"), InstanceSettings, ["remove_border", "min_area"])
 
     p = steps.add_parser("predict", help="segment nuclei with a trained model",
                          description="Write <name>_labels.tif (0 background, 1..n nuclei), <name>_objects.csv, "

@@ -6,10 +6,29 @@ import argparse
 import json
 from dataclasses import fields
 
-from .._settings import default_of, flag_of, spec
+from .._settings import default_of, flags_of, spec
 from ..engine import DEVICES, PRECISIONS, OptimizationSettings, Tiling
-from ..models import ARCHITECTURES, VIT_SIZES, architecture_options
+from ..models import ARCHITECTURES, VIT_SIZES, ArchitectureOptions, architecture_options
 from ..ops import ForegroundParams
+
+
+# The namespace attribute that lists the settings given on the command line (not left at their defaults).
+GIVEN = "given_settings"
+
+
+def _recording(action_class):
+    """``action_class`` that also notes its destination in ``namespace.given_settings``."""
+
+    class Recording(action_class):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            setattr(namespace, GIVEN, {*getattr(namespace, GIVEN, ()), self.dest})
+
+    return Recording
+
+
+_STORE, _STORE_TRUE, _STORE_FALSE = (_recording(argparse._StoreAction), _recording(argparse._StoreTrueAction),
+                                     _recording(argparse._StoreFalseAction))
 
 
 def add_settings(group, cls, names=None, *, skip=(), defaults=None) -> None:
@@ -25,10 +44,10 @@ def add_settings(group, cls, names=None, *, skip=(), defaults=None) -> None:
         text = s.get("help", "")
         if isinstance(default, bool) or s.get("kind") is bool:
             if default:
-                flag = s.get("flag") or f"--no-{f.name.replace('_', '-')}"
-                group.add_argument(flag, dest=f.name, action="store_false", help=f"off: {text}" if text else None)
+                flags = flags_of(f) if s.get("flag") else (f"--no-{f.name.replace('_', '-')}",)
+                group.add_argument(*flags, dest=f.name, action=_STORE_FALSE, help=f"off: {text}" if text else None)
             else:
-                group.add_argument(flag_of(f), dest=f.name, action="store_true", help=text or None)
+                group.add_argument(*flags_of(f), dest=f.name, action=_STORE_TRUE, help=text or None)
             continue
         shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else "%(default)s"
         options = dict(dest=f.name, default=default, help=text if default is None else f"{text} (default: {shown})")
@@ -36,19 +55,21 @@ def add_settings(group, cls, names=None, *, skip=(), defaults=None) -> None:
             options["type"] = s["parse"]
         elif isinstance(default, (tuple, list)):
             options.update(type=type(default[0]), nargs=s.get("nargs") or len(default))
-        elif s.get("kind") is not None or default is not None:
-            options["type"] = s.get("kind") or type(default)
+        elif s.get("kind") is not None or default_of(f) is not None:
+            options["type"] = s.get("kind") or type(default_of(f))
         if s.get("choices") is not None:
             options["choices"] = s["choices"]
         if s.get("metavar") is not None:
             options["metavar"] = s["metavar"]
-        group.add_argument(flag_of(f), **options)
+        group.add_argument(*flags_of(f), action=_STORE, **options)
 
 
-def settings_args(args, cls) -> dict:
-    """The fields of ``cls`` that ``args`` holds, as keyword arguments (tuples for lists)."""
+def settings_args(args, cls, *, given_only: bool = False) -> dict:
+    """The fields of ``cls`` that ``args`` holds, as keyword arguments (tuples for lists); with
+    ``given_only``, those given on the command line only (the function fills in the same defaults)."""
+    given = getattr(args, GIVEN, set())
     return {f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v
-            for f in fields(cls) if hasattr(args, f.name)}
+            for f in fields(cls) if hasattr(args, f.name) and (not given_only or f.name in given)}
 
 
 def add_data_options(parser, *, classes: bool = True) -> None:
@@ -64,8 +85,10 @@ def add_foreground_options(parser) -> None:
     add_settings(parser.add_argument_group("unsupervised foreground (pseudo-labels)"), ForegroundParams)
 
 
-def foreground_params(args) -> ForegroundParams:
-    return ForegroundParams(**settings_args(args, ForegroundParams))
+def foreground_params(args) -> ForegroundParams | None:
+    """The foreground settings given on the command line, or None when none was (the defaults)."""
+    given = settings_args(args, ForegroundParams, given_only=True)
+    return ForegroundParams(**given) if given else None
 
 
 def add_device_options(group, precision: str) -> None:
@@ -132,14 +155,9 @@ def add_training_options(parser, config_class, own=()):
 def training_kwargs(args, config_class) -> dict:
     """Keyword arguments of a training function: the settings of ``config_class`` found in ``args``
     and how to run (device, threads, resume, overwrite)."""
-    return {**settings_args(args, config_class), "device": args.device, "threads": args.threads,
+    return {**settings_args(args, config_class, given_only=True), "device": args.device, "threads": args.threads,
             "resume": args.resume, "overwrite": args.overwrite}
 
-
-
-# Dedicated flags -> architecture option; anything else goes through --model-option KEY=VALUE.
-ARCHITECTURE_FLAGS = {"width": "width", "depth": "depth", "vit_size": "size", "registers": "registers",
-                      "input_size": "input_size"}
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -163,24 +181,30 @@ def tile_size(value: str):
         raise argparse.ArgumentTypeError("give a number of pixels or 'auto'") from None
 
 
+def add_architecture_options(group, names, architecture: str = "unet") -> None:
+    """Flags of the architecture options ``names`` (ranges from :class:`cellmixer.models.ArchitectureOptions`,
+    shown defaults from the architecture)."""
+    add_settings(group, ArchitectureOptions, names, defaults={
+        name: value for name, value in architecture_options(architecture).items() if name in names})
+
+
+def architecture_kwargs(args) -> dict:
+    """The architecture options given on the command line (the others keep the architecture's defaults)."""
+    return settings_args(args, ArchitectureOptions, given_only=True)
+
+
 def add_network_options(parser):
     """The "network" and "pretrained encoder" option groups; returns the "network" group."""
-    unet = architecture_options("unet")
     vit = architecture_options("segmenter")
     group = parser.add_argument_group("network")
     group.add_argument("--model", default="unet", metavar="NAME",
                        help=f"architecture: {', '.join(ARCHITECTURES)}; segmenter is the paper's DINOv2 ViT encoder "
                             "with a Segmenter mask-transformer decoder (default: %(default)s)")
-    group.add_argument("--width", type=int, default=None,
-                       help=f"U-Net channels at full resolution (default: {unet['width']})")
-    group.add_argument("--depth", type=int, default=None, help=f"U-Net down-sampling steps (default: {unet['depth']})")
+    add_architecture_options(group, ["width", "depth"])
     group.add_argument("--vit-size", choices=tuple(VIT_SIZES), default=None,
                        help=f"ViT models: DINOv2 ViT-S/B/L/g with patch 14 (default: {vit['size']})")
-    group.add_argument("--registers", type=int, default=None,
-                       help=f"ViT models: register tokens, 4 for DINOv2 *_reg weights (default: {vit['registers']})")
-    group.add_argument("--input-size", type=int, default=None,
-                       help="ViT models: input side, a multiple of 14; prediction tiles have this size, use it as "
-                            f"--crop-size too (the paper: 518) (default: {vit['input_size']})")
+    add_settings(group, ArchitectureOptions, ["registers", "input_size"],
+                 defaults={name: vit[name] for name in ("registers", "input_size")})
     group.add_argument("--model-option", dest="model_option", type=_key_value, action="append", default=[],
                        metavar="KEY=VALUE", help="any other option of the architecture, e.g. decoder_layers=1 or "
                                                  "norm=group (repeatable)")
@@ -192,7 +216,8 @@ def add_network_options(parser):
 def network_kwargs(args) -> dict:
     """The architecture of :func:`cellmixer.train` / :func:`cellmixer.train_nuclei` from the options (the
     pretrained encoder's options are training settings: :func:`training_kwargs`)."""
-    options = {option: getattr(args, flag) for flag, option in ARCHITECTURE_FLAGS.items()
-               if getattr(args, flag) is not None}
+    options = architecture_kwargs(args)
+    if args.vit_size is not None:
+        options["size"] = args.vit_size
     options.update(dict(args.model_option))
     return {"model": args.model, "model_options": options}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from ..methods.typed import TypedTrainingConfig, evaluate_typed, predict_typed, train_typed
-from ..metrics import LIVECELL_MAX_DETECTIONS
-from ..models import architecture_options
+from ..metrics import CocoScoring
+from ..ops import InstanceSettings
 from ._options import (
+    add_architecture_options,
     add_data_options,
     add_output_options,
     add_settings,
     add_tiling_options,
     add_training_options,
+    architecture_kwargs,
     training_kwargs,
 )
 
@@ -38,10 +40,7 @@ def add_parsers(sub) -> None:
                                                           "training images)")
     group.add_argument("--validation-images", default=None, help="folder of the validation images")
     add_settings(group, TypedTrainingConfig, ["validation_fraction", "line_radius", "normalization"])
-    group = p.add_argument_group("network")
-    unet = architecture_options("unet")
-    group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
-    group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
+    add_architecture_options(p.add_argument_group("network"), ["width", "depth"], "typed_unet")
     add_training_options(p, TypedTrainingConfig, own=("dice_weights", "type_weight"))
     p.add_argument("--channel", type=int, default=None, help="channel of multi-channel images (0-based)")
     add_output_options(p)
@@ -56,9 +55,7 @@ def add_parsers(sub) -> None:
                        help="instance source for a CellMixer model: watershed (default), components, a nucleus "
                             "model or cell-centre detector folder, or a folder of label images <name>_labels.tif; a "
                             "typed model uses its own")
-    group.add_argument("--min-distance", type=int, default=5,
-                       help="watershed: smallest distance between cell centres in pixels (default: %(default)s)")
-    group.add_argument("--min-area", type=int, default=10, help="drop cells smaller than this (default: %(default)s)")
+    add_settings(group, InstanceSettings, ["min_distance", "min_area"], defaults={"min_area": 10})
     group.add_argument("--coco", default=None, help="COCO file listing the images: its image ids go into "
                                                     "coco_results.json")
     add_data_options(p, classes=False)
@@ -72,10 +69,7 @@ def add_parsers(sub) -> None:
     p.add_argument("predictions", help="folder written by `cellmixer typed predict`, or a COCO results file")
     p.add_argument("--truth", required=True, help="COCO annotation file")
     p.add_argument("--class-from", default="annotation", help=class_help)
-    p.add_argument("--max-detections", type=int, nargs=3, default=LIVECELL_MAX_DETECTIONS, metavar="N",
-                   help="pycocotools maxDets; AP at the last (default: LIVECell's 100 500 2000)")
-    p.add_argument("--area-ranges", choices=("livecell", "coco"), default="livecell",
-                   help="small/medium/large limits: LIVECell's 18²/31² or COCO's 32²/96² pixels (default: %(default)s)")
+    add_settings(p, CocoScoring)
     add_output_options(p, output_required=False, default="typed_evaluation")
 
 
@@ -84,7 +78,7 @@ def run(args, progress: bool) -> None:
         model = train_typed(
             args.annotations, args.output, images=args.images, validation=args.validation,
             validation_images=args.validation_images, classes=args.classes,
-            channel=args.channel, model_options={"width": args.width, "depth": args.depth}, progress=progress,
+            channel=args.channel, model_options=architecture_kwargs(args), progress=progress,
             **training_kwargs(args, TypedTrainingConfig))
         info = model.config["training"]
         print(f"trained typed-cell model for {', '.join(model.config['types'])} ({info['iterations']} iterations, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._errors import CellmixerError
+from ..models import CONFIG_FILE
 from ._model import SegmentationModel
 
 METHODS: dict[str, type["Method"]] = {}
@@ -40,6 +41,11 @@ class Method:
     @classmethod
     def owns(cls, model: SegmentationModel) -> bool:
         return model.config.get("task") == cls.task
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        """Refuse a model configuration whose entries of this method (beyond :class:`ModelConfig`) are not
+        what it needs, naming the key (a :class:`CellmixerError`); called when a model is loaded."""
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -75,7 +81,14 @@ def load_model(model, *, methods, device=None, option: str = "MODEL") -> Segment
         model = SegmentationModel.load(source, device=device)
     elif device is not None:
         model.to(device)
-    found = method_of(model)
+    try:
+        found = method_of(model)
+        found.check_config(model.config)
+    except CellmixerError as exc:
+        if source is None:
+            raise
+        raise CellmixerError(f"{source / CONFIG_FILE}: {str(exc).rstrip('.')}; restore the file from the trained "
+                             "model.") from None
     if found.name not in methods:
         wanted = [METHODS[name] for name in methods if name in METHODS]
         where = f"{source}" if source is not None else option

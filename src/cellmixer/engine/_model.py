@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._errors import CellmixerError
-from .._settings import takes_settings
+from .._settings import check_mapping, check_value, setting, takes_settings
 from .._version import __version__
 from ..io import atomic_path, write_json
 from ..models import (
@@ -35,6 +36,96 @@ from ._tiling import (
 )
 
 
+# Label images are uint8: 0 is background, 1..255 the classes.
+MAX_CLASSES = 255
+# The keys of each normalization method (besides "method"); see engine.input_statistics.
+NORMALIZATION_KEYS = {"background": {"foreground"}, "percentile": {"low", "high"}, "tile": {"tile_size"}}
+
+
+def _class_names_need(names) -> str | None:
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        return "give a list of names"
+    if len(set(names)) < len(names):
+        return "the names must differ"
+    if len(names) > MAX_CLASSES:
+        return f"at most {MAX_CLASSES} classes"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The keys of a model folder's ``config.json`` that describe how images reach the network (the
+    rest: ``architecture`` with :class:`cellmixer.models.ArchitectureOptions`, ``normalization`` with
+    :data:`NORMALIZATION_KEYS`). A folder is checked against them on load (:func:`check_model_config`)."""
+
+    format: str = setting(FORMAT, "what the file is", choices=(FORMAT,), cli=False)
+    format_version: int = setting(FORMAT_VERSION, "version of the folder's layout", at_least=1, cli=False)
+    cellmixer_version: str = setting(__version__, "the version that wrote it", cli=False)
+    task: str | None = setting(None, "the method whose model it is (none: a cell-type model)", kind=str, cli=False)
+    classes: list = setting([], "class names, label k is the k-th", check=_class_names_need, cli=False)
+    channel: int | None = setting(None, "channel of multi-channel images", kind=int, at_least=0, cli=False)
+    input_scale: float = setting(1.0, "images are resized by this factor for the network, e.g. 0.5 for large cells",
+                                 at_least=0.05, at_most=4, cli=False)
+
+
+def check_model_config(config, path) -> None:
+    """Refuse a ``config.json`` (already parsed) that does not describe a model this version can
+    load: the wrong kinds of values, keys missing or unknown where they are passed on, values out of
+    range, a network beyond :data:`cellmixer.models.MAX_PARAMETERS`. The message names ``path`` and
+    the key."""
+
+    def bad(message: str):
+        raise CellmixerError(f"{path}: {message}; restore the file from the trained model.")
+
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CellmixerError(f"{path}: not a cellmixer model configuration (no \"format\": \"{FORMAT}\").")
+    version = config.get("format_version", 1)
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CellmixerError(f"{path}: written by a newer cellmixer (format {version}); upgrade cellmixer to load it.")
+    for name in ("classes", "architecture", "normalization"):
+        if name not in config:
+            bad(f"\"{name}\" is missing")
+    try:
+        for field in dataclasses.fields(ModelConfig):
+            if field.name in config:
+                check_value(field, config[field.name], key=field.name)
+        spec, normalization = config["architecture"], config["normalization"]
+        if not isinstance(spec, dict) or spec.get("num_classes") != len(config["classes"]) + 1:
+            raise CellmixerError(f"\"architecture.num_classes\" is {json.dumps(spec.get('num_classes')) if isinstance(spec, dict) else json.dumps(spec)[:40]}"
+                                 f": the file lists {len(config['classes'])} classes, the network needs "
+                                 f"{len(config['classes']) + 1} outputs")
+        if spec.get("in_channels") != 1:
+            raise CellmixerError(f"\"architecture.in_channels\" is {json.dumps(spec.get('in_channels'))}: give 1")
+        if not isinstance(normalization, dict) or normalization.get("method") not in NORMALIZATION_KEYS:
+            raise CellmixerError(f"\"normalization.method\": choose one of {', '.join(NORMALIZATION_KEYS)}")
+        method = normalization["method"]
+        unknown = sorted(set(normalization) - NORMALIZATION_KEYS[method] - {"method"})
+        missing = sorted(NORMALIZATION_KEYS[method] - {"low", "high"} - set(normalization))
+        if unknown or missing:
+            key = (unknown or missing)[0]
+            raise CellmixerError(f"\"normalization.{key}\" " + ("is not a setting of the method " + method
+                                                                  if unknown else "is missing"))
+        if method == "background":
+            check_mapping(ForegroundParams, normalization["foreground"], key="normalization.foreground")
+        elif method == "tile":
+            check_value(_TILE_SIZE, normalization["tile_size"], key="normalization.tile_size")
+        else:
+            low, high = normalization.get("low", 1.0), normalization.get("high", 99.8)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) \
+                    or not 0 <= low < high <= 100:
+                raise CellmixerError(f"\"normalization.low\" and \"high\" are {low} and {high}: give percentiles "
+                                     "0 <= low < high <= 100")
+    except CellmixerError as exc:
+        bad(str(exc).rstrip("."))
+
+
+_TILE_SIZE = next(f for f in dataclasses.fields(Tiling) if f.name == "tile_size")
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 class SegmentationModel:
     """A semantic segmentation network with everything needed to use it on new images.
 
@@ -56,9 +147,10 @@ class SegmentationModel:
     ((40, 50), dtype('uint8'), 3)
     """
 
-    def __init__(self, network: torch.nn.Module, config: dict, *, device=None):
+    def __init__(self, network: torch.nn.Module, config: dict, *, device=None, folder=None):
         self.network = network.to(memory_format=torch.channels_last).eval()
         self.config = config
+        self.folder = None if folder is None else Path(folder)  # where it was loaded from
         if device is not None:
             self.to(device)
 
@@ -114,6 +206,14 @@ class SegmentationModel:
     def channel(self) -> int | None:
         return self.config.get("channel")
 
+    def input_channel(self, channel: int | None = None) -> tuple[int | None, str]:
+        """The channel to read images at, ``channel`` (``--channel``) or else the model's own, and what
+        chose it (for messages: ``read_image(path, channel=..., channel_option=...)``)."""
+        if channel is not None:
+            return channel, "--channel"
+        where = f" ({self.folder / CONFIG_FILE})" if self.folder is not None else ""
+        return self.channel, f"the model's channel{where}"
+
     @property
     def input_scale(self) -> float:
         return float(self.config.get("input_scale", 1.0))
@@ -143,26 +243,11 @@ class SegmentationModel:
                     f"{path}: missing; a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE} (train again or copy both)."
                 )
         try:
-            config = json.loads(config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            config = json.loads(config_path.read_text(), parse_constant=_refuse_constant)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
             raise CellmixerError(f"{config_path}: not valid JSON ({exc}); restore it from the trained model.") from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise CellmixerError(f"{config_path}: not a cellmixer model configuration (no \"format\": \"{FORMAT}\").")
-        if config.get("format_version", 0) > FORMAT_VERSION:
-            raise CellmixerError(f"{config_path}: written by a newer cellmixer (format {config['format_version']}); "
-                                 "upgrade cellmixer to load it.")
-        try:
-            classes = config["classes"]
-            spec = config["architecture"]
-            if len(classes) + 1 != spec["num_classes"]:
-                raise CellmixerError(f"{config_path}: lists {len(classes)} classes but the architecture has "
-                                     f"{spec['num_classes']} outputs; the file was edited inconsistently.")
-        except (KeyError, TypeError) as exc:
-            raise CellmixerError(f"{config_path}: incomplete model configuration (missing {exc}).") from None
-        try:
-            network = build_network(spec)
-        except CellmixerError as exc:
-            raise CellmixerError(f"{config_path}: {exc}") from None
+        check_model_config(config, config_path)
+        network = build_network(config["architecture"], source=str(config_path))
         try:
             state = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -173,7 +258,7 @@ class SegmentationModel:
             raise CellmixerError(f"{weights_path}: does not match {CONFIG_FILE} ({detail}); the two files come "
                                  "from different models.")
         network.load_state_dict(state)
-        return cls(network, config, device=device)
+        return cls(network, config, device=device, folder=folder)
 
     # ----------------------------------------------------------------------------- use
     def input_statistics(self, image: np.ndarray) -> tuple[float, float]:

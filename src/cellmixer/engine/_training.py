@@ -69,7 +69,7 @@ class OptimizationSettings:
 
     iterations: int = setting(2000, "optimisation steps", at_least=1)
     batch_size: int = setting(8, "crops per step", at_least=1)
-    crop_size: int = setting(256, "crop side in pixels", at_least=16)
+    crop_size: int = setting(256, "crop side in pixels", at_least=16, at_most=4096)
     optimizer: str = setting("sgd", "", choices=("sgd", "adam"))
     learning_rate: float = setting(1e-3, "", above=0)
     momentum: float = setting(0.9, "SGD momentum", at_least=0, below=1)
@@ -77,7 +77,7 @@ class OptimizationSettings:
     lr_schedule: str = setting("constant", "", choices=("constant", "poly"))
     augment: bool = setting(True, "flips and rotations, blur, noise, brightness and contrast", flag="--no-augment")
     precision: str = setting("auto", "network arithmetic during training", choices=PRECISIONS, cli=False)
-    seed: int = setting(0, "seeds the weights, the sampling and the augmentation")
+    seed: int = setting(0, "seeds the weights, the sampling and the augmentation", at_least=0, at_most=2**32 - 1)
     checkpoint_every: int = setting(250, "iterations between checkpoints", at_least=1)
     # Architectures with a pretrained encoder (segmenter, vit-linear): where its weights come from, and
     # whether it is frozen or fine-tuned at learning_rate * encoder_lr_scale. Their options are the

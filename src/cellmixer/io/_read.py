@@ -49,7 +49,7 @@ def _channel_axis(shape: tuple[int, ...]) -> int | None:
     return None
 
 
-def read_image(path, *, channel: int | None = None) -> np.ndarray:
+def read_image(path, *, channel: int | None = None, channel_option: str = "--channel") -> np.ndarray:
     """Read a 2-D microscopy image as float32, keeping its original intensity values.
 
     Parameters
@@ -62,6 +62,8 @@ def read_image(path, *, channel: int | None = None) -> np.ndarray:
         (H, W, C) images (C <= 4, e.g. RGB) or the first axis of (C, H, W) stacks (C <= 8, common
         for TIFF). ``None`` averages the colour channels of RGB(A) images (alpha dropped) and
         refuses other multi-channel stacks.
+    channel_option : str
+        What set ``channel``, for messages (``'--nuclear-channel'``, a model's configuration).
 
     Returns
     -------
@@ -98,7 +100,7 @@ def read_image(path, *, channel: int | None = None) -> np.ndarray:
         if channel is not None:
             if not -n <= channel < n:
                 raise CellmixerError(
-                    f"{path}: --channel {channel} is out of range; this image has {n} channels "
+                    f"{path}: {channel_option} {channel} is out of range; this image has {n} channels "
                     f"(use 0 to {n - 1})."
                 )
             raw = raw[..., channel]
@@ -111,8 +113,8 @@ def read_image(path, *, channel: int | None = None) -> np.ndarray:
     elif raw.ndim == 2:
         if channel not in (None, 0, -1):
             raise CellmixerError(
-                f"{path}: --channel {channel} is out of range; this image has a single channel "
-                "(use 0 or leave the option out)."
+                f"{path}: {channel_option} {channel} is out of range; this image has a single channel "
+                "(use 0, or no channel)."
             )
     else:
         raise CellmixerError(

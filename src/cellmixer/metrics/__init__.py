@@ -2,6 +2,7 @@
 
 from ._centroids import (
     DEFAULT_MATCH_DISTANCE,
+    PointMatching,
     centroid_scores,
     detection_scores,
     match_points,
@@ -9,7 +10,7 @@ from ._centroids import (
     object_centroids,
     summarize_centroid_scores,
 )
-from ._coco import AP_KEYS, AREA_RANGES, LIVECELL_MAX_DETECTIONS, coco_evaluate
+from ._coco import AP_KEYS, AREA_RANGES, LIVECELL_MAX_DETECTIONS, CocoScoring, coco_evaluate
 from ._instances import (
     AP_THRESHOLDS,
     F1_THRESHOLDS,
@@ -29,6 +30,8 @@ from ._instances import (
 from ._semantic import confusion_matrix, format_table, segmentation_scores
 
 __all__ = [
+    "CocoScoring",
+    "PointMatching",
     "AP_KEYS",
     "AP_THRESHOLDS",
     "AREA_RANGES",

@@ -11,15 +11,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from .._errors import CellmixerError
+from .._settings import check_value, field_of, setting
 from ..io import as_label_image, label_index
 from ._instances import _pair, instance_overlap, instance_scores
 
 DEFAULT_MATCH_DISTANCE = 10.0
+
+
+@dataclass(frozen=True)
+class PointMatching:
+    """How detections are matched to cells (its one home: default, range, help)."""
+
+    max_distance: float = setting(DEFAULT_MATCH_DISTANCE, "a detection matches a cell this close to its centroid, "
+                                  "pixels", above=0, at_most=10_000)
 
 
 def _as_points(points, name: str) -> np.ndarray:
@@ -53,8 +64,7 @@ def match_points(truth, detections, *, max_distance: float = DEFAULT_MATCH_DISTA
     """One-to-one matches of detections to ground-truth points no more than ``max_distance`` apart:
     as many as possible, then the smallest total distance. Returns index arrays (truth, detection)."""
     truth, detections = _as_points(truth, "truth"), _as_points(detections, "detections")
-    if not max_distance > 0:
-        raise CellmixerError(f"--max-distance {max_distance}: must be positive (pixels).")
+    check_value(field_of(PointMatching, "max_distance"), max_distance)
     if len(truth) == 0 or len(detections) == 0:
         return np.zeros(0, int), np.zeros(0, int)
     pairs = cKDTree(truth).sparse_distance_matrix(cKDTree(detections), max_distance, output_type="coo_matrix")

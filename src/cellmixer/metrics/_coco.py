@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -19,6 +20,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .._errors import CellmixerError
+from .._settings import check_value, field_of, setting
 
 LIVECELL_MAX_DETECTIONS = (100, 500, 2000)
 AREA_RANGES = {
@@ -26,6 +28,24 @@ AREA_RANGES = {
     "coco": [[0, 1e10], [0, 32**2], [32**2, 96**2], [96**2, 1e10]],
 }
 AP_KEYS = ("mAP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _max_detections_need(limits) -> str | None:
+    if (not isinstance(limits, (tuple, list)) or len(limits) != 3
+            or not all(isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 100_000 for m in limits)
+            or list(limits) != sorted(limits)):
+        return "give 3 increasing limits from 1 to 100000, e.g. 100 500 2000 (AP is taken at the last)"
+    return None
+
+
+@dataclass(frozen=True)
+class CocoScoring:
+    """Settings of :func:`coco_evaluate` that a user chooses (their one home: defaults, ranges, help)."""
+
+    max_detections: tuple = setting(LIVECELL_MAX_DETECTIONS, "pycocotools maxDets; AP at the last (default: "
+                                    "LIVECell's)", check=_max_detections_need, metavar="N", nargs=3)
+    area_ranges: str = setting("livecell", "small/medium/large limits: LIVECell's 18²/31² or COCO's 32²/96² pixels",
+                               choices=tuple(AREA_RANGES))
 
 
 def _coco_object(dataset: dict):
@@ -107,8 +127,7 @@ def coco_evaluate(truth: dict, results: list, *, class_aware: bool = True, image
         where there is no ground truth), ``per_class`` ({name: mAP}, class-aware only), and
         ``max_detections``, ``area_ranges``, ``detections``, ``instances`` (counts scored).
     """
-    if len(max_detections) != 3:
-        raise CellmixerError(f"max_detections={list(max_detections)}: give 3 limits, e.g. 100 500 2000.")
+    check_value(field_of(CocoScoring, "max_detections"), tuple(max_detections))
     ranges = AREA_RANGES[area_ranges] if isinstance(area_ranges, str) else [list(r) for r in area_ranges]
     known_images = {im["id"] for im in truth["images"]}
     known_categories = {c["id"] for c in truth["categories"]}

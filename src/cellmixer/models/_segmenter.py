@@ -40,8 +40,9 @@ class MaskTransformer(nn.Module):
         self.cls_emb = nn.Parameter(torch.zeros(1, num_classes, dim))
         self.blocks = nn.ModuleList(Block(dim, num_heads, layerscale=None, dropout=dropout) for _ in range(num_blocks))
         self.decoder_norm = nn.LayerNorm(dim)
-        self.proj_patch = nn.Parameter(dim**-0.5 * torch.randn(dim, dim))
-        self.proj_classes = nn.Parameter(dim**-0.5 * torch.randn(dim, dim))
+        # initialised in place: a network sized on the meta device skips that (models.parameter_count)
+        self.proj_patch = nn.Parameter(nn.init.normal_(torch.empty(dim, dim), std=dim**-0.5))
+        self.proj_classes = nn.Parameter(nn.init.normal_(torch.empty(dim, dim), std=dim**-0.5))
         self.mask_norm = nn.LayerNorm(num_classes)
         self.apply(_init_linear)
         nn.init.trunc_normal_(self.cls_emb, std=0.02)
@@ -96,7 +97,8 @@ class _ViTSegmentation(nn.Module):
         self.size = size
         self.input_size = input_size  # training crops and prediction tiles default to this
         self.encoder = VisionTransformer(**self.settings, registers=registers, input_size=input_size, in_channels=3)
-        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        # CPU tensors even when the network is sized on the meta device (models.parameter_count)
+        mean, std = torch.tensor(IMAGENET_MEAN, device="cpu"), torch.tensor(IMAGENET_STD, device="cpu")
         if in_channels == 1:  # grey g = mean(mean) + mean(std) * x, then (g - mean_c) / std_c per channel
             gain, shift = std.mean() / std, (mean.mean() - mean) / std
         else:

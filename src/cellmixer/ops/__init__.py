@@ -21,13 +21,14 @@ from ._graphcut import SALIENCY_METHODS, fuse_cells, graph_cut, saliency_map, sm
 from ._losses import DICE_WEIGHTS, log_dice_loss, tversky_loss
 from ._mixup import background_stats, mix_labels, mix_pair, normalize_by_background
 from ._mosaic import mosaic_pair
-from ._postprocess import instances_from_classes
+from ._postprocess import InstanceSettings, instances_from_classes
 from ._resize import rescale_image
 from ._table import OBJECT_FIELDS, object_table
 from ._targets import IGNORE, three_class_targets
 from ._watershed import split_foreground
 
 __all__ = [
+    "InstanceSettings",
     "AugmentParams",
     "DICE_WEIGHTS",
     "CLASSICAL_CONFIGURATIONS",

@@ -19,11 +19,14 @@ where thinning may shorten a branch).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.morphology import skeletonize
 
 from .._errors import CellmixerError
+from .._settings import check_settings, setting
 from ..io import relabel_consecutive, remove_border_objects
 
 BACKGROUND, NUCLEUS, SEPARATION = 0, 1, 2
@@ -50,6 +53,19 @@ def _check_classes(classes) -> np.ndarray:
             raise CellmixerError(f"classes: found value {bad.flat[0]}; a class map holds only 0 (background), "
                                  "1 (nucleus) and 2 (separation line) (set ignored pixels to 0 first).")
     return classes
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """Settings of the instances of a label image (their one home: defaults, ranges, help)."""
+
+    remove_border: bool = setting(False, "drop objects touching the image edge")
+    min_area: int = setting(0, "drop objects smaller than this (pixels)", at_least=0)
+    min_distance: int = setting(5, "watershed: smallest distance between cell centres in pixels", at_least=1,
+                                at_most=1000)
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def instances_from_classes(classes, *, remove_border: bool = False, min_area: int = 0) -> np.ndarray:
@@ -98,9 +114,7 @@ def instances_from_classes(classes, *, remove_border: bool = False, min_area: in
     1
     """
     classes = _check_classes(classes)
-    min_area = int(min_area)
-    if min_area < 0:
-        raise CellmixerError(f"min_area={min_area}: must be >= 0 (0 keeps every object).")
+    InstanceSettings(remove_border=remove_border, min_area=min_area)  # checked
     nucleus = classes == NUCLEUS
     if not nucleus.any():
         return np.zeros(classes.shape, np.int32)

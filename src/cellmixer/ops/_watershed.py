@@ -9,6 +9,7 @@ from skimage.segmentation import watershed
 
 from .._errors import CellmixerError
 from ..io import relabel_consecutive
+from ._postprocess import InstanceSettings
 
 
 def split_foreground(mask, *, min_distance: int = 5, sigma: float = 1.0, min_area: int = 0) -> np.ndarray:
@@ -49,8 +50,7 @@ def split_foreground(mask, *, min_distance: int = 5, sigma: float = 1.0, min_are
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise CellmixerError(f"mask: expected one 2-D foreground mask, got shape {mask.shape}.")
-    if int(min_distance) < 1:
-        raise CellmixerError(f"min_distance={min_distance}: must be at least 1 pixel.")
+    InstanceSettings(min_distance=min_distance, min_area=min_area)  # checked
     mask = mask != 0
     components, count = ndi.label(mask)
     if count == 0:

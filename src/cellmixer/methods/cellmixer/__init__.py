@@ -6,6 +6,7 @@ from ._data import CropSampler, PseudoLabelledImage, load_pseudolabelled, pseudo
 from ._evaluate import (
     NOT_ANNOTATED,
     EvaluationImage,
+    EvaluationSettings,
     artificial_mixtures,
     evaluate,
     evaluation_panel,
@@ -13,7 +14,7 @@ from ._evaluate import (
     score,
 )
 from ._method import CellMixer
-from ._mix import mix
+from ._mix import MixSettings, mix
 from ._predict import class_overlay, predict, region_summary
 from ._pseudolabel import pseudolabel, qc_panel
 from ._train import TrainingConfig, train
@@ -22,6 +23,8 @@ __all__ = [
     "CellMixer",
     "CropSampler",
     "EvaluationImage",
+    "EvaluationSettings",
+    "MixSettings",
     "NOT_ANNOTATED",
     "PseudoLabelledImage",
     "TrainingConfig",

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..._errors import CellmixerError
 from ..._progress import progress_bar
-from ..._settings import takes_settings
-from ...engine import SegmentationModel, Tiling, as_tiling, load_model
+from ..._settings import check_settings, setting, setting_like, settings_from, split_settings, takes_settings
+from ...engine import OptimizationSettings, SegmentationModel, Tiling, as_tiling, load_model
 from ...io import (
     add_legend,
     check_overwrite,
@@ -28,11 +28,27 @@ from ...io import (
 )
 from ...metrics import confusion_matrix, format_table, segmentation_scores
 from ...ops import mix_pair
+from ._train import TrainingConfig
 
 UNMIXED = "Unmixed"
 ARTIFICIAL = "Artificial Mix"
 NOT_ANNOTATED = -1  # value in ground-truth class maps of pixels that are not scored
 MIXED_IGNORE_DEFAULT = 255
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Settings of :func:`evaluate` (their one home: defaults, ranges, help)."""
+
+    ignore_value: int | None = setting(None, "mask value of pixels not annotated (default: none for DATA/<class>/ "
+                                             "folders, where any non-zero pixel is a cell; 255 for class-index "
+                                             "masks of mixed cultures)", kind=int, at_least=0, at_most=255)
+    artificial: int = setting(100, "artificial mixtures to score; 0 for none", at_least=0, at_most=100_000)
+    lam: float = setting_like(TrainingConfig, "lam", 0.5, help="mixup weight")
+    seed: int = setting_like(OptimizationSettings, "seed", 0, help="seeds the choice of pairs to mix")
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 @dataclass
@@ -46,7 +62,8 @@ class EvaluationImage:
 
 
 def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
-                           channel: int | None = None, ignore_value: int | None = None) -> list[EvaluationImage]:
+                           channel: int | None = None, channel_option: str = "--channel",
+                           ignore_value: int | None = None) -> list[EvaluationImage]:
     """Read annotated images from ``data``.
 
     If ``data`` has sub-folders named after classes (homogeneous cultures), each image's mask may
@@ -58,16 +75,21 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
     """
     data = Path(data)
     if not data.is_dir():
-        raise CellmixerError(f"{data}: no such evaluation folder.")
-    subfolders = {p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    homogeneous = bool(subfolders) and subfolders <= set(class_names)
-    if subfolders and not homogeneous and subfolders & set(class_names):
-        unknown = sorted(subfolders - set(class_names))
-        raise CellmixerError(f"{data}: sub-folder(s) {unknown} are not classes of the model ({class_names}); "
-                             "rename or move them.")
-    folders = [(data / name, class_names.index(name) + 1) for name in sorted(subfolders)] if homogeneous else [(data, None)]
+        raise CellmixerError(f"--data {data}: no such evaluation folder.")
+    if masks_dir is not None and not Path(masks_dir).is_dir():
+        raise CellmixerError(f"--masks-dir {masks_dir}: no such folder; give the folder of the ground-truth masks, "
+                             "or leave the option out for masks beside the images.")
+    homogeneous, folders = _class_folders(data, class_names, masks_dir=masks_dir, mask_suffix=mask_suffix,
+                                          pattern=pattern)
     if ignore_value is None and not homogeneous:
         ignore_value = MIXED_IGNORE_DEFAULT
+    if ignore_value is not None and not homogeneous and 0 <= ignore_value <= len(class_names):
+        raise CellmixerError(f"--ignore-value {ignore_value}: class-index masks use 0..{len(class_names)} for "
+                             f"background and the model's classes; give a value above {len(class_names)} (e.g. "
+                             f"{MIXED_IGNORE_DEFAULT}).")
+    if ignore_value == 0 and homogeneous:
+        raise CellmixerError("--ignore-value 0: in masks of homogeneous cultures 0 is the background; give the value "
+                             "of pixels that are not annotated.")
     items = []
     for folder, k in folders:
         for path in list_images(folder, pattern=pattern, mask_suffix=mask_suffix):
@@ -77,7 +99,7 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
             if mask_path is None:
                 raise CellmixerError(f"{path}: no ground-truth mask found (expected {path.stem}{mask_suffix}.tif "
                                      "beside it, or give --masks-dir).")
-            image = read_image(path, channel=channel)
+            image = read_image(path, channel=channel, channel_option=channel_option)
             mask = read_image(mask_path).astype(np.int64)
             if mask.shape != image.shape:
                 raise CellmixerError(f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
@@ -98,6 +120,27 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
     if not items:
         raise CellmixerError(f"{data}: no images found to evaluate on.")
     return items
+
+
+def _class_folders(data: Path, class_names, *, masks_dir, mask_suffix: str, pattern: str):
+    """Whether ``data`` holds homogeneous cultures (images only in sub-folders: each must be named after
+    a class of the model) or mixed cultures (images in ``data`` itself), and the folders to read with
+    their class index (None for class-index masks)."""
+    masks = Path(masks_dir).resolve() if masks_dir is not None else None
+    subfolders = sorted(p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")
+                        and p.resolve() != masks and list_images(p, pattern=pattern, mask_suffix=mask_suffix))
+    top_level = [p for p in list_images(data, pattern=pattern, mask_suffix=mask_suffix) if p.parent == data]
+    if top_level or not subfolders:
+        return False, [(data, None)]
+    unknown = [name for name in subfolders if name not in class_names]
+    if unknown:
+        lower = {name.lower(): name for name in class_names}
+        hint = "".join(f"; {name} differs from the model's {lower[name.lower()]} in case" for name in unknown
+                       if name.lower() in lower)
+        raise CellmixerError(f"--data {data}: its sub-folder(s) {', '.join(unknown)} are not classes of the model "
+                             f"({', '.join(class_names)}){hint}; name each folder of homogeneous cultures after its "
+                             "class, or put mixed cultures with class-index masks directly in the folder.")
+    return True, [(data / name, class_names.index(name) + 1) for name in subfolders]
 
 
 def artificial_mixtures(items: list[EvaluationImage], *, lam: float = 0.5, limit: int = 100,
@@ -162,11 +205,10 @@ def evaluation_panel(item: EvaluationImage, prediction: np.ndarray, class_names)
     return add_legend(np.concatenate(views, axis=1), class_names, colors, title="image | truth | prediction:")
 
 
-@takes_settings(Tiling)
+@takes_settings(Tiling, EvaluationSettings)
 def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
-             channel: int | None = None, ignore_value: int | None = None, artificial: int = 100, lam: float = 0.5,
-             seed: int = 0, output=None, overlays: bool = True, device: str = "auto", overwrite: bool = False,
-             progress: bool = True, tiling: Tiling | None = None, **tiling_options) -> dict:
+             channel: int | None = None, output=None, overlays: bool = True, device: str = "auto",
+             overwrite: bool = False, progress: bool = True, tiling: Tiling | None = None, **options) -> dict:
     """Score one or more models on annotated images: per-class accuracy and IoU, mAcc, mIoU.
 
     Parameters
@@ -201,9 +243,14 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
     dict
         ``{"results": {model: {set: scores}}, "table": markdown}``.
     """
+    mine, tiling_options = split_settings(options, EvaluationSettings)
+    settings = settings_from(EvaluationSettings, mine, function="evaluate")
+    ignore_value, artificial, lam, seed = settings.ignore_value, settings.artificial, settings.lam, settings.seed
     tiling = as_tiling(tiling, **tiling_options)
     if not isinstance(models, (list, tuple)):
         models = [models]
+    if model_names and len(model_names) != len(models):
+        raise CellmixerError(f"--names {' '.join(map(str, model_names))}: give one name per model ({len(models)}).")
     loaded = [load_model(m, methods=("cellmixer",), device=device) for m in models]
     names = list(model_names) if model_names else [
         Path(m).name if not isinstance(m, SegmentationModel) else f"model {i + 1}" for i, m in enumerate(models)]
@@ -218,9 +265,9 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
     if output is not None:
         out = prepare_output_dir(output)
         check_overwrite([out / "evaluation.json", out / "evaluation.md"], overwrite=overwrite)
+    channel, channel_option = loaded[0].input_channel(channel)
     items = load_evaluation_images(data, class_names, masks_dir=masks_dir, mask_suffix=mask_suffix, pattern=pattern,
-                                   channel=channel if channel is not None else loaded[0].channel,
-                                   ignore_value=ignore_value)
+                                   channel=channel, channel_option=channel_option, ignore_value=ignore_value)
     sets = {UNMIXED: items}
     if artificial > 0 and all(i.class_index is not None for i in items):
         mixtures = artificial_mixtures(items, lam=lam, limit=artificial, seed=seed)

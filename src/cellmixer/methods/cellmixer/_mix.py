@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..._errors import CellmixerError
 from ..._progress import progress_bar
+from ..._settings import check_settings, setting, setting_like, settings_from, takes_settings
+from ...engine import OptimizationSettings
 from ...io import (
     add_legend,
     check_overwrite,
@@ -20,12 +23,27 @@ from ...io import (
 )
 from ...ops import ForegroundParams, mix_pair, mosaic_pair
 from ._data import load_pseudolabelled
+from ._train import TrainingConfig
 
 
-def mix(data, output, *, number: int = 16, crop_size: int = 256, lam: float = 0.5, kind: str = "blend",
-        classes=None, pattern: str = "*", channel: int | None = None,
-        foreground: ForegroundParams | dict | None = None, seed: int = 0, overwrite: bool = False,
-        progress: bool = True) -> list[dict]:
+@dataclass(frozen=True)
+class MixSettings:
+    """Settings of :func:`mix` (their one home: defaults, ranges, help)."""
+
+    number: int = setting(16, "mixtures to write", at_least=1, at_most=100_000, flag=("--number", "-n"))
+    crop_size: int = setting_like(OptimizationSettings, "crop_size", 256, help="crop side in pixels")
+    lam: float = setting_like(TrainingConfig, "lam", 0.5, help="weight of the first crop")
+    kind: str = setting("blend", "CellMixer mixup, or cells side by side", choices=("blend", "mosaic"))
+    seed: int = setting_like(OptimizationSettings, "seed", 0, help="seeds the choice of crops")
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+@takes_settings(MixSettings)
+def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
+        foreground: ForegroundParams | dict | None = None, overwrite: bool = False, progress: bool = True,
+        **settings) -> list[dict]:
     """Make ``number`` artificial mixtures of two cultures of different classes, as training does.
 
     Writes ``mixture_NNN.tif`` (float32 image), ``mixture_NNN_masks.tif`` (uint8 class map),
@@ -50,12 +68,8 @@ def mix(data, output, *, number: int = 16, crop_size: int = 256, lam: float = 0.
     seed : int
     overwrite, progress : bool
     """
-    if kind not in ("blend", "mosaic"):
-        raise CellmixerError(f"--kind {kind}: choose 'blend' (CellMixer mixup) or 'mosaic' (cells side by side).")
-    if not 0 < lam < 1:
-        raise CellmixerError(f"--lam {lam}: must be between 0 and 1.")
-    if number < 1:
-        raise CellmixerError(f"--number {number}: must be at least 1.")
+    config = settings_from(MixSettings, settings, function="mix")
+    number, crop_size, lam, kind, seed = config.number, config.crop_size, config.lam, config.kind, config.seed
     params = ForegroundParams(**foreground) if isinstance(foreground, dict) else (foreground or ForegroundParams())
     dataset = discover_dataset(data, classes=classes, pattern=pattern, min_classes=2)
     out = prepare_output_dir(output)

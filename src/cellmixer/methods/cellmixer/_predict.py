@@ -93,7 +93,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
     tiling = as_tiling(tiling, **tiling_options)
     model = load_model(model, methods=("cellmixer",), device=device)
     out = Path(output)
-    channel = model.channel if channel is None else channel
+    channel, channel_option = model.input_channel(channel)
     names = model.classes
     single = False  # one input image: its bar is over tiles
 
@@ -106,7 +106,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
                 *([f"{stem}_overlay.png"] if overlays else [])]
 
     def process(path, stem):
-        image = read_image(path, channel=channel)
+        image = read_image(path, channel=channel, channel_option=channel_option)
         check_not_constant(image, path)
         settings = dict(tiling=tiling, progress=progress and single)
         if probabilities:

@@ -19,7 +19,9 @@ from ._points import (
 from ._segment import (
     DEFAULT_SEGMENTATION,
     CellSegmentation,
+    CentroidSegmentation,
     CentroidTiling,
+    Rescaling,
     centre_regions,
     load_centroid_model,
     network_input,
@@ -31,7 +33,9 @@ from ._train import CentroidTrainingConfig, LikelihoodSampler, mse_loss, train_c
 __all__ = [
     "Centroids",
     "CellSegmentation",
+    "CentroidSegmentation",
     "CentroidTiling",
+    "Rescaling",
     "CentroidTrainingConfig",
     "ContributionMaps",
     "DEFAULT_SEGMENTATION",

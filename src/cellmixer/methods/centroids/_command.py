@@ -26,7 +26,14 @@ from ...io import (
 from ...metrics import centroid_scores, summarize_centroid_scores
 from ._labels import draw_points
 from ._points import roi_labels
-from ._segment import CentroidTiling, load_centroid_model, segment_cells
+from ._segment import (
+    DEFAULT_SEGMENTATION,
+    CentroidTiling,
+    Rescaling,
+    load_centroid_model,
+    segment_cells,
+    stored_settings,
+)
 
 SUMMARY_FILE = "cells.csv"
 SETTINGS_FILE = "cells.json"
@@ -67,15 +74,17 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
     tiling = CentroidTiling(**tiling_options)  # checked here, before any work
     source = None if not isinstance(model, (str, Path)) else str(model)
     model = load_centroid_model(model, device=device)
+    Rescaling(options.get("rescale", 1.0))  # checked before any work, with the detection settings
+    stored_settings(model, {k: v for k, v in options.items() if k in DEFAULT_SEGMENTATION})
     out = Path(output)
-    channel = model.channel if channel is None else channel
+    channel, channel_option = model.input_channel(channel)
 
     def outputs(stem):
         return [f"{stem}{s}" for s in ("_labels.tif", "_objects.csv", "_detections.csv")] + (
             [f"{stem}_overlay.png"] if overlays else [])
 
     def process(path, stem):
-        image = read_image(path, channel=channel)
+        image = read_image(path, channel=channel, channel_option=channel_option)
         result = segment_cells(model, image, tiling=tiling, **options)
         row = {"image": str(path), "detections": len(result.detections),
                **write_instances(out, stem, image, result.labels, overlays=False, overwrite=overwrite)}

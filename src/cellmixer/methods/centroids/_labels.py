@@ -97,6 +97,9 @@ def check_label_source(points=None, rois=None, nuclear=None, nuclear_channel=Non
         raise CellmixerError("give one source of cell points: --points CSV, --rois FOLDER, or a nuclear stain "
                              f"(--nuclear FOLDER, --nuclear-replace OLD NEW or --nuclear-channel); got "
                              f"{', '.join(given) or 'none'}.")
+    if nuclear_channel is not None and (isinstance(nuclear_channel, bool) or not isinstance(nuclear_channel, int)
+                                        or nuclear_channel < 0):
+        raise CellmixerError(f"--nuclear-channel {nuclear_channel}: give a channel number, 0 or more.")
     return given[0]
 
 
@@ -155,7 +158,8 @@ def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel:
             where, info["rois"] = f"{roi_file}", str(roi_file)
         else:
             if nuclear_channel is not None:
-                stain, where = read_image(path, channel=nuclear_channel), f"{path} channel {nuclear_channel}"
+                stain = read_image(path, channel=nuclear_channel, channel_option="--nuclear-channel")
+                where = f"{path} channel {nuclear_channel}"
             else:
                 nuclear_file = _nuclear_path(path, nuclear)
                 if not nuclear_file.is_file():

@@ -3,7 +3,7 @@ maximum projection, one graph cut per cell, fusion."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -21,6 +21,7 @@ from ...engine import (
 )
 from ...io import relabel_consecutive
 from ...ops import (
+    SALIENCY_METHODS,
     fuse_cells,
     graph_cut,
     rescale_image,
@@ -30,13 +31,51 @@ from ...ops import (
 from ._guided import contribution_maps, max_projection
 
 TASK = "centroids"
-# Detection and segmentation settings a model folder stores (config["centroids"]) and prediction uses
-# unless told otherwise. threshold and support_threshold were chosen on DeepCell training fields left out
-# of the detector's training (docs/benchmarks.md); a support threshold cut the cells down to the
-# neighbourhood of their nucleus.
-DEFAULT_SEGMENTATION = {"threshold": 0.3, "min_area": 3, "window": 96, "map_smoothing": 2.0,
-                        "foreground_threshold": 0.2, "background_threshold": 0.2, "support_threshold": 0.0,
-                        "saliency": "gradient", "data_weight": 1.0, "smoothness": 2.0, "fill_holes": True}
+
+
+@dataclass(frozen=True)
+class CentroidSegmentation:
+    """Detection and segmentation settings that a model folder stores (``config["centroids"]
+    ["segmentation"]``) and prediction uses unless told otherwise: their one home (defaults, ranges,
+    help). ``threshold`` and ``support_threshold`` were chosen on DeepCell training fields left out
+    of the detector's training (docs/benchmarks.md); a support threshold cut the cells down to the
+    neighbourhood of their nucleus."""
+
+    threshold: float = setting(0.3, "likelihood above which a pixel belongs to a cell centre region", above=0,
+                               below=1)
+    min_area: int = setting(3, "smallest centre region (network pixels)", at_least=1)
+    window: int = setting(96, "window around each cell (network pixels)", at_least=8, at_most=2048)
+    map_smoothing: float = setting(2.0, "Gaussian sigma of the contribution maps before the projection (0: raw)",
+                                   at_least=0, at_most=100)
+    foreground_threshold: float = setting(0.2, "foreground seeds: pixels a cell owns with this fraction of its "
+                                               "strongest contribution", above=0, at_most=1)
+    background_threshold: float = setting(0.2, "background seeds: pixels another cell owns with this fraction of "
+                                               "its strongest", above=0, at_most=1)
+    support_threshold: float = setting(0.0, "background seeds where a cell's own map is below this fraction of its "
+                                            "maximum", at_least=0, below=1)
+    saliency: str = setting("gradient", "data term: inverted (dark cells, phase contrast), image (bright cells), "
+                                        "gradient (textured cells), none", choices=SALIENCY_METHODS)
+    data_weight: float = setting(1.0, "weight of the data term", at_least=0)
+    smoothness: float = setting(2.0, "weight of the contrast-sensitive boundary term", at_least=0)
+    fill_holes: bool = setting(True, "fill the holes of each cell", cli=False)
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+# The same, as a dict (the form a model folder stores).
+DEFAULT_SEGMENTATION = asdict(CentroidSegmentation())
+
+
+@dataclass(frozen=True)
+class Rescaling:
+    """How images are resized before the detector (not stored with the model: it is about the images)."""
+
+    rescale: float = setting(1.0, "resize the images by this factor first, so their cells have the size of the "
+                                  "training cells: 2 for cells half as large", at_least=0.1, at_most=10)
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def load_centroid_model(model, *, device=None) -> SegmentationModel:
@@ -133,15 +172,11 @@ class CellSegmentation:
     owner: np.ndarray
 
 
-def _settings(model: SegmentationModel, overrides: dict) -> dict:
-    settings = {**DEFAULT_SEGMENTATION, **model.config.get("centroids", {}).get("segmentation", {})}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    if not 0 < settings["foreground_threshold"] <= 1 or not 0 < settings["background_threshold"] <= 1:
-        raise CellmixerError("--foreground-threshold and --background-threshold: must be in (0, 1] (fractions of "
-                             "each cell's strongest contribution).")
-    if settings["min_area"] < 1:
-        raise CellmixerError(f"--min-area {settings['min_area']}: must be at least 1 pixel.")
-    return settings
+def stored_settings(model: SegmentationModel, overrides: dict) -> dict:
+    """The model's stored settings (checked when it was loaded) with ``overrides`` that are not None, checked."""
+    stored = model.config.get("centroids", {}).get("segmentation", {})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return asdict(CentroidSegmentation(**{**stored, **given}))
 
 
 @takes_settings(CentroidTiling)
@@ -200,7 +235,7 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
     """
     tiling = replace(tiling or CentroidTiling(), **tiling_options)
     model = load_centroid_model(model)
-    s = _settings(model, dict(threshold=threshold, min_area=min_area, window=window, map_smoothing=map_smoothing,
+    s = stored_settings(model, dict(threshold=threshold, min_area=min_area, window=window, map_smoothing=map_smoothing,
                               foreground_threshold=foreground_threshold, background_threshold=background_threshold,
                               support_threshold=support_threshold,
                               saliency=saliency, data_weight=data_weight, smoothness=smoothness))
@@ -209,9 +244,7 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
         raise CellmixerError(f"image: {image.ndim}-D array of shape {image.shape}; give one 2-D channel.")
     if not np.isfinite(image).all():
         raise CellmixerError("image contains NaN or infinite values; replace them before use.")
-    if not 0.1 <= rescale <= 10:
-        raise CellmixerError(f"--rescale {rescale}: must be between 0.1 and 10 (the factor that brings the cells "
-                             "to the size of the training cells).")
+    Rescaling(rescale)  # checked
     factor = model.input_scale * rescale
     empty = CellSegmentation(np.zeros(image.shape, np.int32), np.zeros((0, 2)), np.zeros((0, 0), np.float32),
                              np.zeros((0, 0), np.int32))

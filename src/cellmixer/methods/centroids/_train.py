@@ -20,7 +20,7 @@ from ...io import collect_inputs
 from ...ops import AugmentParams, ClassicalSettings, augment
 from ._labels import PointLabels, check_label_source, weak_labels
 from ._points import PEAK_SIGMA, likelihood_map
-from ._segment import DEFAULT_SEGMENTATION, TASK, network_input
+from ._segment import DEFAULT_SEGMENTATION, TASK, CentroidSegmentation, network_input
 
 PERCENTILE_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
 
@@ -118,6 +118,7 @@ class CentroidTraining(Training):
         if unknown:
             raise CellmixerError(f"segmentation setting {sorted(unknown)[0]!r} unknown; choose from "
                                  f"{', '.join(DEFAULT_SEGMENTATION)}.")
+        CentroidSegmentation(**(segmentation or {}))  # checked before any work
         self.images, self.pattern, self.channel = images, pattern, channel
         self.points, self.rois, self.nuclear, self.nuclear_channel = points, rois, nuclear, nuclear_channel
         self.architecture, self.model_options, self.segmentation = model, model_options or {}, segmentation

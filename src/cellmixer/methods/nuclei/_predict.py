@@ -18,7 +18,7 @@ from ...engine import (
     write_instances,
 )
 from ...io import read_image
-from ...ops import instances_from_classes
+from ...ops import InstanceSettings, instances_from_classes
 
 SUMMARY_FILE, SETTINGS_FILE = "nuclei.csv", "nuclei.json"
 
@@ -111,17 +111,16 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
     tiling = as_tiling(tiling, **tiling_options)
     model_source = str(model) if not isinstance(model, SegmentationModel) else None
     model = load_nucleus_model(model, device=device)
-    if min_area < 0:
-        raise CellmixerError(f"--min-area {min_area}: must be 0 or more pixels.")
+    InstanceSettings(remove_border=remove_border, min_area=min_area)  # checked before any work
     out = Path(output)
-    channel = model.channel if channel is None else channel
+    channel, channel_option = model.input_channel(channel)
 
     def outputs(stem):
         return [f"{stem}_labels.tif", f"{stem}_objects.csv", *([f"{stem}_overlay.png"] if overlays else []),
                 *([f"{stem}_classes.tif"] if classes else [])]
 
     def process(path, stem):
-        image = read_image(path, channel=channel)
+        image = read_image(path, channel=channel, channel_option=channel_option)
         labels, class_map = segment_nuclei(model, image, tiling=tiling, remove_border=remove_border,
                                            min_area=min_area, return_classes=True)
         return {"image": str(path), **write_instances(out, stem, image, labels, overlays=overlays,

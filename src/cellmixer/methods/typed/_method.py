@@ -1,7 +1,10 @@
 """The ``typed`` method in the registry."""
 
+import json
+
+from ..._errors import CellmixerError
 from ...engine import Method, register_method
-from ._predict import TASK
+from ._predict import INSTANCE_CLASSES, TASK
 from ._train import TypedTrainingConfig
 
 
@@ -14,3 +17,11 @@ class Typed(Method):
     model_title = "typed-cell model"
     train_command = "cellmixer typed train"
     config = TypedTrainingConfig
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        """``types``: the names of the type head's outputs, after the instance classes."""
+        types = config.get("types")
+        if types != config["classes"][len(INSTANCE_CLASSES):]:
+            raise CellmixerError(f"\"types\" is {json.dumps(types)[:60]}: give the classes after "
+                                 f"{', '.join(INSTANCE_CLASSES)}")

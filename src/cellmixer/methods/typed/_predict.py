@@ -22,7 +22,7 @@ from ...engine import (
 from ...io import find_mask, read_image, read_labels, write_json
 from ...methods.centroids import segment_cells
 from ...methods.nuclei import load_nucleus_model, segment_nuclei
-from ...ops import instances_from_classes, split_foreground
+from ...ops import InstanceSettings, instances_from_classes, split_foreground
 from ._assign import TypedInstances, typed_instances
 from ._coco import read_coco
 from ._write import OUTPUT_SUFFIXES, OVERLAY_SUFFIX, coco_results, write_typed
@@ -195,11 +195,10 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     model_source = None if isinstance(model, SegmentationModel) else str(model)
     model = load_type_model(model, device=device)
     names = type_names(model)
-    if min_area < 0:
-        raise CellmixerError(f"--min-area {min_area}: must be 0 or more pixels.")
+    InstanceSettings(min_distance=min_distance, min_area=min_area)  # checked before any work
     source = _instance_source(instances, model.device)
     out = Path(output)
-    channel = model.channel if channel is None else channel
+    channel, channel_option = model.input_channel(channel)
     category_ids = {name: i for i, name in enumerate(names, start=1)}
     image_ids, results = {}, []
 
@@ -218,7 +217,7 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         return [f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES] + ([f"{stem}{OVERLAY_SUFFIX}"] if overlays else [])
 
     def process(path, stem):
-        image = read_image(path, channel=channel)  # a blank field is no error: it has no cells
+        image = read_image(path, channel=channel, channel_option=channel_option)  # a blank field is no error: it has no cells
         cells = segment_typed(model, image, instances=source, min_distance=min_distance, min_area=min_area,
                               tiling=tiling, stem=stem)
         row = {"image": str(path), **write_typed(out, stem, image, cells, overlays=overlays, overwrite=overwrite)}
