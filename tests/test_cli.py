@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -419,14 +418,16 @@ def test_evaluate_bad_masks(capsys, trained, tmp_path):
 
 def test_permission_error_while_writing_is_one_line(capsys, trained, image_file, tmp_path, monkeypatch):
     """An OSError during writing (e.g. disk full) ends in one line naming the file, not a traceback."""
-    from cellmixer.io import _write
+    real_replace = os.replace
 
     def failing_replace(src, dst):
-        raise OSError(28, "No space left on device", str(dst))
+        if str(dst).endswith("field_labels.tif"):
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
 
-    fake_os = types.SimpleNamespace(close=os.close, unlink=os.unlink, replace=failing_replace)
-    monkeypatch.setattr(_write, "os", fake_os)
+    monkeypatch.setattr(os, "replace", failing_replace)
     _, model_dir = trained
     status, _, err = run_cli(capsys, "predict", model_dir, image_file, "-o", tmp_path / "p", "-q")
     assert_one_line_error(status, err, "No space left on device", "field_labels.tif")
-    assert [p.name for p in (tmp_path / "p").iterdir()] == []  # no temporary files left behind
+    # no temporary file, no result, no lock left behind: only the (hidden) record of the run, with no image done
+    assert [p.name for p in (tmp_path / "p").iterdir()] == [".cellmixer-run.jsonl"]

@@ -170,7 +170,7 @@ def test_predict_writes_labels_overlay_and_summary(trained, input_images, tmp_pa
     out = tmp_path / "out"
     rows = predict(folder, input_images, out, probabilities=True, tile_size=64, progress=False)
     assert len(rows) == 2
-    names = {p.name for p in out.iterdir()}
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # and the hidden record of the run
     assert names == {"a_labels.tif", "a_overlay.png", "a_probabilities.tif", "sub__b_labels.tif",
                      "sub__b_overlay.png", "sub__b_probabilities.tif", "predictions.csv"}
     labels = tifffile.imread(out / "a_labels.tif")
@@ -200,7 +200,7 @@ def test_predict_without_optional_files(trained, input_images, tmp_path):
     model, _ = trained
     rows = predict(model, input_images / "a.tif", tmp_path, overlays=False, progress=False)
     assert len(rows) == 1
-    assert {p.name for p in tmp_path.iterdir()} == {"a_labels.tif", "predictions.csv"}
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"a_labels.tif", "predictions.csv"}
 
 
 def test_predict_refuses_to_overwrite(trained, input_images, tmp_path, snapshot):

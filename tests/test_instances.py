@@ -99,7 +99,7 @@ def test_bad_class_maps_are_clear_errors():
         instances_from_classes(np.zeros((4, 4), np.float32))
     with pytest.raises(CellmixerError, match="2-D"):
         instances_from_classes(np.zeros((3, 4, 4), np.uint8))
-    with pytest.raises(CellmixerError, match="min_area"):
+    with pytest.raises(CellmixerError, match="--min-area -1: must be at least 0"):
         instances_from_classes(np.zeros((4, 4), np.uint8), min_area=-1)
 
 

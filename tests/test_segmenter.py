@@ -264,7 +264,7 @@ def test_registry_and_model_folder_round_trip(tmp_path):
     assert config["architecture"]["embed_dim"] == 24 and config["architecture"]["size"] == "small"
     with pytest.raises(CellmixerError, match="input_size must be a multiple of 14"):
         SegmentationModel.new(["a", "b"], architecture="segmenter", input_size=30)
-    with pytest.raises(CellmixerError, match="size must be one of"):
+    with pytest.raises(CellmixerError, match="--vit-size huge: choose one of small, base"):
         SegmentationModel.new(["a", "b"], architecture="segmenter", size="huge")
     with pytest.raises(CellmixerError, match="no option.*width"):
         SegmentationModel.new(["a", "b"], architecture="segmenter", width=4)

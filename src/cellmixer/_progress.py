@@ -1,4 +1,6 @@
-"""Progress bars that can be switched off (tests, batch jobs)."""
+"""Progress bars that can be switched off (tests, batch jobs), and notes to the user."""
+
+import sys
 
 from tqdm.auto import tqdm
 
@@ -6,3 +8,8 @@ from tqdm.auto import tqdm
 def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
     """A tqdm bar on stderr, or a silent pass-through with the same methods when ``enabled`` is False."""
     return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
+
+
+def note(message: str) -> None:
+    """Tell the user something they should know about the run (on stderr, one line)."""
+    print(f"cellmixer: note: {message}", file=sys.stderr)

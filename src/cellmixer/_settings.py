@@ -149,7 +149,8 @@ def check_value(field: dataclasses.Field, value, *, key: str | None = None) -> N
     def bad(need: str):
         if key is not None:
             raise CellmixerError(f"\"{key}\" is {json.dumps(value, default=str)}: {need}.")
-        raise CellmixerError(f"{flag} {_shown(value)}: {need}.")
+        joined = "" if flag.endswith("=") else " "  # --model-option KEY=VALUE
+        raise CellmixerError(f"{flag}{joined}{_shown(value)}: {need}.")
 
     default = default_of(field)
     kind = s.get("kind") or (type(default) if default is not None else None)

@@ -60,7 +60,7 @@ def add_parsers(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     add_data_options(p, classes=False)
     add_tiling_options(p)
-    add_output_options(p)
+    add_output_options(p, resume=True)
     p.add_argument("--probabilities", action="store_true", help="also write <name>_probabilities.tif")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
@@ -105,7 +105,7 @@ def run(args, progress: bool) -> None:
                        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                        probabilities=args.probabilities, overlays=args.overlays, precision=args.precision,
                        device=args.device, augment=args.augment,
-                       overwrite=args.overwrite, progress=progress)
+                       overwrite=args.overwrite, resume=args.resume, progress=progress)
         print(f"predicted {len(rows)} images -> {args.output}")
     elif args.command == "evaluate":
         result = evaluate(args.models, args.data, model_names=args.names, masks_dir=args.masks_dir,

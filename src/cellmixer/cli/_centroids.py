@@ -107,7 +107,7 @@ def add_parsers(sub) -> None:
     add_settings(group, CentroidTiling, ["tile_size"])
     add_device_options(group, default_of(field_of(CentroidTiling, "precision")))
     add_data_options(p, classes=False)
-    add_output_options(p)
+    add_output_options(p, resume=True)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
     p = steps.add_parser("evaluate", help="score cells against ground truth (F-measure, mDice, F1, AP)",
@@ -137,8 +137,8 @@ def run(args, progress: bool) -> None:
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
     elif args.step == "predict":
         rows = predict_centroids(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
-                                 overlays=args.overlays, overwrite=args.overwrite, progress=progress,
-                                 rescale=args.rescale, batch_size=args.batch_size, tile_size=args.tile_size,
+                                 overlays=args.overlays, overwrite=args.overwrite, resume=args.resume,
+                                 progress=progress, rescale=args.rescale, batch_size=args.batch_size, tile_size=args.tile_size,
                                  precision=args.precision, device=args.device,
                                  **settings_args(args, CentroidSegmentation, given_only=True))
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} cells) -> {args.output}")

@@ -61,7 +61,7 @@ def add_parsers(sub) -> None:
     instance_options(p)
     add_data_options(p, classes=False)
     add_tiling_options(p, tile_size_option=False)
-    add_output_options(p)
+    add_output_options(p, resume=True)
     p.add_argument("--classes", action="store_true", help="also write <name>_classes.tif (3-class map)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
@@ -95,7 +95,7 @@ def run(args, progress: bool) -> None:
                               overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
                               device=args.device, augment=args.augment, remove_border=args.remove_border, min_area=args.min_area,
                               classes=args.classes, overlays=args.overlays, overwrite=args.overwrite,
-                              progress=progress)
+                              resume=args.resume, progress=progress)
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} nuclei) -> {args.output}")
     elif args.step == "evaluate":
         result = evaluate_nuclei(args.predictions, args.truth, truth_suffix=args.truth_suffix,

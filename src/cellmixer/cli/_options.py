@@ -66,10 +66,18 @@ def add_settings(group, cls, names=None, *, skip=(), defaults=None) -> None:
 
 def settings_args(args, cls, *, given_only: bool = False) -> dict:
     """The fields of ``cls`` that ``args`` holds, as keyword arguments (tuples for lists); with
-    ``given_only``, those given on the command line only (the function fills in the same defaults)."""
+    ``given_only``, those given on the command line only (the function fills in the same defaults):
+    options made by :func:`add_settings` note when they are given, a command's own options count
+    when their value is not the field's default."""
     given = getattr(args, GIVEN, set())
+
+    def wanted(f) -> bool:
+        if not given_only or f.name in given:
+            return True
+        return not spec(f).get("cli") and getattr(args, f.name) != default_of(f)
+
     return {f.name: tuple(v) if isinstance(v := getattr(args, f.name), list) else v
-            for f in fields(cls) if hasattr(args, f.name) and (not given_only or f.name in given)}
+            for f in fields(cls) if hasattr(args, f.name) and wanted(f)}
 
 
 def add_data_options(parser, *, classes: bool = True) -> None:
@@ -85,17 +93,16 @@ def add_foreground_options(parser) -> None:
     add_settings(parser.add_argument_group("unsupervised foreground (pseudo-labels)"), ForegroundParams)
 
 
-def foreground_params(args) -> ForegroundParams | None:
-    """The foreground settings given on the command line, or None when none was (the defaults)."""
-    given = settings_args(args, ForegroundParams, given_only=True)
-    return ForegroundParams(**given) if given else None
+def foreground_params(args) -> dict:
+    """The foreground settings given on the command line (the others keep their defaults)."""
+    return settings_args(args, ForegroundParams, given_only=True)
 
 
 def add_device_options(group, precision: str) -> None:
     """``--device`` and ``--precision``: where the network runs, and in which arithmetic."""
     group.add_argument("--device", default="auto", metavar="DEVICE",
                        help=f"{DEVICES}; auto = the first CUDA GPU, else MPS, else the CPU (default: %(default)s)")
-    group.add_argument("--precision", choices=PRECISIONS, default=precision,
+    group.add_argument("--precision", choices=PRECISIONS, default=precision, action=_STORE,
                        help="network arithmetic; auto = bfloat16 where the CPU supports it natively "
                             "(about 3x faster) and on GPUs that support it, float16 on other GPUs, else float32 "
                             "(default: %(default)s)")
@@ -115,11 +122,16 @@ def add_tiling_options(parser, *, tile_size_option: bool = True):
     return group
 
 
-def add_output_options(parser, *, output_required: bool = True, default=None) -> None:
+def add_output_options(parser, *, output_required: bool = True, default=None, resume: bool = False) -> None:
+    """``--output``, ``--overwrite``, ``--quiet`` and, for commands that go image by image, ``--resume``."""
     group = parser.add_argument_group("output")
     group.add_argument("--output", "-o", required=output_required, default=default,
                        help="output folder" + (f" (default: {default})" if default else ""))
     group.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    if resume:
+        group.add_argument("--resume", action="store_true",
+                           help="continue an interrupted run into --output (same options): skip the images whose "
+                                "results are complete, redo the others")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 

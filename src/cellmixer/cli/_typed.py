@@ -60,7 +60,7 @@ def add_parsers(sub) -> None:
                                                     "coco_results.json")
     add_data_options(p, classes=False)
     add_tiling_options(p, tile_size_option=False)
-    add_output_options(p)
+    add_output_options(p, resume=True)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
     p = steps.add_parser("evaluate", help="COCO mask AP of typed cells against COCO annotations",
@@ -88,7 +88,7 @@ def run(args, progress: bool) -> None:
                              pattern=args.pattern, channel=args.channel, min_distance=args.min_distance,
                              min_area=args.min_area, overlap=args.overlap, batch_size=args.batch_size,
                              precision=args.precision, device=args.device, augment=args.augment, overlays=args.overlays,
-                             overwrite=args.overwrite, progress=progress)
+                             overwrite=args.overwrite, resume=args.resume, progress=progress)
         print(f"found {sum(r['cells'] for r in rows)} typed cells in {len(rows)} images -> {args.output}")
     elif args.step == "evaluate":
         result = evaluate_typed(args.predictions, args.truth, class_from=args.class_from,

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._errors import CellmixerError
 from .._progress import progress_bar
-from ..io import check_overwrite, prepare_output_dir, write_json, write_text, write_tiff
+from ..io import check_overwrite, locks_outputs, prepare_output_dir, write_json, write_text, write_tiff
 from ..methods.cellmixer import evaluate, mix, predict, pseudolabel, train
 from ..metrics import format_table
 from ..ops import ForegroundParams, mosaic_pair
@@ -55,6 +55,7 @@ def make_demo_data(root, *, types=tuple(sorted(CELL_TYPES)), train_per_class: in
             "mosaics": min(mosaics, len(pairs)), "shape": list(shape), "seed": seed}
 
 
+@locks_outputs
 def demo(output="demo_output", *, seed: int = 0, iterations: int = 600, batch_size: int = 8, crop_size: int = 128,
          train_per_class: int = 8, overwrite: bool = False, progress: bool = True) -> dict:
     """Generate cultures, pseudo-label them, train the baseline and CellMixer, and compare them.

@@ -37,7 +37,7 @@ from ._method import (
 from ._model import SegmentationModel
 from ._normalization import input_statistics
 from ._record import write_training_record
-from ._run import run_images
+from ._run import RUN_RECORD, RunRecord, run_images
 from ._sampling import FLIPS_ONLY, LabelledImage, TileSampler, validation_loss, validation_tiles
 from ._tiling import (
     DEFAULT_TILE_SIZE,
@@ -117,5 +117,7 @@ __all__ = [
     "Tiling",
     "as_tiling",
     "auto_tile_size",
+    "RUN_RECORD",
+    "RunRecord",
     "run_images",
 ]

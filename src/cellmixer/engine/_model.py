@@ -45,8 +45,6 @@ NORMALIZATION_KEYS = {"background": {"foreground"}, "percentile": {"low", "high"
 def _class_names_need(names) -> str | None:
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
         return "give a list of names"
-    if len(set(names)) < len(names):
-        return "the names must differ"
     if len(names) > MAX_CLASSES:
         return f"at most {MAX_CLASSES} classes"
     return None
@@ -68,14 +66,14 @@ class ModelConfig:
                                  at_least=0.05, at_most=4, cli=False)
 
 
-def check_model_config(config, path) -> None:
+def check_model_config(config, path, *, fix: str = "restore the file from the trained model") -> None:
     """Refuse a ``config.json`` (already parsed) that does not describe a model this version can
     load: the wrong kinds of values, keys missing or unknown where they are passed on, values out of
     range, a network beyond :data:`cellmixer.models.MAX_PARAMETERS`. The message names ``path`` and
     the key."""
 
     def bad(message: str):
-        raise CellmixerError(f"{path}: {message}; restore the file from the trained model.")
+        raise CellmixerError(f"{path}: {message}; {fix}.")
 
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CellmixerError(f"{path}: not a cellmixer model configuration (no \"format\": \"{FORMAT}\").")

@@ -1,34 +1,123 @@
-"""The outline of every file-in/file-out prediction command, written once: inputs, outputs, loop, summary."""
+"""The outline of every file-in/file-out prediction command, written once: inputs, outputs, loop, summary,
+and the record of the images done, from which ``--resume`` continues an interrupted run."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .._errors import CellmixerError, out_of_memory
 from .._progress import progress_bar
 from ..io import (
     check_overwrite,
     collect_inputs,
+    output_locks,
     prepare_output_dir,
     write_csv,
     write_json,
 )
+
+# One JSON line per image whose outputs are all written, after a first line with the run's settings.
+RUN_RECORD = ".cellmixer-run.jsonl"
+
+
+def _plain(value):
+    """numpy scalars and other values of a summary row, as JSON."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+class RunRecord:
+    """``<output>/.cellmixer-run.jsonl``: the settings of a prediction run, then one line per image whose
+    outputs are complete (written after them). A run killed at any point leaves a record whose lines
+    name only complete images (a torn last line is ignored)."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / RUN_RECORD
+
+    def read(self) -> tuple[dict | None, dict]:
+        """The settings of the recorded run (None: no record) and ``{stem: row}`` of its images done."""
+        if not self.path.is_file():
+            return None, {}
+        lines = self.path.read_text(errors="replace").splitlines()
+        try:
+            settings = json.loads(lines[0])["settings"]
+        except (IndexError, ValueError, KeyError, TypeError):
+            return None, {}
+        done = {}
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+                done[entry["stem"]] = entry["row"]
+            except (ValueError, KeyError, TypeError):
+                continue  # the line being written when the run was killed
+        return settings, done
+
+    def start(self, settings: dict, done: dict) -> None:
+        """A new record with ``settings`` and the images already ``done``."""
+        lines = [json.dumps({"settings": settings}, default=_plain)]
+        lines += [json.dumps({"stem": stem, "row": row}, default=_plain) for stem, row in done.items()]
+        tmp = self.path.with_name(self.path.name + ".new")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.path)
+
+    def add(self, stem: str, row: dict) -> None:
+        """Note that every output of ``stem`` is written (one line, one write)."""
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"stem": stem, "row": row}, default=_plain) + "\n")
+
+
+def _differences(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new), key=str)
+    changed = [f"{k} {json.dumps(old.get(k), default=_plain)} -> {json.dumps(new.get(k), default=_plain)}"
+               for k in keys if json.dumps(old.get(k), default=_plain) != json.dumps(new.get(k), default=_plain)]
+    return ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
+
+
+def _resumable(out: Path, record: RunRecord, settings: dict, found, outputs) -> dict:
+    """``{stem: row}`` of the inputs whose outputs an earlier run with the same ``settings`` completed;
+    the partial outputs of the others are removed. Refuses a folder of another run."""
+    stored, done = record.read()
+    if stored is None:
+        existing = [out / name for _, stem in found for name in outputs(stem) if (out / name).exists()]
+        if existing:
+            raise CellmixerError(f"--resume: {out} has outputs ({existing[0].name}) but no record of the run that "
+                                 f"wrote them ({RUN_RECORD}); pass --overwrite to redo them all.")
+        return {}
+    plain = json.loads(json.dumps(settings, default=_plain))
+    if stored != plain:
+        raise CellmixerError(f"--resume: {out} holds the results of a run with other settings "
+                             f"({_differences(stored, plain)}); give the same options to continue it, or pass "
+                             "--overwrite to redo them all.")
+    complete = {}
+    for _, stem in found:
+        files = [out / name for name in outputs(stem)]
+        if stem in done and all(f.is_file() for f in files):
+            complete[stem] = done[stem]
+        else:
+            for f in files:  # of the image being written when the run stopped: done again
+                f.unlink(missing_ok=True)
+    return complete
 
 
 def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], process: Callable[[Path, str], dict],
                summary_file: str, summary_fields: Sequence[str] | None = None, settings_file: str | None = None,
                settings: dict | None = None, extra_files: Sequence[str] = (),
                on_inputs: Callable[[list], None] | None = None, pattern: str = "*", overwrite: bool = False,
-               progress: bool = True, bar_for_one: bool = True, desc: str = "images") -> list[dict]:
+               resume: bool = False, progress: bool = True, bar_for_one: bool = True,
+               desc: str = "images") -> list[dict]:
     """Run ``process`` on every input image and write the table of its results.
 
     1. Collect the images (:func:`cellmixer.io.collect_inputs`: files and folders, each image with
        a unique stem) and pass them to ``on_inputs``, if given.
-    2. Make the output folder and refuse, before any work, to replace any file the run will write
-       unless ``overwrite``.
+    2. Make and lock the output folder (:func:`cellmixer.io.prepare_output_dir`) and refuse, before
+       any work, to replace any file the run will write unless ``overwrite``; with ``resume``, keep
+       the images an interrupted run with the same ``settings`` completed instead.
     3. ``process(path, stem)`` each image (which writes its own files into ``output``), with a
-       progress bar over images.
-    4. Write the rows it returned to ``summary_file`` (CSV) and ``settings`` to ``settings_file``
+       progress bar over images; each image done is recorded (:class:`RunRecord`).
+    4. Write the rows it returned to ``summary_file`` (CSV; keys starting with ``_`` are left out:
+       a command keeps there what else it needs of an image) and ``settings`` to ``settings_file``
        (JSON), if given.
 
     Parameters
@@ -40,13 +129,15 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     outputs : callable
         ``outputs(stem)``: the names of the files ``process`` writes for the image ``stem``.
     process : callable
-        ``process(path, stem) -> dict``: the work on one image; returns its row of the summary.
+        ``process(path, stem) -> dict``: the work on one image; returns its row of the summary
+        (JSON-serializable: it is recorded for ``resume``).
     summary_file : str
         Name of the summary CSV (one row per image).
     summary_fields : sequence of str, optional
         Its columns (default: the keys of the first row).
     settings_file, settings : str and dict, optional
-        Name and content of a JSON file of the run's settings.
+        Name and content of a JSON file of the run's settings. ``settings`` also identify the run
+        for ``resume``: give every option that changes the outputs.
     extra_files : sequence of str
         Names of other files of the whole run that the caller writes: checked with the rest.
     on_inputs : callable, optional
@@ -54,7 +145,12 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
         made: to refuse or index the inputs before any work.
     pattern : str
         Only files in input folders whose name matches this glob pattern.
-    overwrite, progress : bool
+    overwrite : bool
+        Replace the outputs of an earlier run.
+    resume : bool
+        Continue an interrupted run in ``output``: images whose outputs it completed are skipped
+        (their rows are taken from its record), the others done again.
+    progress : bool
     bar_for_one : bool
         Show the bar over images for a single image too (False: when ``process`` shows its own).
     desc : str
@@ -65,16 +161,35 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     list of dict
         The rows of the summary.
     """
+    if resume and overwrite:
+        raise CellmixerError("--resume and --overwrite: give one (continue the run in the folder, or redo it).")
     found = collect_inputs(inputs, pattern=pattern)
     if on_inputs is not None:
         on_inputs(found)
-    out = prepare_output_dir(output)
-    names = [*extra_files, summary_file, *([settings_file] if settings_file else [])]
-    names += [name for _, stem in found for name in outputs(stem)]
-    check_overwrite([out / name for name in names], overwrite=overwrite)
-    bar = progress_bar(found, desc=desc, unit="image", enabled=progress and (bar_for_one or len(found) > 1))
-    rows = [process(path, stem) for path, stem in bar]
-    write_csv(out / summary_file, rows, overwrite=overwrite, fieldnames=summary_fields)
-    if settings_file:
-        write_json(out / settings_file, settings, overwrite=overwrite)
+    settings = {} if settings is None else settings
+    with output_locks():
+        out = prepare_output_dir(output)
+        record = RunRecord(out)
+        run_files = [*extra_files, summary_file, *([settings_file] if settings_file else [])]
+        if resume:
+            done = _resumable(out, record, settings, found, outputs)
+            for name in run_files:  # written again at the end, with every image
+                (out / name).unlink(missing_ok=True)
+        else:
+            done = {}
+            names = run_files + [name for _, stem in found for name in outputs(stem)]
+            check_overwrite([out / name for name in names], overwrite=overwrite)
+        record.start(settings, done)
+        bar = progress_bar(found, desc=desc, unit="image", enabled=progress and (bar_for_one or len(found) > 1))
+        rows = []
+        for path, stem in bar:
+            if stem not in done:
+                with out_of_memory(str(path), "give a smaller --tile-size or --batch-size, or split the image"):
+                    done[stem] = process(path, stem)
+                record.add(stem, done[stem])
+            rows.append(done[stem])
+        table = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+        write_csv(out / summary_file, table, overwrite=overwrite, fieldnames=summary_fields)
+        if settings_file:
+            write_json(out / settings_file, settings, overwrite=overwrite)
     return rows

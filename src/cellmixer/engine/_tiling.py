@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 import torch
 
+from .._errors import out_of_memory
 from .._progress import progress_bar
 from .._settings import check_settings, setting
 from ._device import PRECISIONS, autocast, module_device, to_device
@@ -204,6 +205,14 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float | None, s
     labels : (H, W) uint8 ndarray
     """
     tiling = Tiling() if tiling is None else tiling
+    what = f"predicting a {image.shape[0]}x{image.shape[-1]} image" + (
+        " in one pass" if tiling.tile_size is None else f" in batches of {tiling.batch_size} tiles")
+    with out_of_memory(what, "give a smaller --tile-size or --batch-size"):
+        return _predict_probabilities(network, image, offset=offset, scale=scale, num_classes=num_classes,
+                                      tiling=tiling, probabilities=probabilities, progress=progress)
+
+
+def _predict_probabilities(network, image, *, offset, scale, num_classes, tiling, probabilities, progress):
     tile_size = auto_tile_size(network) if tiling.tile_size == "auto" else tiling.tile_size
     precision, augment, batch_size = tiling.precision, tiling.augment, tiling.batch_size
     height, width = image.shape

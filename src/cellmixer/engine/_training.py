@@ -13,19 +13,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from .._errors import CellmixerError
-from .._progress import progress_bar
-from .._settings import check_settings, setting
-from ..io import atomic_path, prepare_output_dir
-from ..models import CONFIG_FILE, WEIGHTS_FILE, VisionTransformer, load_pretrained_encoder
-from ._checkpoint import read_checkpoint_meta, restore_checkpoint, save_checkpoint
+from .._errors import CellmixerError, out_of_memory
+from .._progress import note, progress_bar
+from .._settings import check_mapping, check_settings, flag_of, given_settings, setting, spec
+from ..io import output_locks, prepare_output_dir
+from ..models import CONFIG_FILE, FORMAT, WEIGHTS_FILE, VisionTransformer, check_network, load_pretrained_encoder
+from ._checkpoint import (
+    STATE_JSON,
+    read_checkpoint_meta,
+    recover_checkpoint,
+    remove_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from ._device import PRECISIONS, autocast, describe_device, resolve_device, resolve_precision, to_device
 from ._method import method_by_task
+from ._model import check_model_config
 from ._record import write_training_record
 
-BEST_TENSORS = "best.safetensors"
 # The sub-folder of a model folder that holds the training state, to resume or extend a run.
 CHECKPOINT_DIR = "checkpoint"
 
@@ -111,21 +117,71 @@ def refuse_existing_model(out: Path, checkpoint_dir: Path) -> None:
                              "replace it, or choose another output folder.")
 
 
-def resume_settings(checkpoint_dir, settings_class, *, task: str | None, iterations: int, checkpoint_every: int,
-                    defaults: dict | None = None):
+# Settings a resumed run may change (said when it does): how often it checkpoints, and its arithmetic (a
+# run resumed on another device). A larger --iterations extends the run; any other setting is the run's.
+CHANGEABLE_ON_RESUME = ("checkpoint_every", "precision")
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def resume_settings(checkpoint_dir, settings_class, *, task: str | None, given: dict | None = None,
+                    conflicts=None, defaults: dict | None = None):
     """The metadata of a checkpoint to resume and its training settings (``settings_class``, with
-    ``defaults`` for settings older checkpoints lack), run to at least ``iterations``. A checkpoint
-    of another kind of training is refused, naming the command that resumes it."""
+    ``defaults`` for settings older checkpoints lack), both checked. A checkpoint of another kind of
+    training is refused, naming the command that resumes it.
+
+    ``given`` are the settings given for the resumed run: a larger ``iterations`` extends it and the
+    settings of :data:`CHANGEABLE_ON_RESUME` are applied (both are said); any other that differs from
+    the stored run is refused, as are the ``conflicts(meta)`` found besides the settings (``(option
+    with its value, stored value)``, e.g. :meth:`Training.resume_conflicts`).
+    """
+    checkpoint_dir = Path(checkpoint_dir)
     meta = read_checkpoint_meta(checkpoint_dir)
+    path = checkpoint_dir / STATE_JSON
     found = method_by_task(meta.get("task"))
     if found is None or found.task != task:
         what = f"the training of a {found.model_title}" if found else f"a training of unknown kind {meta.get('task')!r}"
         how = f"; resume it with `{found.train_command} --resume`" if found else ""
         raise CellmixerError(f"--resume: {checkpoint_dir} is {what}{how}.")
     stored = {**(defaults or {}), **meta["training"]}
-    config = settings_class(**{f.name: stored[f.name] for f in fields(settings_class) if f.name in stored})
-    config.iterations = max(config.iterations, iterations)
-    config.checkpoint_every = checkpoint_every
+    model_keys = ("task", "classes", "architecture", "normalization", "channel", "input_scale")
+    fix = "train again without --resume"
+    try:
+        check_mapping(settings_class, stored, key="training", required=True)
+        check_network(meta.get("architecture"), source=str(path))
+    except CellmixerError as exc:
+        raise CellmixerError(f"{path}: damaged checkpoint ({str(exc).rstrip('.')}); {fix}.") from None
+    check_model_config({"format": FORMAT, **{k: meta[k] for k in model_keys if k in meta}}, path, fix=fix)
+    config = settings_class(**{f.name: stored[f.name] for f in fields(settings_class)})
+    differ = list(conflicts(meta)) if conflicts is not None else []
+    options = {f.name: f for f in fields(settings_class)}
+    for name, value in (given or {}).items():
+        if not spec(options[name]).get("cli") and name != "precision":
+            continue  # made from other arguments (a method's own): the stored run's are kept
+        old = getattr(config, name)
+        if _shown(value) == _shown(old):
+            continue
+        flag = flag_of(options[name])
+        if name == "iterations":
+            if value < old:
+                raise CellmixerError(f"--resume: --iterations {value} is fewer than the {old} of the run in "
+                                     f"{checkpoint_dir.parent}; leave it out to finish that run, or give more to "
+                                     "extend it.")
+            note(f"extending the run in {checkpoint_dir.parent} from {old} to {value} iterations.")
+        elif name in CHANGEABLE_ON_RESUME:
+            note(f"the resumed run uses {flag} {_shown(value)} (it had {_shown(old)}).")
+        else:
+            differ.append((f"{flag} {_shown(value)}", _shown(old)))
+            continue
+        setattr(config, name, value)
+    if differ:
+        options = " and ".join(option for option, _ in differ[:3])
+        stored_values = ", ".join(stored for _, stored in differ[:3])
+        raise CellmixerError(f"--resume: {options} differ{'s' if len(differ) == 1 else ''} from the run in "
+                             f"{checkpoint_dir.parent} ({stored_values}); leave {'it' if len(differ) == 1 else 'them'} "
+                             "out to continue that run, or pass --overwrite to start a new one.")
     return meta, config
 
 
@@ -201,30 +257,38 @@ class Optimization:
         self.rng = np.random.default_rng(config.seed)
         self.history: list[dict] = []
         self.iteration = 0
+        self.checkpointed = 0  # iteration of the last checkpoint
         self.best: dict | None = None  # {"iteration", "validation_loss", "state"}
 
     def resume(self, stored: dict) -> None:
         """Continue from the checkpoint whose ``state.json`` is ``stored``."""
-        restore_checkpoint(self.checkpoint_dir, stored, network=self.network, optimizer=self.optimizer, rng=self.rng)
+        self.best = restore_checkpoint(self.checkpoint_dir, stored, network=self.network, optimizer=self.optimizer,
+                                       rng=self.rng)
         self.history, self.iteration = stored["history"], stored["iteration"]
-        if stored.get("best") is not None:
-            state = load_file(str(self.checkpoint_dir / BEST_TENSORS))
-            self.best = {**stored["best"], "state": state}
+        self.checkpointed = self.iteration
 
     def checkpoint(self) -> None:
-        best = None
-        if self.best is not None:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.checkpoint_dir / BEST_TENSORS, overwrite=True) as tmp:
-                save_file(self.best["state"], str(tmp))
-            best = {k: v for k, v in self.best.items() if k != "state"}
+        """Write the training state as one unit (:func:`save_checkpoint`); weights that are no longer
+        finite are refused instead."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.network.parameters()):
+            self._diverged("the weights are no longer finite numbers")
         save_checkpoint(self.checkpoint_dir, network=self.network, optimizer=self.optimizer, rng=self.rng,
-                        iteration=self.iteration, history=self.history, meta={**self.meta, "best": best})
+                        iteration=self.iteration, history=self.history, meta=self.meta, best=self.best)
+        self.checkpointed = self.iteration
+
+    def _diverged(self, what: str):
+        """Stop a run whose loss or weights became NaN or infinite, naming the likely cause."""
+        config = self.config
+        arithmetic = "" if config.precision == "fp32" else f", or train in --precision fp32 (not {config.precision})"
+        kept = f"its checkpoint of iteration {self.checkpointed} is kept" if self.checkpointed else "nothing was saved"
+        raise CellmixerError(f"training diverged at iteration {self.iteration + 1}: {what}; lower --learning-rate "
+                             f"(it is {config.learning_rate:g}){arithmetic} ({kept}).")
 
     def _validate(self, validate) -> float:
         self.network.eval()
         try:
-            loss = float(validate(self.network))
+            with out_of_memory("validation", "lower --batch-size or --crop-size"):
+                loss = float(validate(self.network))
         finally:
             self.network.train()
         if self.best is None or loss < self.best["validation_loss"]:
@@ -254,14 +318,18 @@ class Optimization:
                 for group in opt.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 images, targets = next_batch(self.rng, config.batch_size)
-                x = to_device(images, device, channels_last=True)
-                with autocast(config.precision, device):
-                    logits = network(x)
-                loss = loss_fn(logits, to_device(targets, device))
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                with out_of_memory(f"training batch of {len(images)} crops of {images.shape[-2]}x{images.shape[-1]} "
+                                   "pixels", "lower --batch-size or --crop-size"):
+                    x = to_device(images, device, channels_last=True)
+                    with autocast(config.precision, device):
+                        logits = network(x)
+                    loss = loss_fn(logits, to_device(targets, device))
+                    if not bool(torch.isfinite(loss)):  # before the step: the weights stay as they were
+                        self._diverged(f"the loss is {loss.item()}")
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 self.iteration += 1
                 entry = {"iteration": self.iteration, "loss": round(loss.item(), 6), "learning_rate": lr}
                 self.history.append(entry)
@@ -316,7 +384,7 @@ class Training:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise CellmixerError(f"--threads {threads}: must be at least 1 (default: all cores).")
         self.config = config
-        self.config.precision = resolve_precision(self.config.precision, self.device)
+        self.config.precision = self.config_precision = resolve_precision(self.config.precision, self.device)
         self.config.validate()
         self.output, self.threads, self.resume, self.overwrite, self.progress = output, threads, resume, overwrite, \
             progress
@@ -349,27 +417,55 @@ class Training:
         return self.description
 
     # ------------------------------------------------------------------ the outline
+    def resume_conflicts(self, meta: dict) -> list[tuple[str, str]]:
+        """Options given to this run, besides its settings, that differ from the run being resumed:
+        ``(option with its value, stored value)``. The base class compares the architecture options
+        (``self.model_options``) and the channel (``self.channel``); a method adds its own."""
+        found = []
+        spec = meta.get("architecture") or {}
+        for key, value in (getattr(self, "model_options", None) or {}).items():
+            if value is not None and spec.get(key) != value:
+                found.append((f"--{key.replace('_', '-')} {_shown(value)}", _shown(spec.get(key))))
+        channel = getattr(self, "channel", None)
+        if channel is not None and channel != meta.get("channel"):
+            found.append((f"--channel {channel}", f"channel {meta.get('channel')}"))
+        return found
+
     def fit(self):
-        """Train (or resume), save the model folder and its record; returns the model."""
+        """Train (or resume), save the model folder and its record; returns the model. The model
+        folder is locked while it runs (:func:`cellmixer.io.prepare_output_dir`)."""
+        with output_locks():
+            return self._fit()
+
+    def _fit(self):
         config = self.config
         out = prepare_output_dir(self.output)
         checkpoint_dir = out / CHECKPOINT_DIR
         meta = None
         if self.resume:
-            meta, self.config = resume_settings(checkpoint_dir, type(config), task=self.task,
-                                                iterations=config.iterations,
-                                                checkpoint_every=config.checkpoint_every,
-                                                defaults=self.resume_defaults)
-            given_precision, config = config.precision, self.config
-            try:  # the run's own arithmetic, where this device has it (a GPU's fp16 does not run on a CPU)
-                config.precision = resolve_precision(config.precision, self.device)
-            except CellmixerError:
-                config.precision = given_precision
+            given = {name: getattr(config, name) for name in given_settings(config)}
+            meta, self.config = resume_settings(checkpoint_dir, type(config), task=self.task, given=given,
+                                                conflicts=self.resume_conflicts, defaults=self.resume_defaults)
+            config = self.config
+            if "precision" not in given:
+                try:  # the run's own arithmetic, where this device has it (a GPU's fp16 does not run on a CPU)
+                    config.precision = resolve_precision(config.precision, self.device)
+                except CellmixerError:
+                    note(f"this device cannot train in the run's {config.precision}; it continues in "
+                         f"{self.config_precision}.")
+                    config.precision = self.config_precision
             config.validate()  # the stored settings, as strictly as given ones
-            self.restore(meta)
-        elif not self.overwrite:
-            refuse_existing_model(out, checkpoint_dir)
-        self.prepare()
+            try:
+                self.restore(meta)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise CellmixerError(f"{checkpoint_dir / STATE_JSON}: damaged checkpoint (a missing or wrong entry: "
+                                     f"{exc}); train again without --resume.") from None
+        else:
+            recover_checkpoint(checkpoint_dir)
+            if not self.overwrite:
+                refuse_existing_model(out, checkpoint_dir)
+        with out_of_memory("preparing the training images", "use fewer or smaller images (or --scale 0.5)"):
+            self.prepare()
         model = self.new_model()
         if self.task is not None:
             model.config["task"] = self.task
@@ -382,6 +478,8 @@ class Training:
         run = Optimization(model.network, config, checkpoint_dir, checkpoint_meta, device=self.device)
         if meta is not None:
             run.resume(meta)
+        elif self.overwrite:  # the old run goes now: a new run killed before its first checkpoint is not resumed
+            remove_checkpoint(checkpoint_dir)
         run.run(next_batch, loss_fn, validate=validate, desc=self.description, progress=self.progress,
                 start_time=self.start_time)
         if run.best is not None:

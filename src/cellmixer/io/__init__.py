@@ -8,9 +8,16 @@ from ._overlay import instance_colors, instance_overlay
 from ._read import IMAGE_SUFFIXES, check_not_constant, read_image
 from ._render import add_legend, class_colors, overlay_labels, to_uint8
 from ._write import (
+    LOCK_FILE,
     atomic_path,
     check_overwrite,
+    lock_folder,
+    locks_outputs,
+    output_locks,
     prepare_output_dir,
+    remove_stale_parts,
+    temporary_path,
+    unlock_folder,
     write_csv,
     write_json,
     write_png,
@@ -20,6 +27,13 @@ from ._write import (
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "LOCK_FILE",
+    "lock_folder",
+    "locks_outputs",
+    "output_locks",
+    "remove_stale_parts",
+    "temporary_path",
+    "unlock_folder",
     "ImageDataset",
     "add_legend",
     "as_label_image",

@@ -9,7 +9,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from .._errors import CellmixerError
+from .._errors import CellmixerError, is_out_of_memory, out_of_memory
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -33,6 +33,8 @@ def decode(path: Path, reader, what: str, formats: str):
             warnings.simplefilter("ignore")
             return reader(path)
     except Exception as exc:  # any decoder failure is a bad file for the user
+        if is_out_of_memory(exc):
+            raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CellmixerError(f"{path}: cannot read this {what} ({reason}); is the file complete and a "
                              f"{formats}?") from None
@@ -86,6 +88,11 @@ def read_image(path, *, channel: int | None = None, channel_option: str = "--cha
     path = Path(path)
     if not path.is_file():
         raise CellmixerError(f"{path}: no such image file; check the path.")
+    with out_of_memory(str(path), "the image is too large for this machine; split it into smaller fields"):
+        return _read_image(path, channel, channel_option)
+
+
+def _read_image(path: Path, channel, channel_option: str) -> np.ndarray:
     raw = decode(path, _read_raw, "image", "TIFF, PNG or JPEG")
     raw = np.squeeze(np.asarray(raw))
     if raw.ndim == 3:

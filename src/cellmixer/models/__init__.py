@@ -2,7 +2,15 @@
 
 from ._folder import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, state_dict_mismatch
 from ._pretrained import dinov2_state_dict, dinov2_url, load_dinov2_weights, load_pretrained_encoder, read_weights
-from ._registry import ARCHITECTURES, MAX_PARAMETERS, ArchitectureOptions, architecture_options, build_network, parameter_count
+from ._registry import (
+    ARCHITECTURES,
+    MAX_PARAMETERS,
+    ArchitectureOptions,
+    architecture_options,
+    build_network,
+    check_network,
+    parameter_count,
+)
 from ._segmenter import LinearDecoder, MaskTransformer, Segmenter, ViTLinear
 from ._typed_unet import TypedUNet
 from ._unet import UNet
@@ -29,6 +37,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "architecture_options",
     "build_network",
+    "check_network",
     "dinov2_state_dict",
     "dinov2_url",
     "load_dinov2_weights",

@@ -25,6 +25,11 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet, "typed_unet": TypedUN
 MAX_PARAMETERS = 2_000_000_000
 
 
+def _option(name: str) -> str:
+    """The command-line form of an architecture option that has no flag of its own."""
+    return f"--model-option {name}="
+
+
 @dataclasses.dataclass(frozen=True)
 class ArchitectureOptions:
     """The allowed values of every architecture option; None: the architecture's default
@@ -32,26 +37,32 @@ class ArchitectureOptions:
 
     in_channels: int | None = setting(None, "input channels", kind=int, at_least=1, at_most=3, cli=False)
     num_classes: int | None = setting(None, "outputs, background included", kind=int, at_least=1, at_most=256,
-                                       cli=False)
+                                      cli=False)
     width: int | None = setting(None, "U-Net channels at full resolution", kind=int, at_least=1, at_most=1024)
     depth: int | None = setting(None, "U-Net down-sampling steps", kind=int, at_least=0, at_most=8)
-    norm: str | None = setting(None, "U-Net normalization", kind=str, choices=("batch", "group", "none"),
-                                cli=False)
-    instance_classes: int | None = setting(None, "typed U-Net: instance classes", kind=int, at_least=2,
-                                            at_most=16, cli=False)
-    size: str | None = setting(None, "ViT size", kind=str, choices=("small", "base", "large", "giant"), cli=False)
+    norm: str | None = setting(None, "U-Net normalization", kind=str, choices=("batch", "group", "none"), cli=False,
+                               flag=_option("norm"))
+    instance_classes: int | None = setting(None, "typed U-Net: instance classes", kind=int, at_least=2, at_most=16,
+                                           cli=False, flag=_option("instance_classes"))
+    size: str | None = setting(None, "ViT size", kind=str, choices=("small", "base", "large", "giant"), cli=False,
+                               flag="--vit-size")
     registers: int | None = setting(None, "ViT models: register tokens, 4 for DINOv2 *_reg weights", kind=int,
-                                     at_least=0, at_most=64)
+                                    at_least=0, at_most=64)
     input_size: int | None = setting(None, "ViT models: input side, a multiple of 14; prediction tiles have this "
-                                            "size, use it as --crop-size too (the paper: 518)", kind=int,
-                                      at_least=14, at_most=4046)
+                                           "size, use it as --crop-size too (the paper: 518)", kind=int,
+                                     at_least=14, at_most=4046)
     decoder_layers: int | None = setting(None, "Segmenter decoder blocks", kind=int, at_least=1, at_most=48,
-                                          cli=False)
-    dropout: float | None = setting(None, "dropout", kind=float, at_least=0, below=1, cli=False)
-    mask_scale: float | None = setting(None, "Segmenter mask scale", kind=float, above=0, at_most=1000, cli=False)
-    embed_dim: int | None = setting(None, "ViT width", kind=int, at_least=1, at_most=8192, cli=False)
-    num_blocks: int | None = setting(None, "ViT blocks", kind=int, at_least=1, at_most=128, cli=False)
-    num_heads: int | None = setting(None, "ViT attention heads", kind=int, at_least=1, at_most=256, cli=False)
+                                         cli=False, flag=_option("decoder_layers"))
+    dropout: float | None = setting(None, "dropout", kind=float, at_least=0, below=1, cli=False,
+                                    flag=_option("dropout"))
+    mask_scale: float | None = setting(None, "Segmenter mask scale", kind=float, above=0, at_most=1000, cli=False,
+                                       flag=_option("mask_scale"))
+    embed_dim: int | None = setting(None, "ViT width", kind=int, at_least=1, at_most=8192, cli=False,
+                                    flag=_option("embed_dim"))
+    num_blocks: int | None = setting(None, "ViT blocks", kind=int, at_least=1, at_most=128, cli=False,
+                                     flag=_option("num_blocks"))
+    num_heads: int | None = setting(None, "ViT attention heads", kind=int, at_least=1, at_most=256, cli=False,
+                                    flag=_option("num_heads"))
 
 
 _OPTION_FIELDS = {f.name: f for f in dataclasses.fields(ArchitectureOptions)}
@@ -89,12 +100,23 @@ def parameter_count(spec: dict) -> int:
 
 
 def build_network(spec: dict, *, source: str | None = None) -> nn.Module:
-    """Build a network from ``{"name": ..., "in_channels": ..., "num_classes": ..., **options}``.
+    """Build a network from ``{"name": ..., "in_channels": ..., "num_classes": ..., **options}``, checked
+    first by :func:`check_network` (errors name the option, or the file ``source`` and its key)."""
+    count = check_network(spec, source=source)
+    options = {k: v for k, v in spec.items() if k != "name"}
+    what = f"{source}: the network" if source else f"the {spec['name']} network ({count / 1e6:.1f} million parameters)"
+    with out_of_memory(what, "choose a smaller --width or --depth, or free memory"):
+        return ARCHITECTURES[spec["name"]](**options)
 
-    Every option is checked against :class:`ArchitectureOptions` and the network's size against
-    :data:`MAX_PARAMETERS` before any memory is allocated. Errors name the command-line option, or,
-    with ``source`` (the file the spec was read from), the file and its key.
-    """
+
+def check_network(spec: dict, *, source: str | None = None) -> int:
+    """Check a network's description without allocating it: every option against
+    :class:`ArchitectureOptions`, the size against :data:`MAX_PARAMETERS`. Errors name the
+    command-line option, or, with ``source`` (the file the spec was read from), the file and its key.
+    Returns the number of parameters."""
+    if not isinstance(spec, dict):
+        raise CellmixerError(f"{source}: \"architecture\" is not an object." if source else "give the architecture "
+                             "as a dict.")
     spec = dict(spec)
     name = spec.pop("name", None)
 
@@ -110,7 +132,7 @@ def build_network(spec: dict, *, source: str | None = None) -> nn.Module:
     unknown = set(spec) - set(allowed) - {"in_channels", "num_classes"}
     if unknown:
         key = sorted(unknown)[0]
-        bad(key, f"architecture '{name}' has no option {key}; its options are {', '.join(sorted(allowed))}.")
+        bad(key, f"architecture '{name}' has no option(s) {key}; its options are {', '.join(sorted(allowed))}.")
     for key, value in spec.items():
         if key in _OPTION_FIELDS:
             try:
@@ -128,6 +150,4 @@ def build_network(spec: dict, *, source: str | None = None) -> nn.Module:
         what = f"{source}: \"architecture\"" if source else (given or f"--model {name}")
         raise CellmixerError(f"{what}: a network of {count / 1e9:.1f} billion parameters ({4 * count / 2**30:.0f} GiB); "
                              f"the limit is {MAX_PARAMETERS / 1e9:g} billion: choose a smaller width or depth.")
-    what = f"{source}: the network" if source else f"the {name} network ({count / 1e6:.1f} million parameters)"
-    with out_of_memory(what, "choose a smaller --width or --depth, or free memory"):
-        return ARCHITECTURES[name](**spec)
+    return count

@@ -18,6 +18,7 @@ from ...io import (
     class_colors,
     find_mask,
     list_images,
+    locks_outputs,
     overlay_labels,
     prepare_output_dir,
     read_image,
@@ -205,6 +206,7 @@ def evaluation_panel(item: EvaluationImage, prediction: np.ndarray, class_names)
     return add_legend(np.concatenate(views, axis=1), class_names, colors, title="image | truth | prediction:")
 
 
+@locks_outputs
 @takes_settings(Tiling, EvaluationSettings)
 def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
              channel: int | None = None, output=None, overlays: bool = True, device: str = "auto",

@@ -14,6 +14,7 @@ from ...io import (
     check_overwrite,
     class_colors,
     discover_dataset,
+    locks_outputs,
     overlay_labels,
     prepare_output_dir,
     to_uint8,
@@ -40,6 +41,7 @@ class MixSettings:
         check_settings(self)
 
 
+@locks_outputs
 @takes_settings(MixSettings)
 def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
         foreground: ForegroundParams | dict | None = None, overwrite: bool = False, progress: bool = True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from ...io import (
     atomic_path,
     check_not_constant,
     class_colors,
+    locks_outputs,
     overlay_labels,
     read_image,
     write_png,
@@ -50,10 +52,11 @@ def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndar
     return add_legend(overlay_labels(image, labels, colors), class_names, colors)
 
 
+@locks_outputs
 @takes_settings(Tiling)
 def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = None, probabilities: bool = False,
-            overlays: bool = True, device: str = "auto", overwrite: bool = False, progress: bool = True,
-            tiling: Tiling | None = None, **tiling_options) -> list[dict]:
+            overlays: bool = True, device: str = "auto", overwrite: bool = False, resume: bool = False,
+            progress: bool = True, tiling: Tiling | None = None, **tiling_options) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
 
     Parameters
@@ -77,6 +80,9 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     overwrite : bool
         Replace existing result files.
+    resume : bool
+        Continue an interrupted run into ``output`` (same options): images whose outputs it wrote
+        completely are skipped, the others predicted again.
     progress : bool
         Progress bars: over images, or over the tiles of a single image.
     tiling : Tiling, optional
@@ -126,5 +132,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         return {"image": str(path), "height": image.shape[0], "width": image.shape[1],
                 **region_summary(labels, names)}
 
+    settings = {"model": str(model.folder), "channel": channel, "probabilities": probabilities, "overlays": overlays,
+                **dataclasses.asdict(tiling)}  # what the outputs depend on: --resume continues only the same run
     return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
-                      on_inputs=count, overwrite=overwrite, progress=progress, bar_for_one=False, desc="predicting")
+                      settings=settings, on_inputs=count, overwrite=overwrite, resume=resume, progress=progress,
+                      bar_for_one=False, desc="predicting")

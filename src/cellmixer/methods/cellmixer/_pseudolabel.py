@@ -14,6 +14,7 @@ from ...io import (
     check_overwrite,
     class_colors,
     discover_dataset,
+    locks_outputs,
     overlay_labels,
     prepare_output_dir,
     read_image,
@@ -37,6 +38,7 @@ def qc_panel(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndarray:
     return add_legend(side, class_names, colors)
 
 
+@locks_outputs
 def pseudolabel(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
                 foreground: ForegroundParams | dict | None = None, overlays: bool = True, overwrite: bool = False,
                 progress: bool = True) -> list[dict]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..._errors import CellmixerError
-from ..._settings import setting, settings_from, takes_settings
+from ..._settings import given_settings, setting, settings_from, takes_settings
 from ...engine import OptimizationSettings, SegmentationModel, Training, stored_architecture
-from ...io import ImageDataset, discover_dataset
+from ...io import ImageDataset, discover_dataset, locks_outputs
 from ...ops import AugmentParams, ForegroundParams, tversky_loss
 from ._data import CropSampler, load_pseudolabelled
 
@@ -48,7 +48,20 @@ class CellMixerTraining(Training):
         self.architecture, self.model_options = model, model_options or {}
         self.foreground = ForegroundParams(**foreground) if isinstance(foreground, dict) else (
             foreground or ForegroundParams())
+        # the foreground settings given (a dict: its keys; settings: those not at their defaults)
+        self.foreground_given = set(foreground) if isinstance(foreground, dict) else given_settings(self.foreground)
         self.stored_classes = None
+
+    def resume_conflicts(self, meta):
+        found = super().resume_conflicts(meta)
+        if self.classes is not None and list(self.classes) != meta.get("classes"):
+            found.append((f"--classes {' '.join(self.classes)}", " ".join(map(str, meta.get("classes") or []))))
+        stored = (meta.get("normalization") or {}).get("foreground") or {}
+        for name in sorted(self.foreground_given):
+            value = getattr(self.foreground, name)
+            if stored.get(name, value) != value:
+                found.append((f"--{name.replace('_', '-')} {value}", f"{name} {stored[name]}"))
+        return found
 
     @property
     def description(self) -> str:
@@ -102,6 +115,7 @@ class CellMixerTraining(Training):
         return f"{self.config.mode}: {', '.join(self.dataset.classes)}"
 
 
+@locks_outputs
 @takes_settings(TrainingConfig)
 def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None, model: str = "unet",
           model_options: dict | None = None, foreground: ForegroundParams | dict | None = None, device: str = "auto",

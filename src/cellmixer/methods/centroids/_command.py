@@ -15,6 +15,7 @@ from ...io import (
     IMAGE_SUFFIXES,
     check_overwrite,
     instance_overlay,
+    locks_outputs,
     prepare_output_dir,
     read_image,
     read_labels,
@@ -40,8 +41,9 @@ SETTINGS_FILE = "cells.json"
 EVALUATION_FILE = "centroid_evaluation"
 
 
+@locks_outputs
 def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int | None = None,
-                      overlays: bool = True, device: str = "auto", overwrite: bool = False,
+                      overlays: bool = True, device: str = "auto", overwrite: bool = False, resume: bool = False,
                       progress: bool = True, **settings) -> list[dict]:
     """Segment the cells of every image with a cell-centre detector and write the results.
 
@@ -60,6 +62,8 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
     device : str
         ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     overlays, overwrite, progress : bool
+    resume : bool
+        Continue an interrupted run into ``output`` (same options): images done are skipped.
     **settings
         Options of :func:`cellmixer.segment_cells` (``threshold``, ``min_area``, ``window``,
         ``foreground_threshold``, ``background_threshold``, ``saliency``, ``data_weight``,
@@ -97,7 +101,8 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
         return row
 
     return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
-                      settings_file=SETTINGS_FILE, overwrite=overwrite, progress=progress, desc="segmenting cells",
+                      settings_file=SETTINGS_FILE, overwrite=overwrite, resume=resume, progress=progress,
+                      desc="segmenting cells",
                       settings={"model": source, "cellmixer_version": __version__, "channel": channel,
                                 "settings": dict(settings), "model_defaults": model.config.get("centroids", {})})
 
@@ -124,6 +129,7 @@ def format_centroid_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+@locks_outputs
 def evaluate_centroids(predictions, truth, *, truth_suffix: str = "", max_distance: float = 10.0, output=None,
                        overwrite: bool = False) -> dict:
     """Score the results of :func:`predict_centroids` against ground-truth cells.

@@ -14,6 +14,7 @@ from ...io import (
     check_not_constant,
     check_overwrite,
     collect_inputs,
+    locks_outputs,
     prepare_output_dir,
     read_image,
     to_uint8,
@@ -173,6 +174,7 @@ def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel:
     return items
 
 
+@locks_outputs
 def label_centroids(inputs, output, *, points=None, rois=None, nuclear=None, nuclear_channel: int | None = None,
                     pattern: str = "*", channel: int | None = None, method: str = ClassicalSettings.method,
                     diameter_range=ClassicalSettings.diameter_range, sigma: float = PEAK_SIGMA,

@@ -41,8 +41,8 @@ class CentroidSegmentation:
     of the detector's training (docs/benchmarks.md); a support threshold cut the cells down to the
     neighbourhood of their nucleus."""
 
-    threshold: float = setting(0.3, "likelihood above which a pixel belongs to a cell centre region", above=0,
-                               below=1)
+    threshold: float = setting(0.3, "likelihood (about 1 at a cell centre) above which a pixel belongs to a cell "
+                                    "centre region", above=0)
     min_area: int = setting(3, "smallest centre region (network pixels)", at_least=1)
     window: int = setting(96, "window around each cell (network pixels)", at_least=8, at_most=2048)
     map_smoothing: float = setting(2.0, "Gaussian sigma of the contribution maps before the projection (0: raw)",

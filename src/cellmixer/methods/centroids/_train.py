@@ -16,7 +16,7 @@ from ...engine import (
     Training,
     stored_architecture,
 )
-from ...io import collect_inputs
+from ...io import collect_inputs, locks_outputs
 from ...ops import AugmentParams, ClassicalSettings, augment
 from ._labels import PointLabels, check_label_source, weak_labels
 from ._points import PEAK_SIGMA, likelihood_map
@@ -184,6 +184,7 @@ class CentroidTraining(Training):
         return f"cell centres ({self.config.source})"
 
 
+@locks_outputs
 @takes_settings(CentroidTrainingConfig)
 def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuclear_channel: int | None = None,
                     pattern: str = "*", channel: int | None = None, method: str = ClassicalSettings.method,

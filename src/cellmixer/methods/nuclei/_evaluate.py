@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._errors import CellmixerError
-from ...io import IMAGE_SUFFIXES, check_overwrite, prepare_output_dir, read_labels, write_csv, write_json, write_text
+from ...io import IMAGE_SUFFIXES, check_overwrite, locks_outputs, prepare_output_dir, read_labels, write_csv, write_json, write_text
 from ...metrics import dice_per_class, instance_scores
 from ...ops import three_class_targets
 
@@ -71,6 +71,7 @@ def format_nuclei_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+@locks_outputs
 def evaluate_nuclei(predictions, truth, *, truth_suffix: str = "", exclude_border: bool = True, output=None,
                     overwrite: bool = False) -> dict:
     """Score the nucleus label images of a folder against ground-truth label images.

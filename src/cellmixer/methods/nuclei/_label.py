@@ -11,7 +11,7 @@ from ..._errors import CellmixerError
 from ..._progress import progress_bar
 from ..._version import __version__
 from ...engine import write_instances
-from ...io import check_overwrite, collect_inputs, prepare_output_dir, read_image, write_csv, write_json, write_tiff
+from ...io import check_overwrite, collect_inputs, locks_outputs, prepare_output_dir, read_image, write_csv, write_json, write_tiff
 from ...ops import (
     CLASSICAL_CONFIGURATIONS,
     CLASSICAL_METHODS,
@@ -81,6 +81,7 @@ def _plan(inputs, pattern: str, out: Path) -> list[tuple[Path, Path]]:
     return planned
 
 
+@locks_outputs
 def label_nuclei(inputs, output, *, method: str = ClassicalSettings.method, pattern: str = "*",
                  channel: int | None = None, diameter_range=ClassicalSettings.diameter_range, overlays: bool = True,
                  overwrite: bool = False, progress: bool = True, **options) -> list[dict]:

@@ -17,7 +17,7 @@ from ...engine import (
     run_images,
     write_instances,
 )
-from ...io import read_image
+from ...io import locks_outputs, read_image
 from ...ops import InstanceSettings, instances_from_classes
 
 SUMMARY_FILE, SETTINGS_FILE = "nuclei.csv", "nuclei.json"
@@ -74,11 +74,12 @@ def segment_nuclei(model, image: np.ndarray, *, tiling: Tiling | None = None, re
     return (labels, classes) if return_classes else labels
 
 
+@locks_outputs
 @takes_settings(Tiling)
 def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | None = None,
                    remove_border: bool = False, min_area: int = 0, classes: bool = False, overlays: bool = True,
-                   device: str = "auto", overwrite: bool = False, progress: bool = True, tiling: Tiling | None = None,
-                   **tiling_options) -> list[dict]:
+                   device: str = "auto", overwrite: bool = False, resume: bool = False, progress: bool = True,
+                   tiling: Tiling | None = None, **tiling_options) -> list[dict]:
     """Segment the nuclei of every input image and write label images, tables and overlays.
 
     Writes per image ``<name>_labels.tif`` (0 background, 1..n nuclei), ``<name>_objects.csv``
@@ -100,6 +101,8 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
     device : str
         ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     classes, overlays, overwrite, progress : bool
+    resume : bool
+        Continue an interrupted run into ``output`` (same options): images done are skipped.
     tiling, tile_size, overlap, batch_size, precision, augment :
         Sliding window and arithmetic (see :func:`segment_nuclei`).
 
@@ -130,5 +133,6 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
                 "cellmixer_version": __version__, "overlap": tiling.overlap, "precision": tiling.precision,
                 "augment": tiling.augment, "remove_border": remove_border, "min_area": min_area}
     return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
-                      settings_file=SETTINGS_FILE, settings=settings, overwrite=overwrite, progress=progress,
+                      settings_file=SETTINGS_FILE, settings=settings, overwrite=overwrite, resume=resume,
+                      progress=progress,
                       desc="segmenting nuclei")

@@ -23,7 +23,7 @@ from ...engine import (
     validation_loss,
     validation_tiles,
 )
-from ...io import check_not_constant, collect_inputs, find_mask, read_image, read_labels
+from ...io import check_not_constant, collect_inputs, find_mask, locks_outputs, read_image, read_labels
 from ...ops import (
     CLASSICAL_METHODS,
     DICE_WEIGHTS,
@@ -212,6 +212,7 @@ class NucleiTraining(Training):
         return f"nuclei ({self.config.labels} labels)"
 
 
+@locks_outputs
 @takes_settings(NucleiTrainingConfig)
 def train_nuclei(images, output, *, validation=None, labels: str | None = None, label_dir=None,
                  label_suffix: str = "_labels", pattern: str = "*", channel: int | None = None,

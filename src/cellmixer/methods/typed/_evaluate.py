@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..._errors import CellmixerError
-from ...io import prepare_output_dir, write_json
+from ...io import locks_outputs, prepare_output_dir, write_json
 from ...metrics import AP_KEYS, LIVECELL_MAX_DETECTIONS, coco_evaluate
 from ._classes import ClassSource
 from ._coco import ground_truth, read_coco
@@ -58,6 +58,7 @@ def _match_results(results: list, truth: dict) -> list:
     return matched
 
 
+@locks_outputs
 def evaluate_typed(predictions, truth, *, class_from: str = "annotation", max_detections=LIVECELL_MAX_DETECTIONS,
                    area_ranges="livecell", output=None, overwrite: bool = False) -> dict:
     """Score typed cells against COCO annotations: class-agnostic and class-aware mask AP, per class,

@@ -19,7 +19,7 @@ from ...engine import (
     method_of,
     run_images,
 )
-from ...io import find_mask, read_image, read_labels, write_json
+from ...io import find_mask, locks_outputs, read_image, read_labels, write_json
 from ...methods.centroids import segment_cells
 from ...methods.nuclei import load_nucleus_model, segment_nuclei
 from ...ops import InstanceSettings, instances_from_classes, split_foreground
@@ -152,10 +152,11 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
     return typed_instances(probs, labels, type_names=names)
 
 
+@locks_outputs
 @takes_settings(Tiling)
 def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: str = "*", channel: int | None = None,
                   min_distance: int = 5, min_area: int = 10, overlays: bool = True, device: str = "auto",
-                  overwrite: bool = False, progress: bool = True, tiling: Tiling | None = None,
+                  overwrite: bool = False, resume: bool = False, progress: bool = True, tiling: Tiling | None = None,
                   **tiling_options) -> list[dict]:
     """Find the cells of every input image with their type, and write them in every usual format.
 
@@ -183,6 +184,8 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     device : str
         ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     overlays, overwrite, progress : bool
+    resume : bool
+        Continue an interrupted run into ``output`` (same options): images done are skipped.
     tiling, tile_size, overlap, batch_size, precision, augment :
         Sliding window and arithmetic (see :func:`segment_typed`).
 
@@ -200,7 +203,7 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     out = Path(output)
     channel, channel_option = model.input_channel(channel)
     category_ids = {name: i for i, name in enumerate(names, start=1)}
-    image_ids, results = {}, []
+    image_ids = {}
 
     def number(found):
         """COCO image ids: those of the ``coco`` file, else 1..n in input order."""
@@ -221,8 +224,8 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         cells = segment_typed(model, image, instances=source, min_distance=min_distance, min_area=min_area,
                               tiling=tiling, stem=stem)
         row = {"image": str(path), **write_typed(out, stem, image, cells, overlays=overlays, overwrite=overwrite)}
-        results.extend(coco_results(cells, image_id=image_ids[path.name], file_name=path.name,
-                                    category_ids=category_ids))
+        row["_coco"] = coco_results(cells, image_id=image_ids[path.name], file_name=path.name,
+                                    category_ids=category_ids)  # kept with the row: --resume skips done images
         return row
 
     settings = {
@@ -236,7 +239,8 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         "augment": tiling.augment}
     rows = run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=COUNTS_FILE,
                       summary_fields=["image", "cells", *names], settings_file=SETTINGS_FILE, settings=settings,
-                      extra_files=[RESULTS_FILE], on_inputs=number, overwrite=overwrite, progress=progress,
-                      desc="typed cells")
+                      extra_files=[RESULTS_FILE], on_inputs=number, overwrite=overwrite, resume=resume,
+                      progress=progress, desc="typed cells")
+    results = [result for row in rows for result in row.pop("_coco")]
     write_json(out / RESULTS_FILE, results, overwrite=overwrite)
     return rows

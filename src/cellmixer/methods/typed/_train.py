@@ -21,7 +21,7 @@ from ...engine import (
     validation_loss,
     validation_tiles,
 )
-from ...io import read_image
+from ...io import locks_outputs, read_image
 from ...methods.nuclei import NucleiTrainingConfig
 from ...ops import IGNORE, log_dice_loss, three_class_targets
 from ._classes import ANNOTATION, ClassSource, check_known
@@ -194,6 +194,7 @@ class TypedTraining(Training):
         return f"typed cells: {', '.join(self.classes)}"
 
 
+@locks_outputs
 @takes_settings(TypedTrainingConfig)
 def train_typed(annotations, output, *, images=None, validation=None, validation_images=None,
                 class_from: str = ANNOTATION, classes=None, channel: int | None = None,
