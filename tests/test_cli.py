@@ -402,8 +402,11 @@ def test_bad_mix_and_predict_options(capsys, culture_dir, trained, image_file, t
 
 
 def test_resume_without_a_checkpoint(capsys, culture_dir, tmp_path):
+    status, _, err = run_cli(capsys, "train", culture_dir, "-o", tmp_path / "m", *TINY_TRAIN)
+    assert status == 0, err
+    shutil.rmtree(tmp_path / "m" / "checkpoint")
     status, _, err = run_cli(capsys, "train", culture_dir, "-o", tmp_path / "m", "--resume", *TINY_TRAIN)
-    assert_one_line_error(status, err, "--resume", "checkpoint")
+    assert_one_line_error(status, err, "--resume", "no checkpoint", "--overwrite")
 
 
 def test_evaluate_bad_masks(capsys, trained, tmp_path):

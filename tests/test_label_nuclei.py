@@ -189,7 +189,7 @@ def test_bad_method_options_and_inputs_are_clear_errors(tmp_path):
         label_nuclei(tmp_path / "a.tif", out, declump="shape")
     with pytest.raises(CellmixerError, match="threshold_correction_factor='high'"):
         label_nuclei(tmp_path / "a.tif", out, threshold_correction_factor="high")
-    with pytest.raises(CellmixerError, match="diameter_range"):
+    with pytest.raises(CellmixerError, match="--diameter 50 10: give the smallest"):
         label_nuclei(tmp_path / "a.tif", out, diameter_range=(50, 10))
     with pytest.raises(CellmixerError, match="missing.tif: no such file"):
         label_nuclei(tmp_path / "missing.tif", out)

@@ -360,8 +360,15 @@ def test_resume_after_an_interruption(culture_dir, tiny_run, tmp_path, tiny, mon
     assert_same_weights(state_of(full), state_of(folder))
 
 
-def test_resume_without_checkpoint(culture_dir, tmp_path, tiny):
-    with pytest.raises(CellmixerError, match="--resume.*no complete checkpoint"):
+def test_resume_without_checkpoint(culture_dir, tiny_run, tmp_path, tiny, capsys):
+    """Nothing to continue (a run killed before its first checkpoint): --resume runs it from the start;
+    a finished model without its checkpoint is refused."""
+    _, full = tiny_run
+    train(culture_dir, tmp_path / "fresh", seed=0, resume=True, **tiny)
+    assert "starts from the beginning" in capsys.readouterr().err
+    assert_same_weights(state_of(full), state_of(tmp_path / "fresh"))
+    shutil.rmtree(tmp_path / "fresh" / "checkpoint")
+    with pytest.raises(CellmixerError, match="--resume: .*fresh holds a finished model but no checkpoint"):
         train(culture_dir, tmp_path / "fresh", resume=True, **tiny)
 
 

@@ -13,9 +13,9 @@ import warnings
 from .._errors import CellmixerError, is_out_of_memory
 from .._version import __version__
 from ..demo import demo, print_demo_report
-from ..engine import TrainingInterrupted
+from ..engine import OptimizationSettings, TrainingInterrupted
 from . import _cellmixer, _centroids, _nuclei, _typed
-from ._options import add_output_options
+from ._options import add_output_options, add_settings
 
 # One line per method: its module adds its sub-commands and runs them.
 COMMANDS = (_cellmixer, _nuclei, _typed, _centroids)
@@ -28,8 +28,7 @@ def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="run everything on generated cultures (a few minutes, no download)",
                        description="Generate three cell types, train baseline and CellMixer, compare them.")
     defaults = {name: p.default for name, p in inspect.signature(demo).parameters.items()}
-    p.add_argument("--iterations", type=int, default=defaults["iterations"], help="per model (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=defaults["seed"])
+    add_settings(p, OptimizationSettings, ["iterations", "seed"], defaults=defaults)
     add_output_options(p, output_required=False, default=defaults["output"])
 
 

@@ -45,9 +45,11 @@ def add_settings(group, cls, names=None, *, skip=(), defaults=None) -> None:
         if isinstance(default, bool) or s.get("kind") is bool:
             if default:
                 flags = flags_of(f) if s.get("flag") else (f"--no-{f.name.replace('_', '-')}",)
-                group.add_argument(*flags, dest=f.name, action=_STORE_FALSE, help=f"off: {text}" if text else None)
+                action = group.add_argument(*flags, dest=f.name, action=_STORE_FALSE,
+                                            help=f"off: {text}" if text else None)
             else:
-                group.add_argument(*flags_of(f), dest=f.name, action=_STORE_TRUE, help=text or None)
+                action = group.add_argument(*flags_of(f), dest=f.name, action=_STORE_TRUE, help=text or None)
+            action.setting_field = f
             continue
         shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else "%(default)s"
         options = dict(dest=f.name, default=default, help=text if default is None else f"{text} (default: {shown})")
@@ -61,7 +63,8 @@ def add_settings(group, cls, names=None, *, skip=(), defaults=None) -> None:
             options["choices"] = s["choices"]
         if s.get("metavar") is not None:
             options["metavar"] = s["metavar"]
-        group.add_argument(*flags_of(f), action=_STORE, **options)
+        action = group.add_argument(*flags_of(f), action=_STORE, **options)
+        action.setting_field = f  # the declaration behind the option (its range: tests generate bad values)
 
 
 def settings_args(args, cls, *, given_only: bool = False) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 from .._errors import CellmixerError
 from .._progress import progress_bar
 from ..io import check_overwrite, locks_outputs, prepare_output_dir, write_json, write_text, write_tiff
-from ..methods.cellmixer import evaluate, mix, predict, pseudolabel, train
+from ..methods.cellmixer import TrainingConfig, evaluate, mix, predict, pseudolabel, train
 from ..metrics import format_table
 from ..ops import ForegroundParams, mosaic_pair
 from ._synthetic import CELL_TYPES, synthetic_culture
@@ -75,6 +75,7 @@ def demo(output="demo_output", *, seed: int = 0, iterations: int = 600, batch_si
         ``results`` ({model: {set: scores}}), ``table`` (markdown), ``cellmixer_wins`` and timings.
     """
     start = time.perf_counter()
+    TrainingConfig(iterations=iterations, seed=seed, batch_size=batch_size, crop_size=crop_size).validate()
     out = prepare_output_dir(output)
     check_overwrite([out / "results.md", out / "results.json"], overwrite=overwrite)
     if (out / "data").exists() and not overwrite:

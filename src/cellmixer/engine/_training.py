@@ -442,6 +442,14 @@ class Training:
         out = prepare_output_dir(self.output)
         checkpoint_dir = out / CHECKPOINT_DIR
         meta = None
+        recover_checkpoint(checkpoint_dir)
+        if self.resume and not (checkpoint_dir / STATE_JSON).exists():
+            if (out / CONFIG_FILE).exists():
+                raise CellmixerError(f"--resume: {out} holds a finished model but no checkpoint to continue; pass "
+                                     "--overwrite to train a new one, or choose another output folder.")
+            # a run killed before its first checkpoint (or none at all): what is left to do is all of it
+            note(f"no checkpoint in {out} to resume: the run starts from the beginning.")
+            self.resume = False
         if self.resume:
             given = {name: getattr(config, name) for name in given_settings(config)}
             meta, self.config = resume_settings(checkpoint_dir, type(config), task=self.task, given=given,
@@ -460,10 +468,8 @@ class Training:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise CellmixerError(f"{checkpoint_dir / STATE_JSON}: damaged checkpoint (a missing or wrong entry: "
                                      f"{exc}); train again without --resume.") from None
-        else:
-            recover_checkpoint(checkpoint_dir)
-            if not self.overwrite:
-                refuse_existing_model(out, checkpoint_dir)
+        elif not self.overwrite:
+            refuse_existing_model(out, checkpoint_dir)
         with out_of_memory("preparing the training images", "use fewer or smaller images (or --scale 0.5)"):
             self.prepare()
         model = self.new_model()

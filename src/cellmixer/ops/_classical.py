@@ -23,6 +23,7 @@ asked (``discard_border``; CellProfiler discards them by default).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from .._errors import CellmixerError
-from .._settings import setting
+from .._settings import check_settings, check_value, field_of, setting
 from ..io import relabel_consecutive
 
 DECLUMP_METHODS = ("shape", "intensity", "none")
@@ -345,6 +346,14 @@ def _maxima(values: np.ndarray, labels: np.ndarray, footprint: np.ndarray, facto
     return _shrink_to_points(maxima)
 
 
+def _diameter_need(diameters) -> str | None:
+    ok = (isinstance(diameters, (tuple, list)) and len(diameters) == 2
+          and all(isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) for d in diameters))
+    if not ok or not 1 <= diameters[0] <= diameters[1] <= 10_000:
+        return "give the smallest and the largest diameter in pixels, 1 <= MIN <= MAX, e.g. 10 50"
+    return None
+
+
 @dataclass(frozen=True)
 class ClassicalSettings:
     """What the commands that label nuclei classically let the user choose: the one home of these
@@ -353,7 +362,10 @@ class ClassicalSettings:
     method: str = setting("shape/intensity", "declumping/dividing lines, or the consensus of the 3 best",
                           choices=CLASSICAL_METHODS)
     diameter_range: tuple = setting((10, 50), "typical nucleus diameter range in pixels", flag="--diameter",
-                                    metavar=("MIN", "MAX"), at_least=1)
+                                    metavar=("MIN", "MAX"), check=_diameter_need)
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 # ----------------------------------------------------------------------------------- the module
@@ -428,12 +440,8 @@ def identify_primary_objects(image, *, diameter_range=ClassicalSettings.diameter
     (dtype('int32'), 3)
     """
     image = _check_image(image)
-    try:
-        dmin, dmax = (float(d) for d in diameter_range)
-    except (TypeError, ValueError):
-        raise CellmixerError(f"diameter_range={diameter_range!r}: give (min, max) in pixels, e.g. (10, 50).") from None
-    if not 1 <= dmin <= dmax:
-        raise CellmixerError(f"diameter_range={diameter_range!r}: need 1 <= min <= max, e.g. (10, 50).")
+    check_value(field_of(ClassicalSettings, "diameter_range"), diameter_range)
+    dmin, dmax = (float(d) for d in diameter_range)
     if declump not in DECLUMP_METHODS:
         raise CellmixerError(f"declump={declump!r}: choose one of {', '.join(DECLUMP_METHODS)}.")
     if dividing_lines not in DIVIDING_LINE_METHODS:

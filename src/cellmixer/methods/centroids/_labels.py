@@ -197,6 +197,7 @@ def label_centroids(inputs, output, *, points=None, rois=None, nuclear=None, nuc
         Per image: ``image``, ``points``, ``duplicates_dropped`` and the source file.
     """
     source = check_label_source(points, rois, nuclear, nuclear_channel)
+    ClassicalSettings(method=method, diameter_range=tuple(diameter_range))  # checked before any work
     found = collect_inputs(inputs, pattern=pattern)
     out = prepare_output_dir(output)
     planned = [out / POINTS_FILE, out / SUMMARY_FILE]

@@ -228,6 +228,7 @@ def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuc
     SegmentationModel
         One output channel (the likelihood), ``config["task"] == "centroids"``.
     """
+    ClassicalSettings(method=method, diameter_range=tuple(diameter_range))  # checked before any work
     label_options = {"method": method, "diameter_range": list(diameter_range)}
     config = settings_from(CentroidTrainingConfig, {**settings, "label_options": label_options},
                            function="train_centroids")

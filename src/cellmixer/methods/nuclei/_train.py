@@ -274,6 +274,7 @@ def train_nuclei(images, output, *, validation=None, labels: str | None = None, 
         With ``config["task"] == "nuclei"``; the selected iteration and its validation loss are in
         ``config["training"]``.
     """
+    ClassicalSettings(diameter_range=tuple(diameter_range))  # checked before any work
     if labels is None:
         labels = LABEL_FILES if label_dir is not None else ClassicalSettings.method
     elif label_dir is not None and labels != LABEL_FILES:

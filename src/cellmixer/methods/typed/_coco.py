@@ -4,6 +4,8 @@ annotations into label images, and writing label images as COCO annotations or r
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,35 +77,97 @@ def _load_json(path: Path) -> dict:
     return data
 
 
-def _check_segmentation(ann: dict, image: CocoImage, path: Path) -> None:
-    where = f"{path}: annotation {ann.get('id')} of {image.file_name}"
+def rle_counts(text: str) -> list[int]:
+    """The run lengths of a compressed COCO RLE (pycocotools' ``rleFrString``), checked: ValueError for
+    characters outside the format, a number cut short, or a negative run."""
+    counts, position, size = [], 0, len(text)
+    while position < size:
+        value = shift = 0
+        while True:
+            if position >= size:
+                raise ValueError("the last run length is cut short")
+            c = ord(text[position]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {text[position]!r} is not of the format")
+            value |= (c & 0x1F) << shift
+            position += 1
+            shift += 5
+            if not c & 0x20:
+                if c & 0x10:
+                    value |= -1 << shift
+                break
+        if len(counts) > 2:
+            value += counts[-2]
+        if value < 0:
+            raise ValueError("a run length is negative")
+        counts.append(value)
+    return counts
+
+
+def _finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_annotation(ann: dict, image: CocoImage, where: str) -> None:
+    """Everything pycocotools and training read of an annotation: its segmentation decodes to a mask of
+    the image's size, and ``area``, ``bbox`` and ``iscrowd`` are numbers where present."""
     seg = ann.get("segmentation")
     if isinstance(seg, dict):  # RLE
-        size = seg.get("size")
-        if "counts" not in seg or not isinstance(size, list) or len(size) != 2:
-            raise CellmixerError(f"{where}: RLE segmentation without 'counts' and 'size'; fix the file.")
-        if [int(s) for s in size] != [image.height, image.width]:
+        size, counts = seg.get("size"), seg.get("counts")
+        if counts is None or not isinstance(size, list) or len(size) != 2 or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in size):
+            raise CellmixerError(f"{where}: RLE segmentation without 'counts' and a 'size' of 2 whole numbers; fix "
+                                 "the file.")
+        if size != [image.height, image.width]:
             raise CellmixerError(f"{where}: RLE of size {size[0]}x{size[1]} for a {image.height}x{image.width} image; "
                                  "the mask belongs to another image.")
-        return
-    if not isinstance(seg, list) or not seg or not all(isinstance(p, list) for p in seg):
-        raise CellmixerError(f"{where}: empty or malformed segmentation (give polygons [[x1, y1, x2, y2, ...]] or an "
-                             "RLE); remove the annotation or fix it.")
-    for polygon in seg:
-        if len(polygon) < 6 or len(polygon) % 2:
-            raise CellmixerError(f"{where}: a polygon needs at least 3 (x, y) points, got {len(polygon)} numbers; "
-                                 "remove the annotation or fix it.")
-        xy = np.asarray(polygon, np.float64).reshape(-1, 2)
-        if not np.isfinite(xy).all():
-            raise CellmixerError(f"{where}: polygon with NaN or infinite coordinates; fix the file.")
-        low, high = xy.min(axis=0), xy.max(axis=0)
-        tol = OUT_OF_BOUNDS_TOLERANCE
-        if low.min() < -tol or high[0] > image.width + tol or high[1] > image.height + tol:
-            bad = xy[(xy[:, 0] < -tol) | (xy[:, 1] < -tol) | (xy[:, 0] > image.width + tol)
-                     | (xy[:, 1] > image.height + tol)][0]
-            raise CellmixerError(f"{where}: polygon point (x={bad[0]:g}, y={bad[1]:g}) is outside the "
-                                 f"{image.width}x{image.height} image; the annotation belongs to another image or "
-                                 "the image size in the file is wrong.")
+        try:
+            if isinstance(counts, str):
+                runs = rle_counts(counts)
+            elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                                  for c in counts):
+                runs = counts
+            else:
+                raise ValueError("counts must be a text or a list of whole numbers, 0 or more")
+        except ValueError as exc:
+            raise CellmixerError(f"{where}: RLE counts that do not decode ({exc}); fix the file.") from None
+        if sum(runs) != image.height * image.width:
+            raise CellmixerError(f"{where}: RLE counts cover {sum(runs)} pixels, the image has "
+                                 f"{image.height * image.width}; fix the file.")
+    else:
+        if not isinstance(seg, list) or not seg or not all(isinstance(p, list) for p in seg):
+            raise CellmixerError(f"{where}: empty or malformed segmentation (give polygons [[x1, y1, x2, y2, ...]] or "
+                                 "an RLE); remove the annotation or fix it.")
+        for polygon in seg:
+            if len(polygon) < 6 or len(polygon) % 2:
+                raise CellmixerError(f"{where}: a polygon needs at least 3 (x, y) points, got {len(polygon)} numbers; "
+                                     "remove the annotation or fix it.")
+            xy = np.asarray(polygon)
+            if xy.ndim != 1 or xy.dtype.kind not in "iuf":
+                raise CellmixerError(f"{where}: polygon coordinates that are not numbers ({str(polygon)[:40]}); fix "
+                                     "the file.")
+            xy = xy.astype(np.float64).reshape(-1, 2)
+            if not np.isfinite(xy).all():
+                raise CellmixerError(f"{where}: polygon with NaN or infinite coordinates; fix the file.")
+            low, high = xy.min(axis=0), xy.max(axis=0)
+            tol = OUT_OF_BOUNDS_TOLERANCE
+            if low.min() < -tol or high[0] > image.width + tol or high[1] > image.height + tol:
+                bad = xy[(xy[:, 0] < -tol) | (xy[:, 1] < -tol) | (xy[:, 0] > image.width + tol)
+                         | (xy[:, 1] > image.height + tol)][0]
+                raise CellmixerError(f"{where}: polygon point (x={bad[0]:g}, y={bad[1]:g}) is outside the "
+                                     f"{image.width}x{image.height} image; the annotation belongs to another image "
+                                     "or the image size in the file is wrong.")
+    if "area" in ann and not (_finite(ann["area"]) and ann["area"] >= 0):
+        raise CellmixerError(f"{where}: \"area\" is {json.dumps(ann['area'], default=str)[:30]}; give a number of "
+                             "pixels, or leave it out.")
+    bbox = ann.get("bbox")
+    if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)
+                                 and bbox[2] >= 0 and bbox[3] >= 0):
+        raise CellmixerError(f"{where}: \"bbox\" is {json.dumps(bbox, default=str)[:40]}; give [x, y, width, height], "
+                             "or leave it out.")
+    if ann.get("iscrowd", 0) not in (0, 1):
+        raise CellmixerError(f"{where}: \"iscrowd\" is {json.dumps(ann.get('iscrowd'), default=str)[:20]}; give 0 "
+                             "or 1.")
 
 
 def read_coco(path, *, image_dir=None, require_images: bool = True) -> CocoDataset:
@@ -156,16 +220,20 @@ def read_coco(path, *, image_dir=None, require_images: bool = True) -> CocoDatas
     annotations = data.get("annotations") or []
     if isinstance(annotations, dict):  # LIVECell: {"<id>": {...}}
         annotations = list(annotations.values())
-    for ann in annotations:
-        image = by_id.get(ann.get("image_id"))
+    for number, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            raise CellmixerError(f"{path}: annotation #{number + 1} is {json.dumps(ann, default=str)[:40]}, not an "
+                                 "object; fix or remove it.")
+        image_id, category_id = ann.get("image_id"), ann.get("category_id")
+        image = by_id.get(image_id) if isinstance(image_id, int) else None
         if image is None:
             raise CellmixerError(f"{path}: annotation {ann.get('id')} refers to image id {ann.get('image_id')}, "
                                  "which is not in \"images\"; fix or remove it.")
-        if ann.get("category_id") not in categories:
+        if not isinstance(category_id, int) or category_id not in categories:
             known = ", ".join(f"{k} ({v})" for k, v in categories.items()) or "none"
             raise CellmixerError(f"{path}: annotation {ann.get('id')} of {image.file_name} has category "
                                  f"{ann.get('category_id')}, which is not in \"categories\" (known: {known}).")
-        _check_segmentation(ann, image, path)
+        _check_annotation(ann, image, f"{path}: annotation {ann.get('id', f'#{number + 1}')} of {image.file_name}")
         image.annotations.append(ann)
     if require_images:
         _locate_images(images, Path(image_dir) if image_dir is not None else path.parent, path)
