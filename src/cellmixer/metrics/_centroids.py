@@ -18,7 +18,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from .._errors import CellmixerError
-from .._settings import check_value, field_of, setting
+from .._settings import check_settings, check_value, field_of, setting
 from ..io import as_label_image, label_index
 from ._instances import _pair, instance_overlap, instance_scores
 
@@ -31,6 +31,9 @@ class PointMatching:
 
     max_distance: float = setting(DEFAULT_MATCH_DISTANCE, "a detection matches a cell this close to its centroid, "
                                   "pixels", above=0, at_most=10_000)
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def _as_points(points, name: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .._errors import CellmixerError
-from .._settings import check_value, field_of, setting
+from .._settings import check_settings, check_value, field_of, setting
 
 LIVECELL_MAX_DETECTIONS = (100, 500, 2000)
 AREA_RANGES = {
@@ -46,6 +46,9 @@ class CocoScoring:
                                     "LIVECell's)", check=_max_detections_need, metavar="N", nargs=3)
     area_ranges: str = setting("livecell", "small/medium/large limits: LIVECell's 18²/31² or COCO's 32²/96² pixels",
                                choices=tuple(AREA_RANGES))
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def _coco_object(dataset: dict):

@@ -9,6 +9,7 @@ from ._registry import (
     architecture_options,
     build_network,
     check_network,
+    check_options,
     parameter_count,
 )
 from ._segmenter import LinearDecoder, MaskTransformer, Segmenter, ViTLinear
@@ -38,6 +39,7 @@ __all__ = [
     "architecture_options",
     "build_network",
     "check_network",
+    "check_options",
     "dinov2_state_dict",
     "dinov2_url",
     "load_dinov2_weights",

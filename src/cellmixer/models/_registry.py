@@ -119,26 +119,7 @@ def check_network(spec: dict, *, source: str | None = None) -> int:
                              "as a dict.")
     spec = dict(spec)
     name = spec.pop("name", None)
-
-    def bad(key: str, message: str):
-        where = f'{source}: "architecture.{key}"' if source else None
-        raise CellmixerError(f"{where}: {message}" if where else message)
-
-    if name not in ARCHITECTURES:
-        if source:
-            bad("name", f"unknown architecture {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}.")
-        architecture_options(name)  # the --model message
-    allowed = architecture_options(name)
-    unknown = set(spec) - set(allowed) - {"in_channels", "num_classes"}
-    if unknown:
-        key = sorted(unknown)[0]
-        bad(key, f"architecture '{name}' has no option(s) {key}; its options are {', '.join(sorted(allowed))}.")
-    for key, value in spec.items():
-        if key in _OPTION_FIELDS:
-            try:
-                check_value(_OPTION_FIELDS[key], value, key=f"architecture.{key}" if source else None)
-            except CellmixerError as exc:
-                raise CellmixerError(f"{source}: {exc}" if source else str(exc)) from None
+    check_options(name, spec, source=source)
     try:
         count = parameter_count({"name": name, **spec})
     except (TypeError, ValueError) as exc:  # an option out of the range of this architecture
@@ -151,3 +132,31 @@ def check_network(spec: dict, *, source: str | None = None) -> int:
         raise CellmixerError(f"{what}: a network of {count / 1e9:.1f} billion parameters ({4 * count / 2**30:.0f} GiB); "
                              f"the limit is {MAX_PARAMETERS / 1e9:g} billion: choose a smaller width or depth.")
     return count
+
+
+def check_options(name: str, options: dict, *, source: str | None = None) -> None:
+    """Check the options of the architecture ``name`` (not yet its size, which needs all of them):
+    each is one of its options and within :class:`ArchitectureOptions`. Errors name the option, or
+    the file ``source`` and its key."""
+
+    def bad(key: str, message: str):
+        where = f'{source}: "architecture.{key}"' if source else None
+        raise CellmixerError(f"{where}: {message}" if where else message)
+
+    if name not in ARCHITECTURES:
+        if source:
+            bad("name", f"unknown architecture {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}.")
+        architecture_options(name)  # the --model message
+    allowed = architecture_options(name)
+    unknown = set(options) - set(allowed) - {"in_channels", "num_classes"}
+    if unknown:
+        key = sorted(unknown)[0]
+        option = "" if source or key not in _OPTION_FIELDS else f"{flag_of(_OPTION_FIELDS[key])}: "
+        bad(key, f"{option}architecture '{name}' has no option(s) {key}; its options are "
+                 f"{', '.join(sorted(allowed))}.")
+    for key, value in options.items():
+        if key in _OPTION_FIELDS:
+            try:
+                check_value(_OPTION_FIELDS[key], value, key=f"architecture.{key}" if source else None)
+            except CellmixerError as exc:
+                raise CellmixerError(f"{source}: {exc}" if source else str(exc)) from None

@@ -24,7 +24,7 @@ from ...io import (
     write_png,
     write_text,
 )
-from ...metrics import centroid_scores, summarize_centroid_scores
+from ...metrics import PointMatching, centroid_scores, summarize_centroid_scores
 from ._labels import draw_points
 from ._points import roi_labels
 from ._segment import (
@@ -130,8 +130,8 @@ def format_centroid_table(results: dict) -> str:
 
 
 @locks_outputs
-def evaluate_centroids(predictions, truth, *, truth_suffix: str = "", max_distance: float = 10.0, output=None,
-                       overwrite: bool = False) -> dict:
+def evaluate_centroids(predictions, truth, *, truth_suffix: str = "",
+                       max_distance: float = PointMatching.max_distance, output=None, overwrite: bool = False) -> dict:
     """Score the results of :func:`predict_centroids` against ground-truth cells.
 
     Parameters
@@ -152,6 +152,7 @@ def evaluate_centroids(predictions, truth, *, truth_suffix: str = "", max_distan
     dict: ``summary``, ``images`` (per-image rows), ``table`` (markdown).
     """
 
+    PointMatching(max_distance=max_distance)  # checked before any work
     predictions, truth = Path(predictions), Path(truth)
     for option, folder in (("predictions", predictions), ("--truth", truth)):
         if not folder.is_dir():

@@ -25,6 +25,7 @@ from ...io import (
 from ...ops import ClassicalSettings
 from ._points import (
     PEAK_SIGMA,
+    PeakSettings,
     check_points,
     likelihood_map,
     nuclear_centroids,
@@ -198,6 +199,7 @@ def label_centroids(inputs, output, *, points=None, rois=None, nuclear=None, nuc
     """
     source = check_label_source(points, rois, nuclear, nuclear_channel)
     ClassicalSettings(method=method, diameter_range=tuple(diameter_range))  # checked before any work
+    PeakSettings(sigma=sigma)
     found = collect_inputs(inputs, pattern=pattern)
     out = prepare_output_dir(output)
     planned = [out / POINTS_FILE, out / SUMMARY_FILE]

@@ -5,7 +5,7 @@ import json
 from ..._errors import CellmixerError
 from ..._settings import check_mapping, check_value, field_of
 from ...engine import Method, register_method
-from ._points import PEAK_SIGMA
+from ._points import PEAK_SIGMA, PeakSettings
 from ._segment import TASK, CentroidSegmentation
 from ._train import CentroidTrainingConfig
 
@@ -26,5 +26,5 @@ class Centroids(Method):
         block = config.get("centroids", {})
         if not isinstance(block, dict):
             raise CellmixerError(f"\"centroids\" is {json.dumps(block)[:40]}: give an object")
-        check_value(field_of(CentroidTrainingConfig, "sigma"), block.get("sigma", PEAK_SIGMA), key="centroids.sigma")
+        check_value(field_of(PeakSettings, "sigma"), block.get("sigma", PEAK_SIGMA), key="centroids.sigma")
         check_mapping(CentroidSegmentation, block.get("segmentation", {}), key="centroids.segmentation")

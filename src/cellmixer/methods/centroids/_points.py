@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import roifile
 from skimage.draw import polygon
 
 from ..._errors import CellmixerError
+from ..._settings import check_settings, setting
 from ...io import write_csv
 from ...ops import ClassicalSettings, classical_labels, object_table
 
@@ -217,6 +219,17 @@ def nuclear_centroids(nuclear, *, shape=None, method: str = ClassicalSettings.me
 
 # Standard deviation (pixels of the image) of each cell's Gaussian peak in a likelihood map.
 PEAK_SIGMA = 6.0
+
+
+@dataclass(frozen=True)
+class PeakSettings:
+    """The likelihood peak of a point (its one home: default, range, help)."""
+
+    sigma: float = setting(PEAK_SIGMA, "standard deviation of each likelihood peak, image pixels", above=0,
+                           at_most=1000)
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def likelihood_map(points, shape, *, sigma: float = PEAK_SIGMA) -> np.ndarray:

@@ -19,7 +19,7 @@ from ...engine import (
 from ...io import collect_inputs, locks_outputs
 from ...ops import AugmentParams, ClassicalSettings, augment
 from ._labels import PointLabels, check_label_source, weak_labels
-from ._points import PEAK_SIGMA, likelihood_map
+from ._points import PEAK_SIGMA, PeakSettings, likelihood_map
 from ._segment import DEFAULT_SEGMENTATION, TASK, CentroidSegmentation, network_input
 
 PERCENTILE_NORMALIZATION = {"method": "percentile", "low": 1.0, "high": 99.8}
@@ -35,7 +35,7 @@ class CentroidTrainingConfig(OptimizationSettings):
 
     optimizer: str = setting_like(OptimizationSettings, "optimizer", "adam")
     lr_schedule: str = setting_like(OptimizationSettings, "lr_schedule", "poly")
-    sigma: float = setting(PEAK_SIGMA, "standard deviation of each likelihood peak, image pixels", above=0)
+    sigma: float = setting_like(PeakSettings, "sigma", PEAK_SIGMA)
     scale: float = setting(1.0, "resize images by this factor for the network, e.g. 0.5 for large cells",
                            above=0, at_most=4)
     source: str = setting("points", "where the points came from", cli=False)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..._errors import CellmixerError
 from ...io import locks_outputs, prepare_output_dir, write_json
-from ...metrics import AP_KEYS, LIVECELL_MAX_DETECTIONS, coco_evaluate
+from ...metrics import AP_KEYS, LIVECELL_MAX_DETECTIONS, CocoScoring, coco_evaluate
 from ._classes import ClassSource
 from ._coco import ground_truth, read_coco
 
@@ -89,6 +89,7 @@ def evaluate_typed(predictions, truth, *, class_from: str = "annotation", max_de
         images}), ``counts`` (per image: true and predicted cells, error), ``count_error``
         (mean absolute and mean relative error), ``table`` (markdown).
     """
+    CocoScoring(max_detections=tuple(max_detections), area_ranges=area_ranges)  # checked before any work
     dataset = read_coco(truth, require_images=False)
     predicted = _predicted_images(predictions)
     if predicted is not None:  # a prediction folder: score the images it holds (zero cells found included)

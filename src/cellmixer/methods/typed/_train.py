@@ -121,6 +121,7 @@ class TypedTraining(Training):
     """COCO instances -> instance targets and type targets -> log-Dice + type cross-entropy, validation-selected."""
 
     task = TASK
+    architecture = "typed_unet"
     description = "training (typed cells)"
     loss_name = "log-Dice + type cross-entropy"
     selects_best = True
