@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .._errors import CellmixerError
+from ..io import new_file_mode
 from ..models import state_dict_mismatch
 
 STATE_TENSORS = "state.safetensors"
@@ -84,7 +85,9 @@ def save_checkpoint(folder: Path, *, network, optimizer, rng: np.random.Generato
              "history": history, **meta,
              "best": None if best is None else {k: v for k, v in best.items() if k != "state"}}
     (new / STATE_JSON).write_text(json.dumps(state, indent=1) + "\n")
+    mode = new_file_mode()
     for name in os.listdir(new):
+        os.chmod(new / name, mode)  # safetensors writes 0600: the umask decides, as for every file
         _synced(new / name)
     _synced(new)
     shutil.rmtree(old, ignore_errors=True)

@@ -38,7 +38,7 @@ from ._checkpoint import (
 from ._device import PRECISIONS, autocast, describe_device, resolve_device, resolve_precision, to_device
 from ._method import method_by_task
 from ._model import check_model_config
-from ._record import write_training_record
+from ._record import CURVE_FILE, LOG_FILE, write_training_record
 
 # The sub-folder of a model folder that holds the training state, to resume or extend a run.
 CHECKPOINT_DIR = "checkpoint"
@@ -498,8 +498,12 @@ class Training:
         run = Optimization(model.network, config, checkpoint_dir, checkpoint_meta, device=self.device)
         if meta is not None:
             run.resume(meta)
-        elif self.overwrite:  # the old run goes now: a new run killed before its first checkpoint is not resumed
+        elif self.overwrite:
+            # The old run goes as this one starts (its inputs are checked by now): killed before its first
+            # checkpoint, this run leaves nothing of the old one to be resumed or mistaken for its result.
             remove_checkpoint(checkpoint_dir)
+            for name in (CONFIG_FILE, WEIGHTS_FILE, LOG_FILE, CURVE_FILE):
+                (out / name).unlink(missing_ok=True)
         for line in notes:
             note(line)
         run.run(next_batch, loss_fn, validate=validate, desc=self.description, progress=self.progress,

@@ -189,6 +189,21 @@ def check_overwrite(paths, *, overwrite: bool) -> None:
         )
 
 
+def new_file_mode() -> int:
+    """The permissions of a new file in this process: 0o666 less the umask (so that results shared
+    with a group stay readable: some writers, safetensors among them, create their files 0600)."""
+    try:
+        with open("/proc/self/status") as fh:  # Linux: the umask without changing it
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def temporary_path(path) -> Path:
     """A new empty file next to ``path``, named ``.<stem>.<random>.part<suffix>``: writers that pick the
     format from the suffix still work, and a later run finds it if this one is killed
@@ -217,6 +232,7 @@ def atomic_path(path, *, overwrite: bool = False):
     tmp = temporary_path(path)
     try:
         yield tmp
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
