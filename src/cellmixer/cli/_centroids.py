@@ -10,6 +10,7 @@ from ..methods.centroids import (
     predict_centroids,
     train_centroids,
 )
+from ..io import parse_channel
 from ..models import architecture_options
 from ..ops import SALIENCY_METHODS, ClassicalSettings
 from ._options import (
@@ -17,6 +18,7 @@ from ._options import (
     add_device_options,
     add_output_options,
     add_settings,
+    plane_kwargs,
     add_training_options,
     settings_args,
     training_kwargs,
@@ -36,8 +38,9 @@ def _add_source_options(parser) -> None:
     group.add_argument("--nuclear-replace", nargs=2, default=None, metavar=("OLD", "NEW"),
                        help="the nuclear image's file name is the image's with OLD replaced by NEW "
                             "(e.g. phase nuclear)")
-    group.add_argument("--nuclear-channel", type=int, default=None,
-                       help="the nuclear stain is this channel of the image file itself (0-based)")
+    group.add_argument("--nuclear-channel", type=parse_channel, default=None, metavar="CHANNEL",
+                       help="the nuclear stain is this channel of the image file itself: an index (0-based) or a "
+                            "name, e.g. DAPI")
     add_settings(group, ClassicalSettings, ["diameter_range", "method"])  # of the nuclear stain
 
 
@@ -119,7 +122,7 @@ def add_parsers(sub) -> None:
                             "cells: 2 for cells half as large (default: %(default)s)")
     group.add_argument("--tile-size", type=int, default=512, help="likelihood map tiles (default: %(default)s)")
     add_device_options(group, "fp32")
-    add_data_options(p, classes=False)
+    add_data_options(p, classes=False, planes=True)
     add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
@@ -152,6 +155,7 @@ def run(args, progress: bool) -> None:
     elif args.step == "predict":
         settings = {name: getattr(args, name) for name in _SEGMENTATION_NAMES}
         rows = predict_centroids(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
+                                 **plane_kwargs(args),
                                  overlays=args.overlays, overwrite=args.overwrite, progress=progress,
                                  rescale=args.rescale, batch_size=args.batch_size, tile_size=args.tile_size,
                                  precision=args.precision, device=args.device, **settings)

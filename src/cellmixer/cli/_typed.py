@@ -5,12 +5,15 @@ from __future__ import annotations
 from ..methods.typed import TypedTrainingConfig, evaluate_typed, predict_typed, train_typed
 from ..metrics import LIVECELL_MAX_DETECTIONS
 from ..models import architecture_options
+from ..io import parse_channel
 from ._options import (
+    CHANNEL_HELP,
     add_data_options,
     add_output_options,
     add_settings,
     add_tiling_options,
     add_training_options,
+    plane_kwargs,
     training_kwargs,
 )
 
@@ -43,7 +46,7 @@ def add_parsers(sub) -> None:
     group.add_argument("--width", type=int, default=unet["width"], help="(default: %(default)s)")
     group.add_argument("--depth", type=int, default=unet["depth"], help="(default: %(default)s)")
     add_training_options(p, TypedTrainingConfig, own=("dice_weights", "type_weight"))
-    p.add_argument("--channel", type=int, default=None, help="channel of multi-channel images (0-based)")
+    p.add_argument("--channel", type=parse_channel, default=None, metavar="CHANNEL", help=CHANNEL_HELP)
     add_output_options(p)
 
     p = steps.add_parser("predict", help="find the cells of new images with their type",
@@ -61,7 +64,7 @@ def add_parsers(sub) -> None:
     group.add_argument("--min-area", type=int, default=10, help="drop cells smaller than this (default: %(default)s)")
     group.add_argument("--coco", default=None, help="COCO file listing the images: its image ids go into "
                                                     "coco_results.json")
-    add_data_options(p, classes=False)
+    add_data_options(p, classes=False, planes=True)
     add_tiling_options(p, tile_size_option=False)
     add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
@@ -91,7 +94,8 @@ def run(args, progress: bool) -> None:
               f"kept iteration {info['selected_iteration']}) -> {args.output}")
     elif args.step == "predict":
         rows = predict_typed(args.model, args.inputs, args.output, instances=args.instances, coco=args.coco,
-                             pattern=args.pattern, channel=args.channel, min_distance=args.min_distance,
+                             pattern=args.pattern, channel=args.channel, **plane_kwargs(args),
+                             min_distance=args.min_distance,
                              min_area=args.min_area, overlap=args.overlap, batch_size=args.batch_size,
                              precision=args.precision, device=args.device, augment=args.augment, overlays=args.overlays,
                              overwrite=args.overwrite, progress=progress)

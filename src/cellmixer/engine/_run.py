@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .._progress import progress_bar
 from ..io import (
+    InputImage,
     check_overwrite,
     collect_inputs,
     prepare_output_dir,
@@ -15,21 +15,27 @@ from ..io import (
 )
 
 
-def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], process: Callable[[Path, str], dict],
+def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], process: Callable[[InputImage, str], dict],
                summary_file: str, summary_fields: Sequence[str] | None = None, settings_file: str | None = None,
                settings: dict | None = None, extra_files: Sequence[str] = (),
-               on_inputs: Callable[[list], None] | None = None, pattern: str = "*", overwrite: bool = False,
-               progress: bool = True, bar_for_one: bool = True, desc: str = "images") -> list[dict]:
-    """Run ``process`` on every input image and write the table of its results.
+               on_inputs: Callable[[list], None] | None = None, pattern: str = "*", project: str | None = None,
+               pixel_size=None, overwrite: bool = False, progress: bool = True, bar_for_one: bool = True,
+               desc: str = "images") -> list[dict]:
+    """Run ``process`` on every 2-D plane of every input image and write the table of its results.
 
     1. Collect the images (:func:`cellmixer.io.collect_inputs`: files and folders, each image with
-       a unique stem) and pass them to ``on_inputs``, if given.
+       a unique stem; files in ``output``, when it lies inside an input folder, are not inputs),
+       split stacks into their planes (:meth:`cellmixer.io.InputImage.planes`: every z-plane and
+       frame, ``<stem>_t003_z002``, or with ``project`` the projection over z) and pass them to
+       ``on_inputs``, if given.
     2. Make the output folder and refuse, before any work, to replace any file the run will write
        unless ``overwrite``.
-    3. ``process(path, stem)`` each image (which writes its own files into ``output``), with a
+    3. ``process(item, item.stem)`` each plane (which writes its own files into ``output``; it
+       reads its pixels with ``item.read(channel)`` or :func:`cellmixer.io.read_image`), with a
        progress bar over images.
-    4. Write the rows it returned to ``summary_file`` (CSV) and ``settings`` to ``settings_file``
-       (JSON), if given.
+    4. Write the rows it returned to ``summary_file`` (CSV; first column ``image``, the path
+       relative to the input folder, then ``plane`` for planes of stacks) and ``settings`` to
+       ``settings_file`` (JSON), if given.
 
     Parameters
     ----------
@@ -50,10 +56,14 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     extra_files : sequence of str
         Names of other files of the whole run that the caller writes: checked with the rest.
     on_inputs : callable, optional
-        ``on_inputs(found)`` with the list of ``(path, stem)`` found, before the output folder is
-        made: to refuse or index the inputs before any work.
+        ``on_inputs(found)`` with the list of :class:`cellmixer.io.InputImage` found, before the
+        output folder is made: to refuse or index the inputs before any work.
     pattern : str
         Only files in input folders whose name matches this glob pattern.
+    project : {'max', 'mean'}, optional
+        Process the projection over z of each frame instead of each z-plane.
+    pixel_size : float, optional
+        Micrometres per pixel of every input, replacing the files' calibration.
     overwrite, progress : bool
     bar_for_one : bool
         Show the bar over images for a single image too (False: when ``process`` shows its own).
@@ -65,15 +75,23 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     list of dict
         The rows of the summary.
     """
-    found = collect_inputs(inputs, pattern=pattern)
+    found = [plane for item in collect_inputs(inputs, pattern=pattern, exclude=[output])
+             for plane in item.planes(project=project, pixel_size=pixel_size)]
     if on_inputs is not None:
         on_inputs(found)
     out = prepare_output_dir(output)
     names = [*extra_files, summary_file, *([settings_file] if settings_file else [])]
-    names += [name for _, stem in found for name in outputs(stem)]
+    names += [name for item in found for name in outputs(item.stem)]
     check_overwrite([out / name for name in names], overwrite=overwrite)
     bar = progress_bar(found, desc=desc, unit="image", enabled=progress and (bar_for_one or len(found) > 1))
-    rows = [process(path, stem) for path, stem in bar]
+    rows = []
+    for item in bar:
+        row = process(item, item.stem)
+        rows.append({"image": item.key, **item.where, **{k: v for k, v in row.items() if k != "image"}})
+    if summary_fields is not None and any(item.where for item in found):
+        summary_fields = ["image", "plane", *[f for f in summary_fields if f not in ("image", "plane")]]
+    elif rows and any(item.where for item in found):
+        summary_fields = list(dict.fromkeys(k for row in rows for k in row))
     write_csv(out / summary_file, rows, overwrite=overwrite, fieldnames=summary_fields)
     if settings_file:
         write_json(out / settings_file, settings, overwrite=overwrite)

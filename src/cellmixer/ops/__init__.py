@@ -23,7 +23,7 @@ from ._mixup import background_stats, mix_labels, mix_pair, normalize_by_backgro
 from ._mosaic import mosaic_pair
 from ._postprocess import instances_from_classes
 from ._resize import rescale_image
-from ._table import OBJECT_FIELDS, object_table
+from ._table import OBJECT_FIELDS, cell_fields, cell_measurements, object_table
 from ._targets import IGNORE, three_class_targets
 from ._watershed import split_foreground
 
@@ -58,6 +58,8 @@ __all__ = [
     "mix_pair",
     "mosaic_pair",
     "normalize_by_background",
+    "cell_fields",
+    "cell_measurements",
     "object_table",
     "rescale_image",
     "saliency_map",

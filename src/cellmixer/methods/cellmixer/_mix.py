@@ -57,7 +57,7 @@ def mix(data, output, *, number: int = 16, crop_size: int = 256, lam: float = 0.
     if number < 1:
         raise CellmixerError(f"--number {number}: must be at least 1.")
     params = ForegroundParams(**foreground) if isinstance(foreground, dict) else (foreground or ForegroundParams())
-    dataset = discover_dataset(data, classes=classes, pattern=pattern, min_classes=2)
+    dataset = discover_dataset(data, classes=classes, pattern=pattern, min_classes=2, exclude=[output])
     out = prepare_output_dir(output)
     names = [f"mixture_{i:03d}" for i in range(number)]
     check_overwrite([out / "mixtures.csv"] + [out / f"{n}{s}" for n in names for s in (".tif", "_masks.tif", ".png")],

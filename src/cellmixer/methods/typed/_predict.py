@@ -25,7 +25,7 @@ from ...methods.nuclei import load_nucleus_model, segment_nuclei
 from ...ops import instances_from_classes, split_foreground
 from ._assign import TypedInstances, typed_instances
 from ._coco import read_coco
-from ._write import OUTPUT_SUFFIXES, OVERLAY_SUFFIX, coco_results, write_typed
+from ._write import TYPES_SUFFIX, coco_results, typed_writer, write_typed
 
 TASK = "typed"
 INSTANCE_CLASSES = ["cell", "cell boundary"]  # after background: the instance head of a typed model
@@ -153,18 +153,22 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
 
 
 @takes_settings(Tiling)
-def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: str = "*", channel: int | None = None,
-                  min_distance: int = 5, min_area: int = 10, overlays: bool = True, device: str = "auto",
+def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: str = "*", channel: int | str | None = None,
+                  project: str | None = None, pixel_size=None, min_distance: int = 5, min_area: int = 10,
+                  overlays: bool = True, device: str = "auto",
                   overwrite: bool = False, progress: bool = True, tiling: Tiling | None = None,
                   **tiling_options) -> list[dict]:
     """Find the cells of every input image with their type, and write them in every usual format.
 
-    Per image: ``<name>_labels.tif`` (cells 1..n), ``<name>_types.tif`` (0 background, k = k-th
-    type), ``<name>_cells.csv`` (label, type, score, objectness, area, centroid, bbox, mean
-    intensity), ``<name>.geojson`` (QuPath / napari polygons with their classification) and
-    ``<name>_overlay.png`` (cells coloured by type, legend with counts). For all images:
-    ``counts.csv`` (cells of each type per image), ``coco_results.json`` (COCO results with RLE
-    masks) and ``typed.json`` (settings and categories).
+    Per image (per plane of a z-stack or time series: ``<name>_t003_z002_...``):
+    ``<name>_labels.tif`` (cells 1..n), ``<name>_types.tif`` (0 background, k = k-th type),
+    ``<name>_cells.csv`` (label, type, score, objectness, shape and intensity of every channel in
+    pixels and um), ``<name>_rois.zip`` (Fiji), ``<name>.geojson`` (QuPath polygons with their
+    classification and measurements) and ``<name>_overlay.png`` (cells coloured by type, legend
+    with counts). For all images: ``counts.csv`` (cells of each type per image),
+    ``coco_results.json`` (COCO results with RLE masks), ``coco_dataset.json`` (the COCO dataset
+    of the same cells: images, categories, polygons) and ``typed.json`` (settings and
+    categories).
 
     Parameters
     ----------
@@ -179,7 +183,11 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         A COCO file listing the images: its image ids are used in ``coco_results.json``
         (otherwise 1..n in input order); images are matched by file name.
     pattern, channel, min_distance, min_area :
-        See :func:`segment_typed`.
+        See :func:`segment_typed`; ``channel`` is an index or a name from the file's metadata.
+    project : {'max', 'mean'}, optional
+        Type the cells of the projection over z of z-stacks instead of each plane.
+    pixel_size : float, optional
+        Micrometres per pixel, for images whose files do not say.
     device : str
         ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     overlays, overwrite, progress : bool
@@ -202,27 +210,28 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     channel = model.channel if channel is None else channel
     category_ids = {name: i for i, name in enumerate(names, start=1)}
     image_ids, results = {}, []
+    writer = typed_writer(out, names, overlays=overlays, overwrite=overwrite)
 
     def number(found):
-        """COCO image ids: those of the ``coco`` file, else 1..n in input order."""
-        image_ids.update({path.name: i for i, (path, _) in enumerate(found, start=1)})
+        """COCO image ids (by output stem, unique): those of the ``coco`` file, else 1..n in input order."""
+        image_ids.update({item.stem: i for i, item in enumerate(found, start=1)})
         if coco is not None:
             listed = {Path(im.file_name).name: im.id for im in read_coco(coco, require_images=False).images}
-            missing = [p.name for p, _ in found if p.name not in listed]
+            missing = [item.path.name for item in found if item.path.name not in listed]
             if missing:
                 raise CellmixerError(f"--coco {coco}: does not list {missing[0]} (and {len(missing) - 1} more inputs); "
                                      "give the annotation file of these images, or leave --coco out.")
-            image_ids.update({name: listed[name] for name in image_ids})
+            image_ids.update({item.stem: listed[item.path.name] for item in found})
 
     def outputs(stem):
-        return [f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES] + ([f"{stem}{OVERLAY_SUFFIX}"] if overlays else [])
+        return [*writer.outputs(stem), f"{stem}{TYPES_SUFFIX}"]
 
-    def process(path, stem):
-        image = read_image(path, channel=channel)  # a blank field is no error: it has no cells
+    def process(item, stem):
+        image = read_image(item, channel=channel)  # a blank field is no error: it has no cells
         cells = segment_typed(model, image, instances=source, min_distance=min_distance, min_area=min_area,
                               tiling=tiling, stem=stem)
-        row = {"image": str(path), **write_typed(out, stem, image, cells, overlays=overlays, overwrite=overwrite)}
-        results.extend(coco_results(cells, image_id=image_ids[path.name], file_name=path.name,
+        row = write_typed(out, item, image, cells, writer=writer, image_id=image_ids[stem])
+        results.extend(coco_results(cells, image_id=image_ids[stem], file_name=writer.images[-1]["file_name"],
                                     category_ids=category_ids))
         return row
 
@@ -234,10 +243,11 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         (source if isinstance(source, str) else "watershed" if source is None else "given"),
         "score": "mean probability of the cell's type over its pixels; objectness: 1 - mean background probability",
         "min_distance": min_distance, "min_area": min_area, "overlap": tiling.overlap, "precision": tiling.precision,
-        "augment": tiling.augment}
-    rows = run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=COUNTS_FILE,
-                      summary_fields=["image", "cells", *names], settings_file=SETTINGS_FILE, settings=settings,
-                      extra_files=[RESULTS_FILE], on_inputs=number, overwrite=overwrite, progress=progress,
-                      desc="typed cells")
+        "augment": tiling.augment, "channel": channel, "project": project}
+    rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                      process=process, summary_file=COUNTS_FILE, summary_fields=["image", "cells", *names],
+                      settings_file=SETTINGS_FILE, settings=settings, extra_files=[RESULTS_FILE, *writer.run_outputs],
+                      on_inputs=number, overwrite=overwrite, progress=progress, desc="typed cells")
     write_json(out / RESULTS_FILE, results, overwrite=overwrite)
+    writer.finish()
     return rows
