@@ -174,8 +174,8 @@ class CentroidTraining(Training):
         sources = {"points": where(self.points), "rois": where(self.rois),
                    "nuclear": list(nuclear) if isinstance(nuclear, tuple) else where(nuclear),
                    "nuclear_channel": self.nuclear_channel}
-        return dict(train_images=[str(getattr(p, "path", p)) for p in self.paths],
-                    train_keys=[getattr(p, "key", Path(p).name) for p in self.paths], sources=sources, segmentation=self.stored_segmentation)
+        return dict(train_images=[str(p.path) for p in self.paths], train_keys=[p.key for p in self.paths],
+                    sources=sources, segmentation=self.stored_segmentation)
 
     def summary(self):
         return {"train_images": len(self.paths), "points": int(sum(len(it.points) for it in self.items)),
