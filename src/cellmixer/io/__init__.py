@@ -14,7 +14,7 @@ from ._dataset import (
     warn_if_mask,
 )
 from ._geojson import instance_features, mask_polygons
-from ._inputs import InputImage, collect_inputs
+from ._inputs import InputImage, check_unique_stems, collect_inputs
 from ._labels import as_label_image, label_index, read_labels, relabel_consecutive, remove_border_objects
 from ._overlay import instance_colors, instance_overlay
 from ._read import (
@@ -59,6 +59,7 @@ __all__ = [
     "atomic_path",
     "check_not_constant",
     "check_overwrite",
+    "check_unique_stems",
     "class_colors",
     "coco_annotations",
     "collect_inputs",

@@ -99,11 +99,16 @@ def collect_inputs(inputs, *, pattern: str = "*", exclude=()) -> list[InputImage
             found.append(InputImage(item, item.stem, item.name))
         else:
             raise CellmixerError(f"{item}: no such file or folder.")
+    return check_unique_stems(found)
+
+
+def check_unique_stems(found: list[InputImage]) -> list[InputImage]:
+    """Refuse two inputs whose outputs would have the same name; returns ``found``."""
     by_stem: dict[str, Path] = {}
     for image in found:
         if image.stem in by_stem:
             raise CellmixerError(f"{by_stem[image.stem]} and {image.path} would both write '{image.stem}_labels.tif'; "
-                                 "rename one or give them to separate runs.")
+                                 "rename one or write them into separate output folders.")
         by_stem[image.stem] = image.path
     return found
 

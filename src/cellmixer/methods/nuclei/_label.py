@@ -12,7 +12,7 @@ from ..._errors import CellmixerError
 from ..._progress import progress_bar
 from ..._version import __version__
 from ...engine import InstanceWriter, write_labels
-from ...io import InputImage, check_overwrite, collect_inputs, prepare_output_dir, write_csv, write_json
+from ...io import InputImage, check_overwrite, check_unique_stems, collect_inputs, prepare_output_dir, write_csv, write_json
 from ...ops import (
     CLASSICAL_CONFIGURATIONS,
     CLASSICAL_METHODS,
@@ -58,18 +58,14 @@ def _check_options(method: str, diameter_range, options: dict) -> None:
 def _plan(inputs, pattern: str, out: Path, project: str | None, pixel_size) -> list[InputImage]:
     """The planes to label; sub-folders of input folders are mirrored in ``out`` (stems hold them)."""
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not items:
+        raise CellmixerError("no inputs: give image files or folders of images.")
     planned: list[InputImage] = []
     for item in items:
         for found in collect_inputs(item, pattern=pattern, exclude=[out]):
             stem = Path(found.key).with_suffix("").as_posix() if Path(item).is_dir() else found.path.stem
             planned += replace(found, stem=stem).planes(project=project, pixel_size=pixel_size)
-    seen: dict[str, Path] = {}
-    for image in planned:
-        if image.stem in seen:
-            raise CellmixerError(f"{seen[image.stem]} and {image.path} would both write '{image.stem}_labels.tif'; "
-                                 "rename one or label them into separate output folders.")
-        seen[image.stem] = image.path
-    return planned
+    return check_unique_stems(planned)
 
 
 def label_nuclei(inputs, output, *, method: str = ClassicalSettings.method, pattern: str = "*",
