@@ -30,6 +30,7 @@ from ._read import (
     parse_channel,
     read_image,
 )
+from ._paired import paired_path, read_nuclear
 from ._render import add_legend, class_colors, overlay_labels, to_uint8
 from ._rois import coco_annotations, instance_rois, write_rois
 from ._write import (
@@ -79,6 +80,8 @@ __all__ = [
     "open_image",
     "overlay_labels",
     "parse_channel",
+    "paired_path",
+    "read_nuclear",
     "prepare_output_dir",
     "read_image",
     "read_labels",

@@ -18,6 +18,7 @@ from ...io import (
     collect_inputs,
     prepare_output_dir,
     read_image,
+    read_nuclear,
     to_uint8,
     warn_if_mask,
     write_json,
@@ -51,28 +52,6 @@ class PointLabels:
     duplicates: int = 0
     info: dict = field(default_factory=dict)
     key: str = ""  # its path relative to the input folder: its name in points.csv
-
-
-def _nuclear_path(image_path: Path, nuclear) -> Path:
-    if isinstance(nuclear, dict):
-        for key in (image_path, str(image_path), image_path.name):
-            if key in nuclear:
-                return Path(nuclear[key])
-        raise CellmixerError(f"--nuclear: no nuclear image given for {image_path}.")
-    if isinstance(nuclear, (tuple, list)) and len(nuclear) == 2:
-        old, new = (str(v) for v in nuclear)
-        if old not in image_path.name:
-            raise CellmixerError(f"--nuclear-replace {old} {new}: '{old}' is not in the file name {image_path.name}; "
-                                 "give the part of the image's name to replace by the nuclear image's.")
-        return image_path.with_name(image_path.name.replace(old, new))
-    folder = Path(nuclear)
-    if not folder.is_dir():
-        raise CellmixerError(f"--nuclear {folder}: no such folder; give the folder of nuclear images named like the "
-                             "images, or --nuclear-replace OLD NEW.")
-    for candidate in [folder / image_path.name, *sorted(folder.glob(image_path.stem + ".*"))]:
-        if candidate.is_file():
-            return candidate
-    raise CellmixerError(f"--nuclear {folder}: no nuclear image named like {image_path.name}.")
 
 
 def _roi_path(image_path: Path, rois) -> Path:
@@ -164,15 +143,9 @@ def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel:
             raw = read_roi_points(roi_file)
             where, info["rois"] = f"{roi_file}", str(roi_file)
         else:
-            if nuclear_channel is not None:
-                stain = read_image(path, channel=nuclear_channel, option="--nuclear-channel")
-                where = f"{path} channel {nuclear_channel}"
-            else:
-                nuclear_file = _nuclear_path(path, nuclear)
-                if not nuclear_file.is_file():
-                    raise CellmixerError(f"{nuclear_file}: no such nuclear image (for {path.name}).")
-                stain, where = read_image(nuclear_file), str(nuclear_file)
-                info["nuclear"] = str(nuclear_file)
+            stain, where = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel)
+            if nuclear_channel is None:
+                info["nuclear"] = where
             raw = nuclear_centroids(stain, shape=image.shape, method=method, diameter_range=diameter_range,
                                     name=where)
         checked, duplicates = check_points(raw, image.shape, name=where)

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
 from ..._errors import CellmixerError
-from ..._settings import takes_settings
+from ..._settings import split_settings, takes_settings
 from ..._version import __version__
 from ...engine import (
     SegmentationModel,
@@ -23,8 +23,9 @@ from ...io import find_mask, read_image, read_labels, write_json
 from ...methods.centroids import segment_cells
 from ...methods.nuclei import load_nucleus_model, segment_nuclei
 from ...ops import instances_from_classes, split_foreground
-from ._assign import TypedInstances, typed_instances
+from ._assign import TypedInstances, cells_of_nuclei, typed_instances
 from ._coco import read_coco
+from ._nuclei import NuclearRoute, cell_source, nucleus_source
 from ._write import TYPES_SUFFIX, coco_results, typed_writer, write_typed
 
 TASK = "typed"
@@ -78,10 +79,15 @@ def _foreground_instances(source: str, foreground: np.ndarray, *, min_distance: 
     return labels
 
 
-@takes_settings(Tiling)
-def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int = 5, min_area: int = 10,
-                  stem: str = "image", tiling: Tiling | None = None, **tiling_options) -> TypedInstances:
+@takes_settings(Tiling, NuclearRoute)
+def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min_distance: int = 5,
+                  min_area: int = 10, stem: str = "image", tiling: Tiling | None = None,
+                  **options) -> TypedInstances:
     """The cells of one image, each with its type and score.
+
+    With a nuclear stain (``nuclear``), every nucleus becomes one cell: the nuclei of the stain
+    (``nuclei``: classical by default, no training) grow into their cells (``cells``), and each cell
+    is typed from the model's probabilities over its whole body.
 
     Parameters
     ----------
@@ -91,6 +97,19 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
         (:func:`cellmixer.train_typed`): its instance head also gives the cells (separation lines
         post-processed as for nuclei, then grown back over the line pixels), and the
         probability of type ``k`` is ``(1 - p_background) * q_k`` from its two heads.
+    nuclear : (H, W) array, optional
+        The nuclear stain of the same field (Hoechst, DAPI): the cells are its nuclei grown into
+        cells, and ``instances`` is not used.
+    nuclei : str, model, array or callable
+        With ``nuclear``: ``'classical'`` (:func:`cellmixer.ops.nuclei_of_stain`), a nucleus model or its
+        folder, a nucleus label image, or ``f(stain) -> labels``.
+    cells : str, model or callable
+        With ``nuclear``: ``'nuclei'``, ``'grow'``, ``'graphcut'``
+        (:func:`cellmixer.ops.cells_from_nuclei`), a cell-centre detector (the nuclei as its cell
+        centres: guided backpropagation and graph cuts), or ``f(nuclei, foreground, image) -> labels``.
+    diameter_range, method, cell_reach :
+        Classical nuclei (diameters in pixels, declumping) and how far a cell may reach from its
+        nucleus (in median nucleus diameters); see :class:`NuclearRoute`.
     instances : str, array, callable or path, optional
         Instance source: ``'watershed'`` (the default for CellMixer models: the predicted
         foreground split by :func:`cellmixer.instances.split_foreground`), ``'components'``
@@ -115,11 +134,18 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
     -------
     TypedInstances
     """
+    route_options, tiling_options = split_settings(options, NuclearRoute)
+    route = NuclearRoute(**route_options)
     tiling = as_tiling(tiling, **tiling_options)
     model = load_type_model(model)
     image = np.asarray(image)
     if image.ndim != 2:
         raise CellmixerError(f"image: {image.ndim}-D array of shape {image.shape}; give one 2-D channel.")
+    if nuclear is not None:
+        nuclear = np.asarray(nuclear)
+        if nuclear.shape != image.shape:
+            raise CellmixerError(f"nuclear stain of {stem}: shape {nuclear.shape} differs from the image's "
+                                 f"{image.shape}; give the stain of the same field, at the same size.")
     names = type_names(model)
     source = _instance_source(instances)
     typed_model = method_of(model).name == "typed"
@@ -135,6 +161,10 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
         probs = np.concatenate([background[None], (1 - background)[None] * raw[n_inst:]], axis=0)
     else:
         probs = raw
+    if nuclear is not None:
+        nuclei = nucleus_source(route.nuclei if isinstance(route.nuclei, str) else route.nuclei, route)(nuclear)
+        grow = cell_source(route.cells, route)
+        return cells_of_nuclei(probs, nuclei, grow(nuclei, 1 - probs[0], image), names)
     if source is None and typed_model:
         classes = raw[:len(INSTANCE_CLASSES) + 1].argmax(axis=0).astype(np.uint8)
         labels = instances_from_classes(classes, min_area=min_area)
