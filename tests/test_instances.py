@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -103,17 +102,15 @@ def test_bad_class_maps_are_clear_errors():
         instances_from_classes(np.zeros((4, 4), np.uint8), min_area=-1)
 
 
-def test_fast_enough_on_a_bbbc039_sized_map():
+def test_a_bbbc039_sized_map_of_many_touching_discs():
+    # (its speed is measured by bench/speed.py, not here)
     rng = np.random.default_rng(0)
     discs = [(int(y), int(x), int(r)) for y, x, r in zip(rng.integers(0, 520, 150), rng.integers(0, 696, 150),
                                                             rng.integers(6, 16, 150))]
     classes, _ = disc_classes((520, 696), discs)
-    instances_from_classes(classes)
-    start = time.perf_counter()
     labels = instances_from_classes(classes)
-    elapsed = time.perf_counter() - start
+    assert labels.shape == (520, 696)
     assert labels.max() > 50
-    assert elapsed < 0.25  # about 0.03 s; generous for a loaded machine
 
 
 # ------------------------------------------------------------------------------------ object_table

@@ -29,9 +29,10 @@ PACKAGE = SRC / "cellmixer"
 
 # Imports inside functions are allowed only of these top-level third-party packages: optional
 # dependencies, imported where they are needed so that the package works without them. Each entry says
-# which feature needs it. Empty: every dependency of the package is required (pyproject.toml) and
-# imported at the top of its module.
-OPTIONAL_IMPORTS: dict[str, str] = {}
+# which feature needs it.
+OPTIONAL_IMPORTS: dict[str, str] = {
+    "bioio": "reading CZI, ND2, LIF and OME-Zarr (io/_read.py), the extra cellmixer[formats]",
+}
 
 
 def _env() -> dict[str, str]:

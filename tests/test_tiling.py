@@ -233,10 +233,10 @@ def test_run_images_checks_every_output_before_any_work(tmp_path):
         tifffile.imwrite(inputs / rel, np.arange(16, dtype=np.uint8).reshape(4, 4))
     out, seen, done, folder_made = tmp_path / "out", [], [], []
 
-    def process(path, stem):
+    def process(item, stem):  # item: a cellmixer.io.InputImage (path, stem, key, plane)
         (out / f"{stem}_x.txt").write_text(stem)
         done.append(stem)
-        return {"image": path.name, "stem": stem, "extra": 1}
+        return {"image": item.path.name, "stem": stem, "extra": 1}
 
     def on_inputs(found):
         seen.extend(stem for _, stem in found)

@@ -22,10 +22,16 @@ from .io import discover_dataset, read_image, read_labels
 from .methods.cellmixer import evaluate, mix, predict, pseudolabel, train
 from .methods.centroids import evaluate_centroids, label_centroids, predict_centroids, segment_cells, train_centroids
 from .methods.nuclei import evaluate_nuclei, label_nuclei, predict_nuclei, segment_nuclei, train_nuclei
-from .methods.typed import evaluate_typed, predict_typed, segment_typed, train_typed, typed_instances
+from .methods.typed import (
+    evaluate_typed,
+    predict_typed,
+    segment_typed,
+    train_typed,
+    typed_instances,
+)
 from .metrics import coco_evaluate, confusion_matrix, instance_scores, segmentation_scores
 from .models import UNet
-from .ops import ForegroundParams, extract_foreground, mix_pair, mosaic_pair, normalize_by_background
+from .ops import ForegroundParams, extract_foreground, mix_pair, mosaic_pair, normalize_by_background, nuclei_of_stain
 
 __all__ = [
     "CellmixerError",
@@ -46,6 +52,7 @@ __all__ = [
     "mix_pair",
     "mosaic_pair",
     "normalize_by_background",
+    "nuclei_of_stain",
     "predict",
     "predict_nuclei",
     "pseudolabel",

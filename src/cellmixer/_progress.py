@@ -11,5 +11,5 @@ def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
 
 
 def note(message: str) -> None:
-    """Tell the user something they should know about the run (on stderr, one line)."""
-    print(f"cellmixer: note: {message}", file=sys.stderr)
+    """Print a one-line notice on stderr (between progress bars): what a person should know, not an error."""
+    tqdm.write(f"cellmixer: {message}", file=sys.stderr)

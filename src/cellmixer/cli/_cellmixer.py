@@ -22,6 +22,7 @@ from ._options import (
     add_training_options,
     foreground_params,
     network_kwargs,
+    plane_kwargs,
     settings_args,
     training_kwargs,
 )
@@ -58,7 +59,7 @@ def add_parsers(sub) -> None:
                        description="Write <name>_labels.tif (0 background, k = k-th class), overlays and a CSV.")
     p.add_argument("model", help="model folder written by `cellmixer train`")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    add_data_options(p, classes=False)
+    add_data_options(p, classes=False, planes=True)
     add_tiling_options(p)
     add_output_options(p, resume=True)
     p.add_argument("--probabilities", action="store_true", help="also write <name>_probabilities.tif")
@@ -102,6 +103,7 @@ def run(args, progress: bool) -> None:
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
     elif args.command == "predict":
         rows = predict(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
+                       **plane_kwargs(args),
                        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                        probabilities=args.probabilities, overlays=args.overlays, precision=args.precision,
                        device=args.device, augment=args.augment,

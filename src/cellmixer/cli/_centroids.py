@@ -16,6 +16,7 @@ from ..methods.centroids import (
     predict_centroids,
     train_centroids,
 )
+from ..io import parse_channel
 from ..metrics import PointMatching
 from ..ops import ClassicalSettings
 from ._options import (
@@ -26,6 +27,7 @@ from ._options import (
     add_settings,
     add_training_options,
     architecture_kwargs,
+    plane_kwargs,
     settings_args,
     training_kwargs,
 )
@@ -44,8 +46,9 @@ def _add_source_options(parser) -> None:
     group.add_argument("--nuclear-replace", nargs=2, default=None, metavar=("OLD", "NEW"),
                        help="the nuclear image's file name is the image's with OLD replaced by NEW "
                             "(e.g. phase nuclear)")
-    group.add_argument("--nuclear-channel", type=int, default=None,
-                       help="the nuclear stain is this channel of the image file itself (0-based)")
+    group.add_argument("--nuclear-channel", type=parse_channel, default=None, metavar="CHANNEL",
+                       help="the nuclear stain is this channel of the image file itself: an index (0-based) or a "
+                            "name, e.g. DAPI")
     add_settings(group, ClassicalSettings, ["diameter_range", "method"])  # of the nuclear stain
 
 
@@ -106,7 +109,7 @@ def add_parsers(sub) -> None:
     add_settings(group, Rescaling)
     add_settings(group, CentroidTiling, ["tile_size"])
     add_device_options(group, default_of(field_of(CentroidTiling, "precision")))
-    add_data_options(p, classes=False)
+    add_data_options(p, classes=False, planes=True)
     add_output_options(p, resume=True)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
@@ -137,10 +140,10 @@ def run(args, progress: bool) -> None:
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
     elif args.step == "predict":
         rows = predict_centroids(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
-                                 overlays=args.overlays, overwrite=args.overwrite, resume=args.resume,
-                                 progress=progress, rescale=args.rescale, batch_size=args.batch_size, tile_size=args.tile_size,
-                                 precision=args.precision, device=args.device,
-                                 **settings_args(args, CentroidSegmentation, given_only=True))
+                                 **plane_kwargs(args), overlays=args.overlays, overwrite=args.overwrite,
+                                 resume=args.resume, progress=progress, rescale=args.rescale,
+                                 batch_size=args.batch_size, tile_size=args.tile_size, precision=args.precision,
+                                 device=args.device, **settings_args(args, CentroidSegmentation, given_only=True))
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} cells) -> {args.output}")
     elif args.step == "evaluate":
         result = evaluate_centroids(args.predictions, args.truth, truth_suffix=args.truth_suffix,

@@ -12,6 +12,7 @@ from ._options import (
     add_tiling_options,
     add_training_options,
     network_kwargs,
+    plane_kwargs,
     settings_args,
     training_kwargs,
 )
@@ -24,10 +25,11 @@ def add_parsers(sub) -> None:
     steps = nuclei.add_subparsers(dest="step", metavar="STEP", required=True)
 
     p = steps.add_parser("label", help="label nuclei with the classical pipeline (the training labels)",
-                         description="Write <name>_labels.tif, <name>_objects.csv and overlays for each image.")
+                         description="Write <name>_labels.tif, <name>_objects.csv, <name>_rois.zip (Fiji), "
+                                     "<name>.geojson (QuPath), overlays and coco_dataset.json.")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     add_settings(p.add_argument_group("classical pipeline"), ClassicalSettings)
-    add_data_options(p, classes=False)
+    add_data_options(p, classes=False, planes=True)
     add_output_options(p)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
@@ -55,11 +57,12 @@ def add_parsers(sub) -> None:
 
     p = steps.add_parser("predict", help="segment nuclei with a trained model",
                          description="Write <name>_labels.tif (0 background, 1..n nuclei), <name>_objects.csv, "
-                                     "overlays and nuclei.csv.")
+                                     "<name>_rois.zip (Fiji), <name>.geojson (QuPath), overlays, coco_dataset.json "
+                                     "and nuclei.csv.")
     p.add_argument("model", help="model folder written by `cellmixer nuclei train`")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     instance_options(p)
-    add_data_options(p, classes=False)
+    add_data_options(p, classes=False, planes=True)
     add_tiling_options(p, tile_size_option=False)
     add_output_options(p, resume=True)
     p.add_argument("--classes", action="store_true", help="also write <name>_classes.tif (3-class map)")
@@ -78,7 +81,7 @@ def add_parsers(sub) -> None:
 def run(args, progress: bool) -> None:
     if args.step == "label":
         rows = label_nuclei(args.inputs, args.output, pattern=args.pattern, channel=args.channel,
-                            overlays=args.overlays, overwrite=args.overwrite, progress=progress,
+                            **plane_kwargs(args), overlays=args.overlays, overwrite=args.overwrite, progress=progress,
                             **settings_args(args, ClassicalSettings))
         print(f"labelled {len(rows)} images ({sum(r['objects'] for r in rows)} nuclei) -> {args.output}")
     elif args.step == "train":
@@ -92,6 +95,7 @@ def run(args, progress: bool) -> None:
               f"{info['selected_iteration']}, validation loss {info['validation_loss']:.4f}) -> {args.output}")
     elif args.step == "predict":
         rows = predict_nuclei(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
+                              **plane_kwargs(args),
                               overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
                               device=args.device, augment=args.augment, remove_border=args.remove_border, min_area=args.min_area,
                               classes=args.classes, overlays=args.overlays, overwrite=args.overwrite,

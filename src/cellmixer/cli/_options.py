@@ -8,6 +8,7 @@ from dataclasses import fields
 
 from .._settings import default_of, flags_of, spec
 from ..engine import DEVICES, PRECISIONS, OptimizationSettings, Tiling
+from ..io import PROJECTIONS, parse_channel
 from ..models import ARCHITECTURES, VIT_SIZES, ArchitectureOptions, architecture_options
 from ..ops import ForegroundParams
 
@@ -83,13 +84,41 @@ def settings_args(args, cls, *, given_only: bool = False) -> dict:
             for f in fields(cls) if hasattr(args, f.name) and wanted(f)}
 
 
-def add_data_options(parser, *, classes: bool = True) -> None:
+CHANNEL_HELP = "channel of multi-channel images: an index (0-based) or a name from the file's metadata, e.g. DAPI"
+
+
+def pixel_size(text: str) -> float:
+    """``--pixel-size``: micrometres per pixel, a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("give the micrometres per pixel, a positive number such as 0.65")
+    return value
+
+
+def add_data_options(parser, *, classes: bool = True, planes: bool = False) -> None:
+    """The "input images" group; ``planes``: also ``--project`` and ``--pixel-size`` (commands that write
+    results per plane of a stack)."""
     group = parser.add_argument_group("input images")
     if classes:
         group.add_argument("--classes", nargs="+", metavar="NAME",
                            help="class folders to use, in this order (default: all, sorted)")
     group.add_argument("--pattern", default="*", help="only files whose name matches this glob (e.g. '*phase*')")
-    group.add_argument("--channel", type=int, default=None, help="channel of multi-channel images (0-based)")
+    group.add_argument("--channel", type=parse_channel, default=None, metavar="CHANNEL", help=CHANNEL_HELP)
+    if planes:
+        group.add_argument("--project", choices=PROJECTIONS, default=None,
+                           help="z-stacks: process the projection over z of each frame (default: every plane, "
+                                "written as <name>_z002_..., <name>_t003_z002_... for time series)")
+        group.add_argument("--pixel-size", type=pixel_size, default=None, metavar="UM",
+                           help="micrometres per pixel, for images whose files do not say (default: from the "
+                                "file's metadata: OME, ImageJ, CZI, ...)")
+
+
+def plane_kwargs(args) -> dict:
+    """``project`` and ``pixel_size`` of a command with ``add_data_options(planes=True)``."""
+    return {"project": args.project, "pixel_size": args.pixel_size}
 
 
 def add_foreground_options(parser) -> None:

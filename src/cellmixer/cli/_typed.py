@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from ..methods.typed import TypedTrainingConfig, evaluate_typed, predict_typed, train_typed
+from ..io import parse_channel
 from ..metrics import CocoScoring
 from ..ops import InstanceSettings
 from ._options import (
+    CHANNEL_HELP,
     add_architecture_options,
     add_data_options,
     add_output_options,
@@ -13,6 +15,7 @@ from ._options import (
     add_tiling_options,
     add_training_options,
     architecture_kwargs,
+    plane_kwargs,
     training_kwargs,
 )
 
@@ -42,7 +45,7 @@ def add_parsers(sub) -> None:
     add_settings(group, TypedTrainingConfig, ["validation_fraction", "line_radius", "normalization"])
     add_architecture_options(p.add_argument_group("network"), ["width", "depth"], "typed_unet")
     add_training_options(p, TypedTrainingConfig, own=("dice_weights", "type_weight"))
-    p.add_argument("--channel", type=int, default=None, help="channel of multi-channel images (0-based)")
+    p.add_argument("--channel", type=parse_channel, default=None, metavar="CHANNEL", help=CHANNEL_HELP)
     add_output_options(p)
 
     p = steps.add_parser("predict", help="find the cells of new images with their type",
@@ -58,7 +61,7 @@ def add_parsers(sub) -> None:
     add_settings(group, InstanceSettings, ["min_distance", "min_area"], defaults={"min_area": 10})
     group.add_argument("--coco", default=None, help="COCO file listing the images: its image ids go into "
                                                     "coco_results.json")
-    add_data_options(p, classes=False)
+    add_data_options(p, classes=False, planes=True)
     add_tiling_options(p, tile_size_option=False)
     add_output_options(p, resume=True)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
@@ -85,7 +88,8 @@ def run(args, progress: bool) -> None:
               f"kept iteration {info['selected_iteration']}) -> {args.output}")
     elif args.step == "predict":
         rows = predict_typed(args.model, args.inputs, args.output, instances=args.instances, coco=args.coco,
-                             pattern=args.pattern, channel=args.channel, min_distance=args.min_distance,
+                             pattern=args.pattern, channel=args.channel, **plane_kwargs(args),
+                             min_distance=args.min_distance,
                              min_area=args.min_area, overlap=args.overlap, batch_size=args.batch_size,
                              precision=args.precision, device=args.device, augment=args.augment, overlays=args.overlays,
                              overwrite=args.overwrite, resume=args.resume, progress=progress)

@@ -25,7 +25,7 @@ from ._device import (
     resolve_precision,
     to_device,
 )
-from ._instances import write_instances
+from ._instances import COCO_DATASET_FILE, InstanceWriter, label_dtype, tiff_calibration, write_labels
 from ._method import (
     METHODS,
     Method,
@@ -110,7 +110,11 @@ __all__ = [
     "tile_starts",
     "tile_statistics",
     "upsample_probabilities",
-    "write_instances",
+    "COCO_DATASET_FILE",
+    "InstanceWriter",
+    "label_dtype",
+    "tiff_calibration",
+    "write_labels",
     "write_training_record",
     "DEFAULT_TILE_SIZE",
     "PRECISION_HELP",

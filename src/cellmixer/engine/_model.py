@@ -50,6 +50,13 @@ def _class_names_need(names) -> str | None:
     return None
 
 
+def _channel_need(channel) -> str | None:
+    if channel is None or (isinstance(channel, int) and not isinstance(channel, bool)) or (
+            isinstance(channel, str) and channel.strip()):
+        return None
+    return "give a channel index, a channel name or null"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The keys of a model folder's ``config.json`` that describe how images reach the network (the
@@ -61,7 +68,8 @@ class ModelConfig:
     cellmixer_version: str = setting(__version__, "the version that wrote it", cli=False)
     task: str | None = setting(None, "the method whose model it is (none: a cell-type model)", kind=str, cli=False)
     classes: list = setting([], "class names, label k is the k-th", check=_class_names_need, cli=False)
-    channel: int | None = setting(None, "channel of multi-channel images", kind=int, at_least=0, cli=False)
+    channel: int | str | None = setting(None, "channel of multi-channel images: an index or a name", cli=False,
+                                        check=_channel_need)
     input_scale: float = setting(1.0, "images are resized by this factor for the network, e.g. 0.5 for large cells",
                                  at_least=0.05, at_most=4, cli=False)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from .._errors import CellmixerError, out_of_memory
 from .._progress import progress_bar
 from ..io import (
+    InputImage,
     check_overwrite,
     collect_inputs,
     output_locks,
@@ -75,12 +76,12 @@ def _differences(old: dict, new: dict) -> str:
     return ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
 
 
-def _resumable(out: Path, record: RunRecord, settings: dict, found, outputs) -> dict:
+def _resumable(out: Path, record: RunRecord, settings: dict, stems, outputs) -> dict:
     """``{stem: row}`` of the inputs whose outputs an earlier run with the same ``settings`` completed;
     the partial outputs of the others are removed. Refuses a folder of another run."""
     stored, done = record.read()
     if stored is None:
-        existing = [out / name for _, stem in found for name in outputs(stem) if (out / name).exists()]
+        existing = [out / name for stem in stems for name in outputs(stem) if (out / name).exists()]
         if existing:
             raise CellmixerError(f"--resume: {out} has outputs ({existing[0].name}) but no record of the run that "
                                  f"wrote them ({RUN_RECORD}); pass --overwrite to redo them all.")
@@ -91,7 +92,7 @@ def _resumable(out: Path, record: RunRecord, settings: dict, found, outputs) -> 
                              f"({_differences(stored, plain)}); give the same options to continue it, or pass "
                              "--overwrite to redo them all.")
     complete = {}
-    for _, stem in found:
+    for stem in stems:
         files = [out / name for name in outputs(stem)]
         if stem in done and all(f.is_file() for f in files):
             complete[stem] = done[stem]
@@ -101,24 +102,30 @@ def _resumable(out: Path, record: RunRecord, settings: dict, found, outputs) -> 
     return complete
 
 
-def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], process: Callable[[Path, str], dict],
+def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], process: Callable[[InputImage, str], dict],
                summary_file: str, summary_fields: Sequence[str] | None = None, settings_file: str | None = None,
                settings: dict | None = None, extra_files: Sequence[str] = (),
-               on_inputs: Callable[[list], None] | None = None, pattern: str = "*", overwrite: bool = False,
-               resume: bool = False, progress: bool = True, bar_for_one: bool = True,
+               on_inputs: Callable[[list], None] | None = None, pattern: str = "*", project: str | None = None,
+               pixel_size=None, overwrite: bool = False, resume: bool = False,
+               restore: Callable[[dict], None] | None = None, progress: bool = True, bar_for_one: bool = True,
                desc: str = "images") -> list[dict]:
-    """Run ``process`` on every input image and write the table of its results.
+    """Run ``process`` on every 2-D plane of every input image and write the table of its results.
 
     1. Collect the images (:func:`cellmixer.io.collect_inputs`: files and folders, each image with
-       a unique stem) and pass them to ``on_inputs``, if given.
+       a unique stem; files in ``output``, when it lies inside an input folder, are not inputs),
+       split stacks into their planes (:meth:`cellmixer.io.InputImage.planes`: every z-plane and
+       frame, ``<stem>_t003_z002``, or with ``project`` the projection over z) and pass them to
+       ``on_inputs``, if given.
     2. Make and lock the output folder (:func:`cellmixer.io.prepare_output_dir`) and refuse, before
        any work, to replace any file the run will write unless ``overwrite``; with ``resume``, keep
-       the images an interrupted run with the same ``settings`` completed instead.
-    3. ``process(path, stem)`` each image (which writes its own files into ``output``), with a
-       progress bar over images; each image done is recorded (:class:`RunRecord`).
-    4. Write the rows it returned to ``summary_file`` (CSV; keys starting with ``_`` are left out:
-       a command keeps there what else it needs of an image) and ``settings`` to ``settings_file``
-       (JSON), if given.
+       the planes an interrupted run with the same ``settings`` completed instead.
+    3. ``process(item, item.stem)`` each plane (which writes its own files into ``output``; it
+       reads its pixels with ``item.read(channel)`` or :func:`cellmixer.io.read_image`), with a
+       progress bar over images; each plane done is recorded (:class:`RunRecord`).
+    4. Write the rows it returned to ``summary_file`` (CSV; first column ``image``, the path
+       relative to the input folder, then ``plane`` for planes of stacks; keys starting with ``_``
+       are recorded for ``resume`` but left out of the table: what a command gathers over the run)
+       and ``settings`` to ``settings_file`` (JSON), if given.
 
     Parameters
     ----------
@@ -129,8 +136,7 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     outputs : callable
         ``outputs(stem)``: the names of the files ``process`` writes for the image ``stem``.
     process : callable
-        ``process(path, stem) -> dict``: the work on one image; returns its row of the summary
-        (JSON-serializable: it is recorded for ``resume``).
+        ``process(path, stem) -> dict``: the work on one image; returns its row of the summary.
     summary_file : str
         Name of the summary CSV (one row per image).
     summary_fields : sequence of str, optional
@@ -141,15 +147,22 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     extra_files : sequence of str
         Names of other files of the whole run that the caller writes: checked with the rest.
     on_inputs : callable, optional
-        ``on_inputs(found)`` with the list of ``(path, stem)`` found, before the output folder is
-        made: to refuse or index the inputs before any work.
+        ``on_inputs(found)`` with the list of :class:`cellmixer.io.InputImage` found, before the
+        output folder is made: to refuse or index the inputs before any work.
     pattern : str
         Only files in input folders whose name matches this glob pattern.
+    project : {'max', 'mean'}, optional
+        Process the projection over z of each frame instead of each z-plane.
+    pixel_size : float, optional
+        Micrometres per pixel of every input, replacing the files' calibration.
     overwrite : bool
         Replace the outputs of an earlier run.
     resume : bool
-        Continue an interrupted run in ``output``: images whose outputs it completed are skipped
+        Continue an interrupted run in ``output``: planes whose outputs it completed are skipped
         (their rows are taken from its record), the others done again.
+    restore : callable, optional
+        ``restore(row)`` with the recorded row of each plane skipped, in the order of the inputs:
+        for what a command gathers over the run (e.g. :meth:`InstanceWriter.restore`).
     progress : bool
     bar_for_one : bool
         Show the bar over images for a single image too (False: when ``process`` shows its own).
@@ -159,37 +172,46 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     Returns
     -------
     list of dict
-        The rows of the summary.
+        The rows of the summary (without the keys starting with ``_``).
     """
     if resume and overwrite:
         raise CellmixerError("--resume and --overwrite: give one (continue the run in the folder, or redo it).")
-    found = collect_inputs(inputs, pattern=pattern)
+    found = [plane for item in collect_inputs(inputs, pattern=pattern, exclude=[output])
+             for plane in item.planes(project=project, pixel_size=pixel_size)]
     if on_inputs is not None:
         on_inputs(found)
     settings = {} if settings is None else settings
+    stems = [item.stem for item in found]
     with output_locks():
         out = prepare_output_dir(output)
         record = RunRecord(out)
         run_files = [*extra_files, summary_file, *([settings_file] if settings_file else [])]
         if resume:
-            done = _resumable(out, record, settings, found, outputs)
+            done = _resumable(out, record, settings, stems, outputs)
             for name in run_files:  # written again at the end, with every image
                 (out / name).unlink(missing_ok=True)
         else:
             done = {}
-            names = run_files + [name for _, stem in found for name in outputs(stem)]
-            check_overwrite([out / name for name in names], overwrite=overwrite)
+            check_overwrite([out / name for name in run_files + [n for stem in stems for n in outputs(stem)]],
+                            overwrite=overwrite)
         record.start(settings, done)
         bar = progress_bar(found, desc=desc, unit="image", enabled=progress and (bar_for_one or len(found) > 1))
         rows = []
-        for path, stem in bar:
-            if stem not in done:
-                with out_of_memory(str(path), "give a smaller --tile-size or --batch-size, or split the image"):
-                    done[stem] = process(path, stem)
-                record.add(stem, done[stem])
-            rows.append(done[stem])
+        for item in bar:
+            if item.stem in done and restore is not None:
+                restore(done[item.stem])
+            if item.stem not in done:
+                with out_of_memory(str(item), "give a smaller --tile-size or --batch-size, or split the image"):
+                    row = process(item, item.stem)
+                done[item.stem] = {"image": item.key, **item.where, **{k: v for k, v in row.items() if k != "image"}}
+                record.add(item.stem, done[item.stem])
+            rows.append(done[item.stem])
         table = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+        if summary_fields is not None and any(item.where for item in found):
+            summary_fields = ["image", "plane", *[f for f in summary_fields if f not in ("image", "plane")]]
+        elif table and any(item.where for item in found):
+            summary_fields = list(dict.fromkeys(k for row in table for k in row))
         write_csv(out / summary_file, table, overwrite=overwrite, fieldnames=summary_fields)
         if settings_file:
             write_json(out / settings_file, settings, overwrite=overwrite)
-    return rows
+    return table

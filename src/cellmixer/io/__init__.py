@@ -1,12 +1,38 @@
 """Reading images, finding datasets, and writing results safely."""
 
-from ._dataset import ImageDataset, discover_dataset, find_mask, list_images
+from ._dataset import (
+    GROUND_TRUTH_SUFFIXES,
+    OUTPUT_SUFFIXES,
+    ImageDataset,
+    describe_images,
+    discover_dataset,
+    find_mask,
+    is_inside,
+    list_images,
+    looks_like_mask,
+    skipped_reason,
+    warn_if_mask,
+)
 from ._geojson import instance_features, mask_polygons
-from ._inputs import collect_inputs
+from ._inputs import InputImage, check_unique_stems, collect_inputs
 from ._labels import as_label_image, label_index, read_labels, relabel_consecutive, remove_border_objects
 from ._overlay import instance_colors, instance_overlay
-from ._read import IMAGE_SUFFIXES, check_not_constant, read_image
+from ._read import (
+    FORMATS_EXTRA,
+    IMAGE_SUFFIXES,
+    INPUT_SUFFIXES,
+    PROJECTIONS,
+    ImagePlane,
+    MicroscopyImage,
+    check_not_constant,
+    image_planes,
+    open_image,
+    parse_channel,
+    read_image,
+)
+from ._paired import paired_path, read_nuclear
 from ._render import add_legend, class_colors, overlay_labels, to_uint8
+from ._rois import coco_annotations, instance_rois, write_rois
 from ._write import (
     LOCK_FILE,
     atomic_path,
@@ -27,7 +53,12 @@ from ._write import (
 )
 
 __all__ = [
+    "FORMATS_EXTRA",
+    "GROUND_TRUTH_SUFFIXES",
     "IMAGE_SUFFIXES",
+    "INPUT_SUFFIXES",
+    "OUTPUT_SUFFIXES",
+    "PROJECTIONS",
     "LOCK_FILE",
     "lock_folder",
     "locks_outputs",
@@ -37,31 +68,48 @@ __all__ = [
     "temporary_path",
     "unlock_folder",
     "ImageDataset",
+    "ImagePlane",
+    "InputImage",
+    "MicroscopyImage",
     "add_legend",
     "as_label_image",
-    "label_index",
-    "relabel_consecutive",
-    "remove_border_objects",
     "atomic_path",
     "check_not_constant",
     "check_overwrite",
+    "check_unique_stems",
     "class_colors",
+    "coco_annotations",
     "collect_inputs",
+    "describe_images",
     "discover_dataset",
     "find_mask",
+    "image_planes",
     "instance_colors",
     "instance_features",
     "instance_overlay",
+    "instance_rois",
+    "is_inside",
+    "label_index",
     "list_images",
+    "looks_like_mask",
     "mask_polygons",
+    "open_image",
     "overlay_labels",
+    "parse_channel",
+    "paired_path",
+    "read_nuclear",
     "prepare_output_dir",
     "read_image",
     "read_labels",
+    "relabel_consecutive",
+    "remove_border_objects",
+    "skipped_reason",
     "to_uint8",
+    "warn_if_mask",
     "write_csv",
     "write_json",
     "write_png",
+    "write_rois",
     "write_text",
     "write_tiff",
 ]

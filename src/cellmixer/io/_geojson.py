@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import uuid
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import approximate_polygon, find_contours
@@ -46,9 +49,21 @@ def mask_polygons(mask: np.ndarray, *, offset=(0, 0), tolerance: float = 0.5) ->
     return polygons
 
 
+def _number(value):
+    """A JSON number (QuPath's measurements are numbers; NaN and None are left out)."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def instance_features(labels: np.ndarray, *, names, classes=None, colors=None, properties=None,
-                      tolerance: float = 0.5) -> dict:
-    """A GeoJSON FeatureCollection with one feature per object of a label image.
+                      measurements=None, image_name: str = "", tolerance: float = 0.5) -> dict:
+    """A GeoJSON FeatureCollection with one QuPath detection per object of a label image.
+
+    QuPath 0.4 and later import the file by drag and drop onto the image (or File > Import
+    objects): each object becomes a detection with its class (name and colour) and its
+    measurements, at the same place as in the image.
 
     Parameters
     ----------
@@ -60,17 +75,30 @@ def instance_features(labels: np.ndarray, *, names, classes=None, colors=None, p
         Class name -> (r, g, b).
     properties : dict of sequences, optional
         More properties per object (e.g. ``score``), aligned with the objects.
+    measurements : sequence of dict, optional
+        One row of measurements per object (label ``k`` at index ``k - 1``): the numbers of each
+        row become the detection's QuPath ``measurements``.
+    image_name : str
+        Makes the features' ids (UUIDs, as QuPath writes them) unique across images and
+        reproducible.
     tolerance : float
         Outlines are simplified to within this many pixels (0 keeps every vertex).
 
     Returns
     -------
     dict
-        ``{"type": "FeatureCollection", "features": [...]}``; each feature is a ``Polygon`` (or
-        ``MultiPolygon`` for an object in several pieces) in image pixel coordinates (x right,
-        y down, pixel corners on integers), with QuPath's properties ``objectType``
-        (``"detection"``) and ``classification`` (``name``, ``color``), plus ``label`` and the
-        given ``properties``.
+        ``{"type": "FeatureCollection", "features": [...]}``; each feature has an ``id`` (a
+        UUID), a ``Polygon`` (or ``MultiPolygon`` for an object in several pieces) in image pixel
+        coordinates (x right, y down, pixel corners on integers), and QuPath's properties
+        ``objectType`` (``"detection"``), ``name``, ``classification`` (``name``, ``color``),
+        ``isLocked`` and ``measurements``, plus ``label`` and the given ``properties``.
+
+    Examples
+    --------
+    >>> labels = np.zeros((6, 6), int); labels[1:4, 1:5] = 1
+    >>> [cell] = instance_features(labels, names=["nucleus"], measurements=[{"area": 12}])["features"]
+    >>> cell["geometry"]["type"], cell["properties"]["classification"], cell["properties"]["measurements"]
+    ('Polygon', {'name': 'nucleus'}, {'area': 12})
     """
     labels = np.asarray(labels)
     features = []
@@ -86,9 +114,15 @@ def instance_features(labels: np.ndarray, *, names, classes=None, colors=None, p
         classification = {"name": name}
         if colors is not None and name in colors:
             classification["color"] = [int(c) for c in colors[name]]
-        props = {"objectType": "detection", "classification": classification, "label": k}
-        for key, values in (properties or {}).items():
-            value = values[k - 1]
+        values = {}
+        for key, value in (measurements[k - 1] if measurements is not None else {}).items():
+            if key != "label" and (number := _number(value)) is not None:
+                values[key] = number
+        props = {"objectType": "detection", "name": f"{name} {k}", "classification": classification,
+                 "isLocked": False, "measurements": values, "label": k}
+        for key, values_ in (properties or {}).items():
+            value = values_[k - 1]
             props[key] = value.item() if hasattr(value, "item") else value
-        features.append({"type": "Feature", "id": str(k), "geometry": geometry, "properties": props})
+        features.append({"type": "Feature", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cellmixer:{image_name}:{k}")),
+                         "geometry": geometry, "properties": props})
     return {"type": "FeatureCollection", "features": features}

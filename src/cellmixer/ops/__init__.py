@@ -3,6 +3,7 @@ and their 3-class targets, mixup and mosaics, augmentation, losses, watershed, g
 per-object table."""
 
 from ._augment import AugmentParams, augment
+from ._cells import CELL_METHODS, cells_from_nuclei, enhance_speckles, median_diameter, nuclei_of_stain
 from ._classical import (
     CLASSICAL_CONFIGURATIONS,
     CLASSICAL_METHODS,
@@ -20,16 +21,21 @@ from ._foreground import THRESHOLD_METHODS, ForegroundParams, extract_foreground
 from ._graphcut import SALIENCY_METHODS, fuse_cells, graph_cut, saliency_map, smoothness_weights
 from ._losses import DICE_WEIGHTS, log_dice_loss, tversky_loss
 from ._mixup import background_stats, mix_labels, mix_pair, normalize_by_background
-from ._mosaic import mosaic_pair
+from ._mosaic import mosaic_pair, territory_mosaic
 from ._postprocess import InstanceSettings, instances_from_classes
 from ._resize import rescale_image
-from ._table import OBJECT_FIELDS, object_table
+from ._table import OBJECT_FIELDS, cell_fields, cell_measurements, object_table
 from ._targets import IGNORE, three_class_targets
 from ._watershed import split_foreground
 
 __all__ = [
     "InstanceSettings",
     "AugmentParams",
+    "CELL_METHODS",
+    "cells_from_nuclei",
+    "enhance_speckles",
+    "median_diameter",
+    "nuclei_of_stain",
     "DICE_WEIGHTS",
     "CLASSICAL_CONFIGURATIONS",
     "CLASSICAL_METHODS",
@@ -58,7 +64,10 @@ __all__ = [
     "mix_labels",
     "mix_pair",
     "mosaic_pair",
+    "territory_mosaic",
     "normalize_by_background",
+    "cell_fields",
+    "cell_measurements",
     "object_table",
     "rescale_image",
     "saliency_map",

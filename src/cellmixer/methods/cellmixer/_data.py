@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from ..._errors import CellmixerError
 from ..._progress import progress_bar
-from ...io import ImageDataset, check_not_constant, read_image
+from ...io import ImageDataset, check_not_constant, read_image, warn_if_mask
 from ...ops import (
     IGNORE,
     AugmentParams,
@@ -67,6 +67,7 @@ def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams =
                                 unit="image", enabled=progress):
         image = read_image(path, channel=channel)
         check_not_constant(image, path)
+        warn_if_mask(image, path)
         size = min(round(n * scale) for n in image.shape)
         if size < min_size:
             scaled = f" ({size} after --scale {scale})" if scale != 1 else ""

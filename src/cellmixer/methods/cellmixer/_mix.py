@@ -73,7 +73,7 @@ def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None =
     config = settings_from(MixSettings, settings, function="mix")
     number, crop_size, lam, kind, seed = config.number, config.crop_size, config.lam, config.kind, config.seed
     params = ForegroundParams(**foreground) if isinstance(foreground, dict) else (foreground or ForegroundParams())
-    dataset = discover_dataset(data, classes=classes, pattern=pattern, min_classes=2)
+    dataset = discover_dataset(data, classes=classes, pattern=pattern, min_classes=2, exclude=[output])
     out = prepare_output_dir(output)
     names = [f"mixture_{i:03d}" for i in range(number)]
     check_overwrite([out / "mixtures.csv"] + [out / f"{n}{s}" for n in names for s in (".tif", "_masks.tif", ".png")],

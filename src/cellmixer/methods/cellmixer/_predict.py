@@ -10,7 +10,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 from ..._settings import takes_settings
-from ...engine import Tiling, as_tiling, load_model, run_images
+from ...engine import Tiling, as_tiling, load_model, run_images, write_labels
 from ...io import (
     add_legend,
     atomic_path,
@@ -18,9 +18,7 @@ from ...io import (
     class_colors,
     locks_outputs,
     overlay_labels,
-    read_image,
     write_png,
-    write_tiff,
 )
 
 SUMMARY_FILE = "predictions.csv"
@@ -54,9 +52,10 @@ def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndar
 
 @locks_outputs
 @takes_settings(Tiling)
-def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = None, probabilities: bool = False,
-            overlays: bool = True, device: str = "auto", overwrite: bool = False, resume: bool = False,
-            progress: bool = True, tiling: Tiling | None = None, **tiling_options) -> list[dict]:
+def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | None = None,
+            project: str | None = None, pixel_size=None, probabilities: bool = False, overlays: bool = True,
+            device: str = "auto", overwrite: bool = False, resume: bool = False, progress: bool = True,
+            tiling: Tiling | None = None, **tiling_options) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
 
     Parameters
@@ -72,8 +71,14 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         size and, per class, pixel fraction and number of connected regions).
     pattern : str
         Only files in input folders whose name matches this glob pattern.
-    channel : int, optional
-        Channel of multi-channel images (default: the channel the model was trained on).
+    channel : int or str, optional
+        Channel of multi-channel images, an index or a name from the file's metadata (default: the
+        channel the model was trained on).
+    project : {'max', 'mean'}, optional
+        Label the projection over z of z-stacks; by default every plane of a stack is labelled
+        and written as ``<name>_z002_labels.tif`` (``<name>_t003_z002_...`` for time series).
+    pixel_size : float, optional
+        Micrometres per pixel (written into the label TIFFs), for images whose files do not say.
     probabilities, overlays : bool
         Write the probability TIFFs; write the overlay PNGs.
     device : str
@@ -111,9 +116,10 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
         return [f"{stem}_labels.tif", *([f"{stem}_probabilities.tif"] if probabilities else []),
                 *([f"{stem}_overlay.png"] if overlays else [])]
 
-    def process(path, stem):
-        image = read_image(path, channel=channel, channel_option=channel_option)
-        check_not_constant(image, path)
+    def process(item, stem):
+        image = item.read(channel, option=channel_option)
+        check_not_constant(image, item)
+        size = item.plane.image.pixel_size
         settings = dict(tiling=tiling, progress=progress and single)
         if probabilities:
             # Written straight into a memory-mapped TIFF: bounded memory for any image size.
@@ -126,14 +132,15 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | None = 
                 del probs
         else:
             labels = model.predict(image, **settings)
-        write_tiff(out / f"{stem}_labels.tif", labels, overwrite=overwrite)
+        write_labels(out / f"{stem}_labels.tif", labels, pixel_size=size, overwrite=overwrite)
         if overlays:
             write_png(out / f"{stem}_overlay.png", class_overlay(image, labels, names), overwrite=overwrite)
-        return {"image": str(path), "height": image.shape[0], "width": image.shape[1],
+        return {"height": image.shape[0], "width": image.shape[1],
                 **region_summary(labels, names)}
 
-    settings = {"model": str(model.folder), "channel": channel, "probabilities": probabilities, "overlays": overlays,
+    settings = {"model": str(model.folder), "channel": channel, "project": project, "pixel_size": pixel_size,
+                "probabilities": probabilities, "overlays": overlays,
                 **dataclasses.asdict(tiling)}  # what the outputs depend on: --resume continues only the same run
-    return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
-                      settings=settings, on_inputs=count, overwrite=overwrite, resume=resume, progress=progress,
-                      bar_for_one=False, desc="predicting")
+    return run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                      process=process, summary_file=SUMMARY_FILE, settings=settings, on_inputs=count,
+                      overwrite=overwrite, resume=resume, progress=progress, bar_for_one=False, desc="predicting")

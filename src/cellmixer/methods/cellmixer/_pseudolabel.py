@@ -19,6 +19,7 @@ from ...io import (
     prepare_output_dir,
     read_image,
     to_uint8,
+    warn_if_mask,
     write_csv,
     write_json,
     write_png,
@@ -66,7 +67,7 @@ def pseudolabel(data, output, *, classes=None, pattern: str = "*", channel: int 
         The rows of ``pseudolabels.csv``.
     """
     params = ForegroundParams(**foreground) if isinstance(foreground, dict) else (foreground or ForegroundParams())
-    dataset = discover_dataset(data, classes=classes, pattern=pattern)
+    dataset = discover_dataset(data, classes=classes, pattern=pattern, exclude=[output])
     out = prepare_output_dir(output)
     targets = []
     for path, k in zip(dataset.paths, dataset.labels):
@@ -80,6 +81,7 @@ def pseudolabel(data, output, *, classes=None, pattern: str = "*", channel: int 
     for path, k, stem in progress_bar(targets, desc="pseudo-labelling", unit="image", enabled=progress):
         image = read_image(path, channel=channel)
         check_not_constant(image, path)
+        warn_if_mask(image, path)
         mask = extract_foreground(image, **params.to_dict())
         labels = (mask * np.uint8(k)).astype(np.uint8)
         stem.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from ..._errors import CellmixerError
 from ..._settings import given_settings, setting, settings_from, takes_settings
 from ...engine import OptimizationSettings, SegmentationModel, Training, stored_architecture
-from ...io import ImageDataset, discover_dataset, locks_outputs
+from ..._progress import note
+from ...io import ImageDataset, describe_images, discover_dataset, locks_outputs
 from ...ops import AugmentParams, ForegroundParams, tversky_loss
 from ._data import CropSampler, load_pseudolabelled
 
@@ -77,12 +78,17 @@ class CellMixerTraining(Training):
     def prepare(self):
         data = self.data
         self.dataset = data if isinstance(data, ImageDataset) else discover_dataset(
-            data, classes=self.classes, min_classes=2, pattern=self.pattern)
+            data, classes=self.classes, min_classes=2, pattern=self.pattern, exclude=[self.output])
         if len(self.dataset.classes) < 2:
             raise CellmixerError("training needs images of at least 2 cell types; add a class folder.")
         if self.stored_classes is not None and self.dataset.classes != self.stored_classes:
             raise CellmixerError(f"--resume: the data has classes {self.dataset.classes} but the checkpoint was "
                                  f"trained on {self.stored_classes}; give the same data folder.")
+        if self.progress:  # what the model will learn from, before the work starts
+            by_class = {name: [p for p, k in zip(self.dataset.paths, self.dataset.labels) if k == i]
+                        for i, name in enumerate(self.dataset.classes, start=1)}
+            for line in describe_images(by_class):
+                note(line)
         config = self.config
         self.images = load_pseudolabelled(self.dataset, foreground=self.foreground, channel=self.channel,
                                           scale=config.scale, min_size=config.crop_size,

@@ -10,18 +10,16 @@ import numpy as np
 from ..._errors import CellmixerError
 from ..._settings import split_settings
 from ..._version import __version__
-from ...engine import run_images, write_instances
+from ...engine import InstanceWriter, run_images
 from ...io import (
     IMAGE_SUFFIXES,
     check_overwrite,
     instance_overlay,
     locks_outputs,
     prepare_output_dir,
-    read_image,
     read_labels,
     write_csv,
     write_json,
-    write_png,
     write_text,
 )
 from ...metrics import PointMatching, centroid_scores, summarize_centroid_scores
@@ -42,15 +40,19 @@ EVALUATION_FILE = "centroid_evaluation"
 
 
 @locks_outputs
-def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int | None = None,
-                      overlays: bool = True, device: str = "auto", overwrite: bool = False, resume: bool = False,
-                      progress: bool = True, **settings) -> list[dict]:
+def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int | str | None = None,
+                      project: str | None = None, pixel_size=None, overlays: bool = True, device: str = "auto",
+                      overwrite: bool = False, resume: bool = False, progress: bool = True,
+                      **settings) -> list[dict]:
     """Segment the cells of every image with a cell-centre detector and write the results.
 
-    Per image: ``<name>_labels.tif`` (0 background, cells 1..n), ``<name>_objects.csv`` (label,
-    area, centroid, bounding box, mean intensity), ``<name>_detections.csv`` (x, y of every detected
-    centre), ``<name>_overlay.png`` (outlines and detections, unless ``overlays`` is False); plus
-    ``cells.csv`` (one row per image) and ``cells.json`` (settings).
+    Per image (per plane of a z-stack or time series: ``<name>_t003_z002_...``) the files of
+    :class:`cellmixer.engine.InstanceWriter`: ``<name>_labels.tif`` (0 background, cells 1..n,
+    with the pixel size), ``<name>_objects.csv`` (shape and intensity of every channel, pixels
+    and um), ``<name>_rois.zip`` (Fiji), ``<name>.geojson`` (QuPath), ``<name>_overlay.png``
+    (outlines and detections, unless ``overlays`` is False); and ``<name>_detections.csv`` (x, y
+    of every detected centre); plus ``coco_dataset.json``, ``cells.csv`` (one row per image) and
+    ``cells.json`` (settings).
 
     Parameters
     ----------
@@ -58,7 +60,10 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
         A detector trained by :func:`cellmixer.train_centroids`.
     inputs : image files and/or folders (searched recursively)
     output : folder
-    pattern, channel : which files of folders; channel of multi-channel images (default: the model's).
+    pattern, channel : which files of folders; channel of multi-channel images, an index or a name (default:
+        the model's).
+    project : ``'max'`` or ``'mean'``: segment the projection over z of z-stacks instead of each plane.
+    pixel_size : micrometres per pixel, for images whose files do not say.
     device : str
         ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     overlays, overwrite, progress : bool
@@ -83,28 +88,32 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
     out = Path(output)
     channel, channel_option = model.input_channel(channel)
 
-    def outputs(stem):
-        return [f"{stem}{s}" for s in ("_labels.tif", "_objects.csv", "_detections.csv")] + (
-            [f"{stem}_overlay.png"] if overlays else [])
+    writer = InstanceWriter(out, category="cell", overlays=overlays, overwrite=overwrite)
 
-    def process(path, stem):
-        image = read_image(path, channel=channel, channel_option=channel_option)
+    def outputs(stem):
+        return [*writer.outputs(stem), f"{stem}_detections.csv"]
+
+    def process(item, stem):
+        image = item.read(channel, option=channel_option)
         result = segment_cells(model, image, tiling=tiling, **options)
-        row = {"image": str(path), "detections": len(result.detections),
-               **write_instances(out, stem, image, result.labels, overlays=False, overwrite=overwrite)}
+        overlay = None
+        if overlays:
+            overlay = draw_points(instance_overlay(image, result.labels), result.detections, color=(255, 255, 255))
+        row = {"detections": len(result.detections), **writer.write(item, image, result.labels, overlay=overlay)}
         write_csv(out / f"{stem}_detections.csv",
                   [{"x": round(float(x), 2), "y": round(float(y), 2)} for y, x in result.detections],
                   fieldnames=["x", "y"], overwrite=overwrite)
-        if overlays:
-            rgb = draw_points(instance_overlay(image, result.labels), result.detections, color=(255, 255, 255))
-            write_png(out / f"{stem}_overlay.png", rgb, overwrite=overwrite)
         return row
 
-    return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
-                      settings_file=SETTINGS_FILE, overwrite=overwrite, resume=resume, progress=progress,
+    rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                      process=process, summary_file=SUMMARY_FILE, settings_file=SETTINGS_FILE,
+                      extra_files=writer.run_outputs, overwrite=overwrite, resume=resume, progress=progress,
                       desc="segmenting cells",
                       settings={"model": source, "cellmixer_version": __version__, "channel": channel,
-                                "settings": dict(settings), "model_defaults": model.config.get("centroids", {})})
+                                "project": project, "settings": dict(settings),
+                                "model_defaults": model.config.get("centroids", {})})
+    writer.finish()
+    return rows
 
 
 def _truth_for(folder: Path, stem: str, suffix: str, shape) -> np.ndarray | None:

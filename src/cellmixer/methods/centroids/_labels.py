@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,13 +12,16 @@ from ..._errors import CellmixerError
 from ..._progress import progress_bar
 from ..._version import __version__
 from ...io import (
+    InputImage,
     check_not_constant,
     check_overwrite,
     collect_inputs,
     locks_outputs,
     prepare_output_dir,
     read_image,
+    read_nuclear,
     to_uint8,
+    warn_if_mask,
     write_json,
     write_png,
     write_tiff,
@@ -49,28 +53,7 @@ class PointLabels:
     source: str
     duplicates: int = 0
     info: dict = field(default_factory=dict)
-
-
-def _nuclear_path(image_path: Path, nuclear) -> Path:
-    if isinstance(nuclear, dict):
-        for key in (image_path, str(image_path), image_path.name):
-            if key in nuclear:
-                return Path(nuclear[key])
-        raise CellmixerError(f"--nuclear: no nuclear image given for {image_path}.")
-    if isinstance(nuclear, (tuple, list)) and len(nuclear) == 2:
-        old, new = (str(v) for v in nuclear)
-        if old not in image_path.name:
-            raise CellmixerError(f"--nuclear-replace {old} {new}: '{old}' is not in the file name {image_path.name}; "
-                                 "give the part of the image's name to replace by the nuclear image's.")
-        return image_path.with_name(image_path.name.replace(old, new))
-    folder = Path(nuclear)
-    if not folder.is_dir():
-        raise CellmixerError(f"--nuclear {folder}: no such folder; give the folder of nuclear images named like the "
-                             "images, or --nuclear-replace OLD NEW.")
-    for candidate in [folder / image_path.name, *sorted(folder.glob(image_path.stem + ".*"))]:
-        if candidate.is_file():
-            return candidate
-    raise CellmixerError(f"--nuclear {folder}: no nuclear image named like {image_path.name}.")
+    key: str = ""  # its path relative to the input folder: its name in points.csv
 
 
 def _roi_path(image_path: Path, rois) -> Path:
@@ -99,21 +82,20 @@ def check_label_source(points=None, rois=None, nuclear=None, nuclear_channel=Non
         raise CellmixerError("give one source of cell points: --points CSV, --rois FOLDER, or a nuclear stain "
                              f"(--nuclear FOLDER, --nuclear-replace OLD NEW or --nuclear-channel); got "
                              f"{', '.join(given) or 'none'}.")
-    if nuclear_channel is not None and (isinstance(nuclear_channel, bool) or not isinstance(nuclear_channel, int)
-                                        or nuclear_channel < 0):
-        raise CellmixerError(f"--nuclear-channel {nuclear_channel}: give a channel number, 0 or more.")
     return given[0]
 
 
-def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel: int | None = None,
-                channel: int | None = None, method: str = ClassicalSettings.method,
+def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel: int | str | None = None,
+                channel: int | str | None = None, method: str = ClassicalSettings.method,
                 diameter_range=ClassicalSettings.diameter_range, progress: bool = True, desc: str = "reading points") -> list[PointLabels]:
     """Read each image and the points of its cells from one source.
 
     Parameters
     ----------
-    paths : list of Path
-        The images to label (phase contrast, DIC, brightfield ...).
+    paths : list of Path or InputImage
+        The images to label (phase contrast, DIC, brightfield ...); inputs
+        (:func:`cellmixer.io.collect_inputs`) find their points by their path relative to the
+        input folder, paths by their file name.
     points : str, Path or dict, optional
         A CSV file (image,x,y; :func:`read_points_csv`) or ``{image name or path: (N, 2) (row, column)}``.
     rois : str, Path or dict, optional
@@ -124,10 +106,10 @@ def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel:
         file name (``("phase", "nuclear")``: ``a_phase.tif`` -> ``a_nuclear.tif``), or
         ``{image: nuclear image}``. Points are the centroids of the nuclei found by the classical
         labeller (``method``, ``diameter_range``).
-    nuclear_channel : int, optional
-        The nuclear stain is this channel of the image file itself.
-    channel : int, optional
-        Channel of the image to segment, in multi-channel files.
+    nuclear_channel : int or str, optional
+        The nuclear stain is this channel of the image file itself (an index or a name).
+    channel : int or str, optional
+        Channel of the image to segment, in multi-channel files (an index or a name).
 
     Returns
     -------
@@ -146,45 +128,45 @@ def weak_labels(paths, *, points=None, rois=None, nuclear=None, nuclear_channel:
         table = points if isinstance(points, dict) else read_points_csv(points)
         table = {str(k): np.asarray(v, np.float64).reshape(-1, 2) for k, v in table.items()}
     items = []
-    for path in progress_bar(list(paths), desc=desc, unit="image", enabled=progress):
-        path = Path(path)
+    inputs = [p if isinstance(p, InputImage) else InputImage(Path(p), Path(p).stem, Path(p).name) for p in paths]
+    names = Counter(item.path.name for item in inputs)
+    for item in progress_bar(inputs, desc=desc, unit="image", enabled=progress):
+        path = item.path
         image = read_image(path, channel=channel)
         check_not_constant(image, path)
+        warn_if_mask(image, path)
         info = {}
         if source == "points":
-            raw = points_for_image(table, path)
-            where = f"{points if not isinstance(points, dict) else '--points'} ({path.name})"
+            raw = points_for_image(table, path, key=item.key, shared_name=names[path.name] > 1,
+                                   source=f"--points {points}" if not isinstance(points, dict) else "--points")
+            where = f"{points if not isinstance(points, dict) else '--points'} ({item.key})"
         elif source == "rois":
             roi_file = _roi_path(path, rois)
             raw = read_roi_points(roi_file)
             where, info["rois"] = f"{roi_file}", str(roi_file)
         else:
-            if nuclear_channel is not None:
-                stain = read_image(path, channel=nuclear_channel, channel_option="--nuclear-channel")
-                where = f"{path} channel {nuclear_channel}"
-            else:
-                nuclear_file = _nuclear_path(path, nuclear)
-                if not nuclear_file.is_file():
-                    raise CellmixerError(f"{nuclear_file}: no such nuclear image (for {path.name}).")
-                stain, where = read_image(nuclear_file), str(nuclear_file)
-                info["nuclear"] = str(nuclear_file)
+            stain, where = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel)
+            if nuclear_channel is None:
+                info["nuclear"] = where
             raw = nuclear_centroids(stain, shape=image.shape, method=method, diameter_range=diameter_range,
                                     name=where)
         checked, duplicates = check_points(raw, image.shape, name=where)
-        items.append(PointLabels(path, image, checked, source, duplicates, info))
+        items.append(PointLabels(path, image, checked, source, duplicates, info, key=item.key))
     return items
 
 
 @locks_outputs
-def label_centroids(inputs, output, *, points=None, rois=None, nuclear=None, nuclear_channel: int | None = None,
-                    pattern: str = "*", channel: int | None = None, method: str = ClassicalSettings.method,
+def label_centroids(inputs, output, *, points=None, rois=None, nuclear=None, nuclear_channel: int | str | None = None,
+                    pattern: str = "*", channel: int | str | None = None, method: str = ClassicalSettings.method,
                     diameter_range=ClassicalSettings.diameter_range, sigma: float = PEAK_SIGMA,
                     likelihood: bool = False, overlays: bool = True, overwrite: bool = False,
                     progress: bool = True) -> list[dict]:
     """Write the cell points of every image, to check them (and correct them) before training.
 
     Writes ``points.csv`` (image,x,y: the file ``cellmixer centroids train --points`` reads; an
-    image without cells has one row with empty x and y), ``<name>_points.png`` (the image with a
+    image is named by its path relative to the input folder, ``field1/phase.png``, so that fields
+    of the same file name keep their own points; an image without cells has one row with empty x
+    and y), ``<name>_points.png`` (the image with a
     cross on each point, unless ``overlays`` is False), with ``likelihood`` the training target
     ``<name>_likelihood.tif`` (Gaussian peaks of ``sigma`` pixels), and ``points.json`` (source,
     settings and per-image counts).
@@ -200,25 +182,25 @@ def label_centroids(inputs, output, *, points=None, rois=None, nuclear=None, nuc
     source = check_label_source(points, rois, nuclear, nuclear_channel)
     ClassicalSettings(method=method, diameter_range=tuple(diameter_range))  # checked before any work
     PeakSettings(sigma=sigma)
-    found = collect_inputs(inputs, pattern=pattern)
+    found = collect_inputs(inputs, pattern=pattern, exclude=[output])
     out = prepare_output_dir(output)
     planned = [out / POINTS_FILE, out / SUMMARY_FILE]
     for _, stem in found:
         planned += [out / f"{stem}_points.png"] if overlays else []
         planned += [out / f"{stem}_likelihood.tif"] if likelihood else []
     check_overwrite(planned, overwrite=overwrite)
-    items = weak_labels([p for p, _ in found], points=points, rois=rois, nuclear=nuclear,
+    items = weak_labels(found, points=points, rois=rois, nuclear=nuclear,
                         nuclear_channel=nuclear_channel, channel=channel, method=method,
                         diameter_range=diameter_range, progress=progress, desc="labelling")
     rows, table = [], {}
     for item, (_, stem) in zip(items, found):
-        table[item.path.name] = item.points
+        table[item.key] = item.points
         if overlays:
             write_png(out / f"{stem}_points.png", points_overlay(item.image, item.points), overwrite=overwrite)
         if likelihood:
             write_tiff(out / f"{stem}_likelihood.tif", likelihood_map(item.points, item.image.shape, sigma=sigma),
                        overwrite=overwrite)
-        rows.append({"image": str(item.path), "points": len(item.points), "duplicates_dropped": item.duplicates,
+        rows.append({"image": item.key, "points": len(item.points), "duplicates_dropped": item.duplicates,
                      **item.info})
     write_points_csv(out / POINTS_FILE, table, overwrite=overwrite)
     write_json(out / SUMMARY_FILE, {"source": source, "method": method if source == "nuclear" else None,

@@ -23,7 +23,9 @@ def read_points_csv(path) -> dict[str, np.ndarray]:
 
     ``x`` is the column and ``y`` the row, in pixels from the top-left pixel's centre (0, 0), as
     ImageJ, napari and :func:`cellmixer.ops.object_table` centroids give them. ``image`` is
-    the image's file name (with or without extension) or its path. A row with empty ``x`` and
+    the image's path relative to the input folder (``field1/phase.png``: what ``cellmixer
+    centroids label`` writes; unique where file names repeat), its file name (with or without
+    extension) or its full path. A row with empty ``x`` and
     ``y`` lists an image without cells; repeated rows of the same point are kept here (see
     :func:`check_points`).
 
@@ -70,14 +72,29 @@ def read_points_csv(path) -> dict[str, np.ndarray]:
     return {name: np.array(p, np.float64).reshape(-1, 2) for name, p in points.items()}
 
 
-def points_for_image(points: dict[str, np.ndarray], image_path, *, source="--points") -> np.ndarray:
-    """The points of one image from :func:`read_points_csv`'s result, found by path, name or stem."""
+def points_for_image(points: dict[str, np.ndarray], image_path, *, key: str | None = None, shared_name: bool = False,
+                     source="--points") -> np.ndarray:
+    """The points of one image from :func:`read_points_csv`'s result.
+
+    Found by ``key`` (the image's path relative to the input folder, as ``cellmixer centroids
+    label`` writes it, with or without extension), then by its full path, then by its file name
+    or stem: the form of older files. With ``shared_name`` (another input has the same file name)
+    a match by name alone is refused: it would give one field's points to the others.
+    """
     image_path = Path(image_path)
-    for key in (str(image_path), image_path.name, image_path.stem):
-        if key in points:
-            return points[key]
-    raise CellmixerError(f"{source}: no points for {image_path.name}; add its rows (image,x,y), or one row "
-                         f"'{image_path.name},,' if it has no cells.")
+    exact = [key, key and str(Path(key).with_suffix("")), str(image_path), image_path.as_posix()]
+    for candidate in exact:
+        if candidate and candidate in points:
+            return points[candidate]
+    for candidate in (image_path.name, image_path.stem):
+        if candidate in points:
+            if shared_name:
+                raise CellmixerError(f"{source}: rows named '{candidate}' match several inputs of that name; name each "
+                                     f"image by its path relative to the input folder ({key or image_path}), as "
+                                     "`cellmixer centroids label` writes them.")
+            return points[candidate]
+    raise CellmixerError(f"{source}: no points for {key or image_path.name}; add its rows (image,x,y), or one row "
+                         f"'{key or image_path.name},,' if it has no cells.")
 
 
 def read_roi_points(path) -> np.ndarray:
@@ -269,7 +286,8 @@ def likelihood_map(points, shape, *, sigma: float = PEAK_SIGMA) -> np.ndarray:
 
 
 def write_points_csv(path, rows: dict, *, overwrite: bool = False) -> Path:
-    """Write ``{image name: (N, 2) (row, column)}`` as an image,x,y CSV (an empty row for images without points)."""
+    """Write ``{image key: (N, 2) (row, column)}`` as an image,x,y CSV (an empty row for images without points);
+    the key is the image's path relative to the input folder."""
     out = []
     for name, points in rows.items():
         if len(points) == 0:

@@ -185,7 +185,7 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
                   foreground_threshold: float | None = None, background_threshold: float | None = None,
                   support_threshold: float | None = None, saliency: str | None = None,
                   data_weight: float | None = None, smoothness: float | None = None, rescale: float = 1.0,
-                  progress: bool = False, tiling: CentroidTiling | None = None,
+                  seeds=None, progress: bool = False, tiling: CentroidTiling | None = None,
                   **tiling_options) -> CellSegmentation:
     """Instances of one image from a cell-centre detector (Nishimura et al. 2019).
 
@@ -217,6 +217,10 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
     map_smoothing : Gaussian sigma (network pixels) applied to the positive part of each contribution
         map before the projection (0: the raw maps, as eq. 4).
     foreground_threshold, background_threshold, support_threshold, saliency, data_weight, smoothness : graph cut.
+    seeds : (H, W) integer array, optional
+        Cell centre regions given instead of detected (e.g. the nuclei of a nuclear stain, at the
+        image's size): step 1 is skipped and each seed grows into its cell (cells are numbered in
+        the order of the seeds' labels).
     rescale : float
         Resize the image by this factor first, so that its cells have about the size (in pixels)
         of the cells the detector was trained on: 2 for cells half as large. Like Cellpose's
@@ -253,7 +257,14 @@ def segment_cells(model, image, *, threshold: float | None = None, min_area: int
     x = network_input(model, image, rescale=rescale)
     network = model.network
     likelihood = predict_likelihood(network, x, tiling=tiling.likelihood)
-    regions = centre_regions(likelihood, threshold=s["threshold"], min_area=int(s["min_area"]))
+    if seeds is not None:
+        seeds = np.asarray(seeds)
+        if seeds.shape != image.shape:
+            raise CellmixerError(f"seeds: shape {seeds.shape} differs from the image's {image.shape}; give seeds "
+                                 "of the same image.")
+        regions = relabel_consecutive(_resize_labels(seeds, x.shape) if factor != 1.0 else seeds)
+    else:
+        regions = centre_regions(likelihood, threshold=s["threshold"], min_area=int(s["min_area"]))
     count = int(regions.max(initial=0))
     if count == 0:
         empty.likelihood, empty.owner = likelihood, np.zeros(x.shape, np.int32)

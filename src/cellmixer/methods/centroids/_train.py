@@ -16,7 +16,7 @@ from ...engine import (
     Training,
     stored_architecture,
 )
-from ...io import collect_inputs, locks_outputs
+from ...io import InputImage, collect_inputs, locks_outputs
 from ...ops import AugmentParams, ClassicalSettings, augment
 from ._labels import PointLabels, check_label_source, weak_labels
 from ._points import PEAK_SIGMA, PeakSettings, likelihood_map
@@ -87,14 +87,14 @@ class LikelihoodSampler:
                 np.stack([s[1] for s in samples]).astype(np.float32))
 
 
-def _training_paths(images, pattern: str) -> list[Path]:
+def _training_paths(images, pattern: str) -> list[InputImage]:
     """Image files, and the images of folders (recursively); unlike prediction, names may repeat."""
     items = [images] if isinstance(images, (str, Path)) else list(images)
     if not items:
         raise CellmixerError("no training images given.")
     paths = []
     for item in items:
-        paths += [p for p, _ in collect_inputs([item], pattern=pattern)]
+        paths += collect_inputs([item], pattern=pattern)
     return paths
 
 
@@ -111,7 +111,7 @@ class CentroidTraining(Training):
     loss_name = "MSE"
 
     def __init__(self, images, output, config: CentroidTrainingConfig, *, points=None, rois=None, nuclear=None,
-                 nuclear_channel: int | None = None, pattern: str = "*", channel: int | None = None,
+                 nuclear_channel: int | str | None = None, pattern: str = "*", channel: int | str | None = None,
                  model: str = "unet", model_options: dict | None = None, segmentation: dict | None = None, **run):
         super().__init__(config, output, **run)
         unknown = set(segmentation or {}) - set(DEFAULT_SEGMENTATION)
@@ -129,7 +129,8 @@ class CentroidTraining(Training):
     def restore(self, meta):
         self.architecture, self.model_options = stored_architecture(meta)
         self.channel, self.config.scale = meta["channel"], meta["input_scale"]
-        self.paths = [Path(p) for p in meta["train_images"]]
+        keys = meta.get("train_keys") or [Path(p).name for p in meta["train_images"]]
+        self.paths = [InputImage(Path(p), Path(p).stem, key) for p, key in zip(meta["train_images"], keys)]
         sources = meta["sources"]
         self.points, self.rois, nuclear, self.nuclear_channel = (sources.get(k) for k in (
             "points", "rois", "nuclear", "nuclear_channel"))
@@ -174,7 +175,8 @@ class CentroidTraining(Training):
         sources = {"points": where(self.points), "rois": where(self.rois),
                    "nuclear": list(nuclear) if isinstance(nuclear, tuple) else where(nuclear),
                    "nuclear_channel": self.nuclear_channel}
-        return dict(train_images=[str(p) for p in self.paths], sources=sources, segmentation=self.stored_segmentation)
+        return dict(train_images=[str(p.path) for p in self.paths], train_keys=[p.key for p in self.paths],
+                    sources=sources, segmentation=self.stored_segmentation)
 
     def summary(self):
         return {"train_images": len(self.paths), "points": int(sum(len(it.points) for it in self.items)),
@@ -186,7 +188,7 @@ class CentroidTraining(Training):
 
 @locks_outputs
 @takes_settings(CentroidTrainingConfig)
-def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuclear_channel: int | None = None,
+def train_centroids(images, output, *, points=None, rois=None, nuclear=None, nuclear_channel: int | str | None = None,
                     pattern: str = "*", channel: int | None = None, method: str = ClassicalSettings.method,
                     diameter_range=ClassicalSettings.diameter_range, model: str = "unet",
                     model_options: dict | None = None, segmentation: dict | None = None, device: str = "auto",

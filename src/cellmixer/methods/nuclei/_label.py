@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,17 @@ import numpy as np
 from ..._errors import CellmixerError
 from ..._progress import progress_bar
 from ..._version import __version__
-from ...engine import write_instances
-from ...io import check_overwrite, collect_inputs, locks_outputs, prepare_output_dir, read_image, write_csv, write_json, write_tiff
+from ...engine import InstanceWriter, write_labels
+from ...io import (
+    InputImage,
+    check_overwrite,
+    check_unique_stems,
+    collect_inputs,
+    locks_outputs,
+    prepare_output_dir,
+    write_csv,
+    write_json,
+)
 from ...ops import (
     CLASSICAL_CONFIGURATIONS,
     CLASSICAL_METHODS,
@@ -54,52 +64,42 @@ def _check_options(method: str, diameter_range, options: dict) -> None:
                              "threshold_correction_factor=1.2.") from None
 
 
-def _plan(inputs, pattern: str, out: Path) -> list[tuple[Path, Path]]:
-    """(image, output stem relative to ``out``) for each input; folders' sub-folders are mirrored."""
+def _plan(inputs, pattern: str, out: Path, project: str | None, pixel_size) -> list[InputImage]:
+    """The planes to label; sub-folders of input folders are mirrored in ``out`` (stems hold them)."""
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not items:
         raise CellmixerError("no inputs: give image files or folders of images.")
-    out_resolved = out.resolve()
-    planned: list[tuple[Path, Path]] = []
+    planned: list[InputImage] = []
     for item in items:
-        item = Path(item)
-        for path, _ in collect_inputs(item, pattern=pattern):
-            if item.is_dir():
-                if out_resolved in path.resolve().parents:
-                    continue  # results of an earlier run written inside the input folder
-                planned.append((path, path.relative_to(item).with_suffix("")))
-            else:
-                planned.append((path, Path(path.stem)))
-    if not planned:
-        raise CellmixerError(f"{items[0]}: no images to label outside the output folder {out}; check the inputs.")
-    seen: dict[Path, Path] = {}
-    for path, stem in planned:
-        if stem in seen:
-            raise CellmixerError(f"{seen[stem]} and {path} would both write '{stem}_labels.tif'; rename one or "
-                                 "label them into separate output folders.")
-        seen[stem] = path
-    return planned
+        for found in collect_inputs(item, pattern=pattern, exclude=[out]):
+            stem = Path(found.key).with_suffix("").as_posix() if Path(item).is_dir() else found.path.stem
+            planned += replace(found, stem=stem).planes(project=project, pixel_size=pixel_size)
+    return check_unique_stems(planned)
 
 
 @locks_outputs
 def label_nuclei(inputs, output, *, method: str = ClassicalSettings.method, pattern: str = "*",
-                 channel: int | None = None, diameter_range=ClassicalSettings.diameter_range, overlays: bool = True,
-                 overwrite: bool = False, progress: bool = True, **options) -> list[dict]:
+                 channel: int | str | None = None, project: str | None = None, pixel_size=None,
+                 diameter_range=ClassicalSettings.diameter_range, overlays: bool = True, overwrite: bool = False,
+                 progress: bool = True, **options) -> list[dict]:
     """Label the nuclei of every image with CellProfiler's IdentifyPrimaryObjects, and write the results.
 
     The classical labels that Matuszewski & Ranefall (WSCG 2021) train their U-Net on. Writes,
     for each image ``<name>`` (sub-folders of input folders are mirrored in ``output``):
 
-    * ``<name>_labels.tif``: 0 background, objects 1..n (uint16, or int32 from 65536 objects);
-    * ``<name>_objects.csv``: one row per object (:func:`cellmixer.ops.object_table`:
-      label, area, centroid, bounding box, mean intensity); just the header when none is found;
-    * ``<name>_overlay.png``: the image with each object's outline in colour (unless ``overlays``
-      is False);
+    * the files of :class:`cellmixer.engine.InstanceWriter`: ``<name>_labels.tif`` (0
+      background, objects 1..n; uint16, or int32 from 65536 objects; with the pixel size),
+      ``<name>_objects.csv`` (one row per object: :func:`cellmixer.ops.cell_measurements`; just
+      the header when none is found), ``<name>_rois.zip`` (Fiji), ``<name>.geojson`` (QuPath),
+      ``<name>_overlay.png`` (the image with each object's outline in colour, unless
+      ``overlays`` is False);
     * for ``method="consensus"``, ``<name>_ignore.tif``: uint8, 1 on the clusters where the
       configurations disagree about the number of objects (to be ignored in training);
 
-    and ``labels.csv`` (one row per image: ``file``, ``objects``, ``foreground_fraction`` and, for
-    the consensus, ``ignored_fraction``) and ``labels.json`` (method and settings).
+    and ``coco_dataset.json``, ``labels.csv`` (one row per image: ``file`` (the path relative to
+    the input folder), ``objects``, ``foreground_fraction`` and, for the consensus,
+    ``ignored_fraction``) and ``labels.json`` (method and settings). Each plane of a z-stack or time
+    series is labelled (``<name>_t003_z002_...``), or with ``project`` the projection over z.
 
     Parameters
     ----------
@@ -115,8 +115,12 @@ def label_nuclei(inputs, output, *, method: str = ClassicalSettings.method, patt
         combined by :func:`consensus_labels` (objects of "shape/intensity" where all three agree).
     pattern : str
         Only files in input folders whose name matches this glob pattern.
-    channel : int, optional
-        Channel of multi-channel images (see :func:`cellmixer.io.read_image`).
+    channel : int or str, optional
+        Channel of multi-channel images: an index or a name (see :func:`cellmixer.io.read_image`).
+    project : {'max', 'mean'}, optional
+        Label the projection over z of z-stacks instead of each plane.
+    pixel_size : float, optional
+        Micrometres per pixel, for images whose files do not say.
     diameter_range : (int, int)
         Typical nucleus diameter in pixels (min, max); the paper uses 10-50 for BBBC039.
     overlays, overwrite, progress : bool
@@ -145,32 +149,34 @@ def label_nuclei(inputs, output, *, method: str = ClassicalSettings.method, patt
     >>> tifffile.imwrite(folder / "nuclei.tif", image)
     >>> rows = label_nuclei(folder / "nuclei.tif", folder / "labels", progress=False)
     >>> rows[0]["objects"], sorted(p.name for p in (folder / "labels").iterdir())
-    (1, ['labels.csv', 'labels.json', 'nuclei_labels.tif', 'nuclei_objects.csv', 'nuclei_overlay.png'])
+    (1, ['coco_dataset.json', 'labels.csv', 'labels.json', 'nuclei.geojson', 'nuclei_labels.tif', 'nuclei_objects.csv', 'nuclei_overlay.png', 'nuclei_rois.zip'])
     """
     _check_options(method, diameter_range, options)
     consensus = method == "consensus"
     out = prepare_output_dir(output)
-    found = _plan(inputs, pattern, out)
-    planned = [out / SUMMARY_FILE, out / SETTINGS_FILE]
-    suffixes = ["_labels.tif", "_objects.csv"] + (["_overlay.png"] if overlays else []) + \
-        (["_ignore.tif"] if consensus else [])
-    for _, stem in found:
-        planned += [Path(f"{out / stem}{suffix}") for suffix in suffixes]
+    found = _plan(inputs, pattern, out, project, pixel_size)
+    writer = InstanceWriter(out, category="nucleus", overlays=overlays, overwrite=overwrite)
+    planned = [out / SUMMARY_FILE, out / SETTINGS_FILE, *(out / name for name in writer.run_outputs)]
+    for item in found:
+        planned += [out / name for name in writer.outputs(item.stem)]
+        planned += [out / f"{item.stem}_ignore.tif"] if consensus else []
     check_overwrite(planned, overwrite=overwrite)
 
     rows = []
-    for path, stem in progress_bar(found, desc="labelling nuclei", unit="image", enabled=progress):
-        image = read_image(path, channel=channel)
+    for item in progress_bar(found, desc="labelling nuclei", unit="image", enabled=progress):
+        image = item.read(channel)
         labels, ignore = classical_labels(image, method=method, diameter_range=diameter_range, **options)
-        row = {"file": str(path), **write_instances(out, str(stem), image, labels, overlays=overlays,
-                                                    overwrite=overwrite)}
+        written = writer.write(item, image, labels)
+        row = {"file": item.key, **item.where, **{k: v for k, v in written.items() if not k.startswith("_")}}
         if consensus:
-            write_tiff(out / f"{stem}_ignore.tif", ignore.astype(np.uint8), overwrite=overwrite)
-        if consensus:
+            write_labels(out / f"{item.stem}_ignore.tif", ignore.astype(np.uint8),
+                         pixel_size=item.plane.image.pixel_size, overwrite=overwrite)
             row["ignored_fraction"] = round(float(ignore.mean()), 6) if ignore.size else 0.0
         rows.append(row)
+    writer.finish()
 
-    summary_fields = ["file", "objects", "foreground_fraction", "mean_area"] + (["ignored_fraction"] if consensus else [])
+    summary_fields = ["file", *(["plane"] if any(item.where for item in found) else []), "objects",
+                      "foreground_fraction", "mean_area"] + (["ignored_fraction"] if consensus else [])
     write_csv(out / SUMMARY_FILE, rows, fieldnames=summary_fields, overwrite=overwrite)
     configurations = CLASSICAL_CONFIGURATIONS[:3] if consensus else [tuple(method.split("/"))]
     write_json(out / SETTINGS_FILE, {
@@ -180,6 +186,7 @@ def label_nuclei(inputs, output, *, method: str = ClassicalSettings.method, patt
         "diameter_range": [float(d) for d in diameter_range],
         "options": options,
         "channel": channel,
+        "project": project,
         "pattern": pattern,
         "images": len(rows),
         "cellmixer_version": __version__,

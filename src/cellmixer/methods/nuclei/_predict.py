@@ -10,14 +10,15 @@ from ..._errors import CellmixerError
 from ..._settings import takes_settings
 from ..._version import __version__
 from ...engine import (
+    InstanceWriter,
     SegmentationModel,
     Tiling,
     as_tiling,
     load_model,
     run_images,
-    write_instances,
+    write_labels,
 )
-from ...io import locks_outputs, read_image
+from ...io import locks_outputs
 from ...ops import InstanceSettings, instances_from_classes
 
 SUMMARY_FILE, SETTINGS_FILE = "nuclei.csv", "nuclei.json"
@@ -76,16 +77,20 @@ def segment_nuclei(model, image: np.ndarray, *, tiling: Tiling | None = None, re
 
 @locks_outputs
 @takes_settings(Tiling)
-def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | None = None,
-                   remove_border: bool = False, min_area: int = 0, classes: bool = False, overlays: bool = True,
-                   device: str = "auto", overwrite: bool = False, resume: bool = False, progress: bool = True,
-                   tiling: Tiling | None = None, **tiling_options) -> list[dict]:
-    """Segment the nuclei of every input image and write label images, tables and overlays.
+def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | str | None = None,
+                   project: str | None = None, pixel_size=None, remove_border: bool = False, min_area: int = 0,
+                   classes: bool = False, overlays: bool = True, device: str = "auto", overwrite: bool = False,
+                   resume: bool = False, progress: bool = True, tiling: Tiling | None = None,
+                   **tiling_options) -> list[dict]:
+    """Segment the nuclei of every input image and write label images, tables, ROIs and overlays.
 
-    Writes per image ``<name>_labels.tif`` (0 background, 1..n nuclei), ``<name>_objects.csv``
-    (label, area, centroid, bounding box, mean intensity), ``<name>_overlay.png`` and, with
-    ``classes``, ``<name>_classes.tif`` (the 3-class map before post-processing); plus
-    ``nuclei.csv`` (one row per image) and ``nuclei.json`` (settings).
+    Writes per image (per plane of a z-stack or time series: ``<name>_t003_z002_...``) the files
+    of :class:`cellmixer.engine.InstanceWriter`: ``<name>_labels.tif`` (0 background, 1..n
+    nuclei, with the pixel size), ``<name>_objects.csv`` (shape and intensity of every channel,
+    pixels and um), ``<name>_rois.zip`` (Fiji), ``<name>.geojson`` (QuPath),
+    ``<name>_overlay.png`` and, with ``classes``, ``<name>_classes.tif`` (the 3-class map before
+    post-processing); plus ``coco_dataset.json``, ``nuclei.csv`` (one row per image) and
+    ``nuclei.json`` (settings).
 
     Parameters
     ----------
@@ -95,7 +100,12 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
         Image files and/or folders (searched recursively).
     output : str or Path
     pattern, channel :
-        Which files of the folders; the channel of multi-channel images (default: the model's).
+        Which files of the folders; the channel of multi-channel images, an index or a name from
+        the file's metadata (default: the model's).
+    project : {'max', 'mean'}, optional
+        Segment the projection over z of each z-stack instead of each plane.
+    pixel_size : float, optional
+        Micrometres per pixel, for images whose files do not say.
     remove_border, min_area :
         See :func:`segment_nuclei`.
     device : str
@@ -118,21 +128,27 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
     out = Path(output)
     channel, channel_option = model.input_channel(channel)
 
-    def outputs(stem):
-        return [f"{stem}_labels.tif", f"{stem}_objects.csv", *([f"{stem}_overlay.png"] if overlays else []),
-                *([f"{stem}_classes.tif"] if classes else [])]
+    writer = InstanceWriter(out, category="nucleus", overlays=overlays, overwrite=overwrite)
 
-    def process(path, stem):
-        image = read_image(path, channel=channel, channel_option=channel_option)
+    def outputs(stem):
+        return [*writer.outputs(stem), *([f"{stem}_classes.tif"] if classes else [])]
+
+    def process(item, stem):
+        image = item.read(channel, option=channel_option)
         labels, class_map = segment_nuclei(model, image, tiling=tiling, remove_border=remove_border,
                                            min_area=min_area, return_classes=True)
-        return {"image": str(path), **write_instances(out, stem, image, labels, overlays=overlays,
-                                                      classes=class_map if classes else None, overwrite=overwrite)}
+        if classes:
+            write_labels(out / f"{stem}_classes.tif", class_map, pixel_size=item.plane.image.pixel_size,
+                         overwrite=overwrite)
+        return writer.write(item, image, labels)
 
     settings = {"model": model_source, "training_labels": model.config.get("training", {}).get("labels"),
                 "cellmixer_version": __version__, "overlap": tiling.overlap, "precision": tiling.precision,
-                "augment": tiling.augment, "remove_border": remove_border, "min_area": min_area}
-    return run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=SUMMARY_FILE,
-                      settings_file=SETTINGS_FILE, settings=settings, overwrite=overwrite, resume=resume,
-                      progress=progress,
-                      desc="segmenting nuclei")
+                "augment": tiling.augment, "remove_border": remove_border, "min_area": min_area, "channel": channel,
+                "project": project}
+    rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                      process=process, summary_file=SUMMARY_FILE, settings_file=SETTINGS_FILE, settings=settings,
+                      extra_files=writer.run_outputs, overwrite=overwrite, resume=resume, restore=writer.restore,
+                      progress=progress, desc="segmenting nuclei")
+    writer.finish()
+    return rows

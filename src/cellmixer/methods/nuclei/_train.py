@@ -23,7 +23,7 @@ from ...engine import (
     validation_loss,
     validation_tiles,
 )
-from ...io import check_not_constant, collect_inputs, find_mask, locks_outputs, read_image, read_labels
+from ...io import check_not_constant, collect_inputs, find_mask, locks_outputs, read_image, read_labels, warn_if_mask
 from ...ops import (
     CLASSICAL_METHODS,
     DICE_WEIGHTS,
@@ -105,6 +105,7 @@ def nucleus_targets(paths, *, labels: str = ClassicalSettings.method, label_dir=
     for path in progress_bar(paths, desc=desc, unit="image", enabled=progress):
         image = read_image(path, channel=channel)
         check_not_constant(image, path)
+        warn_if_mask(image, path)
         if labels == LABEL_FILES:
             instance = read_labels(label_paths[path])
             if instance.shape != image.shape:

@@ -2,7 +2,7 @@
 probabilities over the cells of any instance source) or from COCO annotations (one U-Net with an
 instance head and a type head); label images, tables, GeoJSON, COCO results and overlays out."""
 
-from ._assign import TypedInstances, typed_instances
+from ._assign import TypedInstances, cells_of_nuclei, typed_instances
 from ._classes import ClassSource, prefix_class, read_class_table
 from ._coco import (
     CocoDataset,
@@ -16,12 +16,15 @@ from ._coco import (
 )
 from ._evaluate import evaluate_typed, format_typed_table
 from ._method import Typed
+from ._nuclei import NuclearRoute
 from ._predict import predict_typed, segment_typed
 from ._train import TypedTrainingConfig, train_typed, typed_targets
 from ._write import cell_table, coco_results, typed_overlay, write_typed
 
 __all__ = [
     "Typed",
+    "NuclearRoute",
+    "cells_of_nuclei",
     "ClassSource",
     "CocoDataset",
     "CocoImage",

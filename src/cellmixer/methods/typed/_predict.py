@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
 from ..._errors import CellmixerError
-from ..._settings import takes_settings
+from ..._settings import split_settings, takes_settings
 from ..._version import __version__
 from ...engine import (
     SegmentationModel,
@@ -23,9 +23,10 @@ from ...io import find_mask, locks_outputs, read_image, read_labels, write_json
 from ...methods.centroids import segment_cells
 from ...methods.nuclei import load_nucleus_model, segment_nuclei
 from ...ops import InstanceSettings, instances_from_classes, split_foreground
-from ._assign import TypedInstances, typed_instances
+from ._assign import TypedInstances, cells_of_nuclei, typed_instances
 from ._coco import read_coco
-from ._write import OUTPUT_SUFFIXES, OVERLAY_SUFFIX, coco_results, write_typed
+from ._nuclei import NuclearRoute, cell_source, nucleus_source
+from ._write import TYPES_SUFFIX, coco_results, typed_writer, write_typed
 
 TASK = "typed"
 INSTANCE_CLASSES = ["cell", "cell boundary"]  # after background: the instance head of a typed model
@@ -78,10 +79,15 @@ def _foreground_instances(source: str, foreground: np.ndarray, *, min_distance: 
     return labels
 
 
-@takes_settings(Tiling)
-def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int = 5, min_area: int = 10,
-                  stem: str = "image", tiling: Tiling | None = None, **tiling_options) -> TypedInstances:
+@takes_settings(Tiling, NuclearRoute)
+def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min_distance: int = 5,
+                  min_area: int = 10, stem: str = "image", tiling: Tiling | None = None,
+                  **options) -> TypedInstances:
     """The cells of one image, each with its type and score.
+
+    With a nuclear stain (``nuclear``), every nucleus becomes one cell: the nuclei of the stain
+    (``nuclei``: classical by default, no training) grow into their cells (``cells``), and each cell
+    is typed from the model's probabilities over its whole body.
 
     Parameters
     ----------
@@ -91,6 +97,19 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
         (:func:`cellmixer.train_typed`): its instance head also gives the cells (separation lines
         post-processed as for nuclei, then grown back over the line pixels), and the
         probability of type ``k`` is ``(1 - p_background) * q_k`` from its two heads.
+    nuclear : (H, W) array, optional
+        The nuclear stain of the same field (Hoechst, DAPI): the cells are its nuclei grown into
+        cells, and ``instances`` is not used.
+    nuclei : str, model, array or callable
+        With ``nuclear``: ``'classical'`` (:func:`cellmixer.ops.nuclei_of_stain`), a nucleus model or its
+        folder, a nucleus label image, or ``f(stain) -> labels``.
+    cells : str, model or callable
+        With ``nuclear``: ``'nuclei'``, ``'grow'``, ``'graphcut'``
+        (:func:`cellmixer.ops.cells_from_nuclei`), a cell-centre detector (the nuclei as its cell
+        centres: guided backpropagation and graph cuts), or ``f(nuclei, foreground, image) -> labels``.
+    diameter_range, method, cell_reach :
+        Classical nuclei (diameters in pixels, declumping) and how far a cell may reach from its
+        nucleus (in median nucleus diameters); see :class:`NuclearRoute`.
     instances : str, array, callable or path, optional
         Instance source: ``'watershed'`` (the default for CellMixer models: the predicted
         foreground split by :func:`cellmixer.instances.split_foreground`), ``'components'``
@@ -115,11 +134,18 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
     -------
     TypedInstances
     """
+    route_options, tiling_options = split_settings(options, NuclearRoute)
+    route = NuclearRoute(**route_options)
     tiling = as_tiling(tiling, **tiling_options)
     model = load_type_model(model)
     image = np.asarray(image)
     if image.ndim != 2:
         raise CellmixerError(f"image: {image.ndim}-D array of shape {image.shape}; give one 2-D channel.")
+    if nuclear is not None:
+        nuclear = np.asarray(nuclear)
+        if nuclear.shape != image.shape:
+            raise CellmixerError(f"nuclear stain of {stem}: shape {nuclear.shape} differs from the image's "
+                                 f"{image.shape}; give the stain of the same field, at the same size.")
     names = type_names(model)
     source = _instance_source(instances)
     typed_model = method_of(model).name == "typed"
@@ -135,6 +161,10 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
         probs = np.concatenate([background[None], (1 - background)[None] * raw[n_inst:]], axis=0)
     else:
         probs = raw
+    if nuclear is not None:
+        nuclei = nucleus_source(route.nuclei if isinstance(route.nuclei, str) else route.nuclei, route)(nuclear)
+        grow = cell_source(route.cells, route)
+        return cells_of_nuclei(probs, nuclei, grow(nuclei, 1 - probs[0], image), names)
     if source is None and typed_model:
         classes = raw[:len(INSTANCE_CLASSES) + 1].argmax(axis=0).astype(np.uint8)
         labels = instances_from_classes(classes, min_area=min_area)
@@ -154,18 +184,22 @@ def segment_typed(model, image: np.ndarray, *, instances=None, min_distance: int
 
 @locks_outputs
 @takes_settings(Tiling)
-def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: str = "*", channel: int | None = None,
-                  min_distance: int = 5, min_area: int = 10, overlays: bool = True, device: str = "auto",
+def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: str = "*", channel: int | str | None = None,
+                  project: str | None = None, pixel_size=None, min_distance: int = 5, min_area: int = 10,
+                  overlays: bool = True, device: str = "auto",
                   overwrite: bool = False, resume: bool = False, progress: bool = True, tiling: Tiling | None = None,
                   **tiling_options) -> list[dict]:
     """Find the cells of every input image with their type, and write them in every usual format.
 
-    Per image: ``<name>_labels.tif`` (cells 1..n), ``<name>_types.tif`` (0 background, k = k-th
-    type), ``<name>_cells.csv`` (label, type, score, objectness, area, centroid, bbox, mean
-    intensity), ``<name>.geojson`` (QuPath / napari polygons with their classification) and
-    ``<name>_overlay.png`` (cells coloured by type, legend with counts). For all images:
-    ``counts.csv`` (cells of each type per image), ``coco_results.json`` (COCO results with RLE
-    masks) and ``typed.json`` (settings and categories).
+    Per image (per plane of a z-stack or time series: ``<name>_t003_z002_...``):
+    ``<name>_labels.tif`` (cells 1..n), ``<name>_types.tif`` (0 background, k = k-th type),
+    ``<name>_cells.csv`` (label, type, score, objectness, shape and intensity of every channel in
+    pixels and um), ``<name>_rois.zip`` (Fiji), ``<name>.geojson`` (QuPath polygons with their
+    classification and measurements) and ``<name>_overlay.png`` (cells coloured by type, legend
+    with counts). For all images: ``counts.csv`` (cells of each type per image),
+    ``coco_results.json`` (COCO results with RLE masks), ``coco_dataset.json`` (the COCO dataset
+    of the same cells: images, categories, polygons) and ``typed.json`` (settings and
+    categories).
 
     Parameters
     ----------
@@ -180,7 +214,11 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         A COCO file listing the images: its image ids are used in ``coco_results.json``
         (otherwise 1..n in input order); images are matched by file name.
     pattern, channel, min_distance, min_area :
-        See :func:`segment_typed`.
+        See :func:`segment_typed`; ``channel`` is an index or a name from the file's metadata.
+    project : {'max', 'mean'}, optional
+        Type the cells of the projection over z of z-stacks instead of each plane.
+    pixel_size : float, optional
+        Micrometres per pixel, for images whose files do not say.
     device : str
         ``'auto'`` (CUDA, then MPS, then the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
     overlays, overwrite, progress : bool
@@ -203,29 +241,31 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     out = Path(output)
     channel, channel_option = model.input_channel(channel)
     category_ids = {name: i for i, name in enumerate(names, start=1)}
-    image_ids = {}
+    image_ids, results = {}, []
+    writer = typed_writer(out, names, overlays=overlays, overwrite=overwrite)
 
     def number(found):
-        """COCO image ids: those of the ``coco`` file, else 1..n in input order."""
-        image_ids.update({path.name: i for i, (path, _) in enumerate(found, start=1)})
+        """COCO image ids (by output stem, unique): those of the ``coco`` file, else 1..n in input order."""
+        image_ids.update({item.stem: i for i, item in enumerate(found, start=1)})
         if coco is not None:
             listed = {Path(im.file_name).name: im.id for im in read_coco(coco, require_images=False).images}
-            missing = [p.name for p, _ in found if p.name not in listed]
+            missing = [item.path.name for item in found if item.path.name not in listed]
             if missing:
                 raise CellmixerError(f"--coco {coco}: does not list {missing[0]} (and {len(missing) - 1} more inputs); "
                                      "give the annotation file of these images, or leave --coco out.")
-            image_ids.update({name: listed[name] for name in image_ids})
+            image_ids.update({item.stem: listed[item.path.name] for item in found})
 
     def outputs(stem):
-        return [f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES] + ([f"{stem}{OVERLAY_SUFFIX}"] if overlays else [])
+        return [*writer.outputs(stem), f"{stem}{TYPES_SUFFIX}"]
 
-    def process(path, stem):
-        image = read_image(path, channel=channel, channel_option=channel_option)  # a blank field is no error: it has no cells
+    def process(item, stem):
+        image = read_image(item, channel=channel, option=channel_option)  # a blank field is no error: no cells
         cells = segment_typed(model, image, instances=source, min_distance=min_distance, min_area=min_area,
                               tiling=tiling, stem=stem)
-        row = {"image": str(path), **write_typed(out, stem, image, cells, overlays=overlays, overwrite=overwrite)}
-        row["_coco"] = coco_results(cells, image_id=image_ids[path.name], file_name=path.name,
-                                    category_ids=category_ids)  # kept with the row: --resume skips done images
+        row = write_typed(out, item, image, cells, writer=writer, image_id=image_ids[stem])
+        row["_coco_results"] = coco_results(cells, image_id=image_ids[stem], file_name=writer.images[-1]["file_name"],
+                                            category_ids=category_ids)
+        results.extend(row["_coco_results"])
         return row
 
     settings = {
@@ -236,11 +276,17 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         (source if isinstance(source, str) else "watershed" if source is None else "given"),
         "score": "mean probability of the cell's type over its pixels; objectness: 1 - mean background probability",
         "min_distance": min_distance, "min_area": min_area, "overlap": tiling.overlap, "precision": tiling.precision,
-        "augment": tiling.augment}
-    rows = run_images(inputs, out, pattern=pattern, outputs=outputs, process=process, summary_file=COUNTS_FILE,
-                      summary_fields=["image", "cells", *names], settings_file=SETTINGS_FILE, settings=settings,
-                      extra_files=[RESULTS_FILE], on_inputs=number, overwrite=overwrite, resume=resume,
-                      progress=progress, desc="typed cells")
-    results = [result for row in rows for result in row.pop("_coco")]
+        "augment": tiling.augment, "channel": channel, "project": project}
+
+    def restore(row):  # an image done by an interrupted run (--resume): what this run gathers of it
+        writer.restore(row)
+        results.extend(row["_coco_results"])
+
+    rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                      process=process, summary_file=COUNTS_FILE, summary_fields=["image", "cells", *names],
+                      settings_file=SETTINGS_FILE, settings=settings, extra_files=[RESULTS_FILE, *writer.run_outputs],
+                      on_inputs=number, overwrite=overwrite, resume=resume, restore=restore, progress=progress,
+                      desc="typed cells")
     write_json(out / RESULTS_FILE, results, overwrite=overwrite)
+    writer.finish()
     return rows

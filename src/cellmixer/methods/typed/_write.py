@@ -1,28 +1,26 @@
-"""The files of one image's typed cells: label and type images, cell table, GeoJSON, overlay; and their rows."""
+"""The files of one image's typed cells: label and type images, cell table, ROIs, GeoJSON, overlay; and their rows."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from ...engine import InstanceWriter, write_labels
 from ...io import (
     add_legend,
     class_colors,
-    instance_features,
     overlay_labels,
-    write_csv,
-    write_png,
-    write_text,
-    write_tiff,
 )
 from ...ops import OBJECT_FIELDS, object_table
 from ._assign import TypedInstances
 from ._coco import label_annotations
 
 CELL_FIELDS = ("label", "type", "score", "objectness", *OBJECT_FIELDS[1:], "mean_intensity")
-OUTPUT_SUFFIXES = ("_labels.tif", "_types.tif", "_cells.csv", ".geojson")
-OVERLAY_SUFFIX = "_overlay.png"
+TABLE_SUFFIX, TYPES_SUFFIX = "_cells.csv", "_types.tif"
+
+
+def typed_writer(out, type_names, *, overlays: bool = True, overwrite: bool = False) -> InstanceWriter:
+    """The writer of typed cells' files (:class:`cellmixer.engine.InstanceWriter`; the table is ``<stem>_cells.csv``)."""
+    return InstanceWriter(out, type_names=type_names, table_suffix=TABLE_SUFFIX, overlays=overlays, overwrite=overwrite)
 
 
 def cell_table(cells: TypedInstances, image=None, *, extra: dict | None = None) -> list[dict]:
@@ -35,11 +33,6 @@ def cell_table(cells: TypedInstances, image=None, *, extra: dict | None = None) 
         row["objectness"] = round(float(cells.objectness[k]), 6)
     order = [*(extra or {}), *CELL_FIELDS]
     return [{key: row[key] for key in order if key in row} for row in rows]
-
-
-def type_colors(type_names) -> dict:
-    colors = class_colors(len(type_names))
-    return {name: tuple(int(c) for c in colors[i]) for i, name in enumerate(type_names)}
 
 
 def typed_overlay(image: np.ndarray, cells: TypedInstances) -> np.ndarray:
@@ -64,23 +57,23 @@ def coco_results(cells: TypedInstances, *, image_id: int, file_name: str, catego
                                     "file_name": [file_name] * len(cells)})
 
 
-def write_typed(out, stem: str, image: np.ndarray, cells: TypedInstances, *, overlays: bool = True,
-                overwrite: bool = False) -> dict:
-    """Write ``<stem>_labels.tif`` (cells 1..n), ``<stem>_types.tif`` (0 background, k = k-th type),
-    ``<stem>_cells.csv``, ``<stem>.geojson`` and ``<stem>_overlay.png`` into ``out``.
+def write_typed(out, stem, image: np.ndarray, cells: TypedInstances, *, overlays: bool = True,
+                overwrite: bool = False, writer: InstanceWriter | None = None, image_id: int | None = None) -> dict:
+    """Write the files of :class:`cellmixer.engine.InstanceWriter` for typed cells (``<stem>_labels.tif``,
+    ``<stem>_cells.csv`` with type, score and objectness, ``<stem>_rois.zip``, ``<stem>.geojson``,
+    ``<stem>_overlay.png`` coloured by type) and ``<stem>_types.tif`` (0 background, k = k-th type).
 
+    ``stem`` is a name or an input (:class:`cellmixer.io.InputImage`, which gives the pixel size
+    and every channel); ``writer`` (:func:`typed_writer`) also collects the run's COCO dataset.
     Returns the image's row of the count table: ``cells`` and the number of each type.
     """
-    (out / stem).parent.mkdir(parents=True, exist_ok=True)
-    n = len(cells)
-    write_tiff(out / f"{stem}_labels.tif", cells.labels.astype(np.uint16 if n < 65536 else np.int32),
-               overwrite=overwrite)
-    write_tiff(out / f"{stem}_types.tif", cells.type_map(), overwrite=overwrite)
-    write_csv(out / f"{stem}_cells.csv", cell_table(cells, image), overwrite=overwrite, fieldnames=list(CELL_FIELDS))
-    features = instance_features(cells.labels, names=[cells.type_names[t] for t in cells.types],
-                                 colors=type_colors(cells.type_names),
-                                 properties={"score": np.round(cells.scores, 6)})
-    write_text(out / f"{stem}.geojson", json.dumps(features) + "\n", overwrite=overwrite)
-    if overlays:
-        write_png(out / f"{stem}{OVERLAY_SUFFIX}", typed_overlay(image, cells), overwrite=overwrite)
-    return {"cells": n, **cells.counts()}
+    writer = writer or typed_writer(out, cells.type_names, overlays=overlays, overwrite=overwrite)
+    name = getattr(stem, "stem", stem)
+    plane = getattr(stem, "plane", None)
+    (writer.output / name).parent.mkdir(parents=True, exist_ok=True)
+    write_labels(writer.output / f"{name}{TYPES_SUFFIX}", cells.type_map(),
+                 pixel_size=plane.image.pixel_size if plane is not None else None, overwrite=writer.overwrite)
+    written = writer.write(stem, image, cells.labels, types=cells.types, scores=cells.scores,
+                           columns={"objectness": [round(float(v), 6) for v in cells.objectness]},
+                           overlay=typed_overlay(image, cells) if writer.overlays else None, image_id=image_id)
+    return {"cells": len(cells), **cells.counts(), "_coco_dataset": written["_coco_dataset"]}

@@ -1,0 +1,481 @@
+"""Typed cells in co-cultures built from real homogeneous fields: per-cell type accuracy and counts.
+
+Data: ``../shared/data/deepcell_vanvalen2016`` (Van Valen et al. 2016): phase contrast with a paired
+nuclear stain, one cell type per field. No co-culture with known types is public there, so the test
+co-cultures are built from real fields held out of training:
+
+* every cell of a test field is found from the field's own nuclear stain (the package's nucleus
+  labeller, before any mixing) and takes the field's type: the ground truth of this benchmark;
+* two fields of different types are composed cell by cell (:func:`cellmixer.ops.territory_mosaic`):
+  each pixel comes from the field whose selected nucleus is nearest, so cells of both types touch
+  along their territories, as in a confluent co-culture; phase and nuclear stain are composed alike
+  (the phase images brought to one background level, the stains as imaged);
+* patterns: ``half`` (left / right), ``islands`` (colonies of each type), ``scatter`` (every cell
+  drawn at random, half of each type) and ``minority`` (a fifth of the cells of the first type,
+  scattered among the second);
+* photometric conditions: ``matched`` (both fields brought to one background level), ``one side``
+  (the first field's phase at 0.6 of its exposure, not matched) and ``exposure`` (the whole mosaic at
+  0.28 of its exposure, with camera noise and a gamma of 1.15: the real co-culture's phase median is
+  about 4,100 counts against 13,000-15,000 in these fields).
+
+Each row trains on the training fields of the types (the test fields and their duplicates are left
+out), types the cells of every test co-culture with the package's route (nuclei from the stain,
+cells from the nuclei, type from the model's probabilities over each cell) and scores each true
+nucleus by the type of the predicted cell that covers most of it. The classical peer is a random
+forest on per-nucleus features (shape, stain intensity and texture, phase context in rings, neighbour
+density) trained on the nuclei of the same training fields, the folder name as the only label: what a
+CellProfiler + CellProfiler Analyst user would build.
+
+    .venv/bin/python bench/typed_cocultures.py                       # every row (about 2 h on 2 cores)
+    .venv/bin/python bench/typed_cocultures.py --rows peer cellmixer  # some rows
+    .venv/bin/python bench/typed_cocultures.py --model mine=models/x  # score an existing model folder too
+
+Writes ``bench/results/typed_cocultures.json`` and, per row, overlays of a few test co-cultures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_mb, save_json  # noqa: E402
+
+import cellmixer  # noqa: E402
+from cellmixer.io import read_image, to_uint8, write_png  # noqa: E402
+from cellmixer.ops import (  # noqa: E402
+    background_stats,
+    extract_foreground,
+    territory_mosaic,
+)
+
+DATA = DEFAULT_DATA / "deepcell_vanvalen2016"
+TESTING = "testing_data/{}/set{}/RawImages/img_000000000_{}.png"
+# (phase, nuclear stain) per field; duplicates (SOURCE.txt) are listed once.
+FIELDS = {
+    "3T3 train1": ("training_data/3T3/set1/phase.png", "training_data/3T3/set1/nuclear.png"),
+    "3T3 train2": ("training_data/3T3/set2/phase.png", "training_data/3T3/set2/nuclear.png"),
+    "3T3 test1": (TESTING.format("3T3", 1, "Phase_000"), TESTING.format("3T3", 1, "DAPI_010")),
+    "3T3 val": ("validation_data/3T3/RawImages/phase.tif", "validation_data/3T3/RawImages/dapi.tif"),
+    "MCF10A train": ("training_data/MCF10A/phase.png", "training_data/MCF10A/nuclear.png"),
+    "MCF10A test1": (TESTING.format("MCF10A", 1, "Phase_000"), TESTING.format("MCF10A", 1, "DAPI_010")),
+    "MCF10A val": ("validation_data/MCF10A/RawImages/phase.tif", "validation_data/MCF10A/RawImages/dapi.tif"),
+    **{f"HeLa train{i}": (f"training_data/HeLa_joint/set{i}/phase.png", f"training_data/HeLa_joint/set{i}/nuclear.png")
+       for i in range(1, 6)},
+    "HeLa test1": (TESTING.format("HeLa", 1, "Phase_000"), TESTING.format("HeLa", 1, "Far-red_001")),
+    "HeLa val": ("validation_data/HeLa/RawImages/phase.tif", "validation_data/HeLa/RawImages/farred.tif"),
+}
+# Training fields per type. Left out: the test fields and their duplicates (training_data/3T3/set3 =
+# testing_data/3T3/set2, of which validation_data/3T3 is a crop; testing_data/MCF10A/set2 = training_data/MCF10A).
+TRAIN = {"3T3": ["3T3 train1", "3T3 train2"], "MCF10A": ["MCF10A train"],
+         "HeLa": [f"HeLa train{i}" for i in range(1, 6)]}
+# Test field pairs per type: the full held-out test fields and the 500 x 500 validation fields.
+TEST = {"3T3": ["3T3 test1", "3T3 val"], "MCF10A": ["MCF10A test1", "MCF10A val"], "HeLa": ["HeLa test1", "HeLa val"]}
+PATTERNS = ("half", "islands", "scatter", "minority")
+CONDITIONS = ("matched", "one side", "exposure")
+# A true nucleus must keep this share of its pixels in the mosaic to be scored.
+INTACT = 0.8
+# A true nucleus is found when one predicted cell covers at least this share of it.
+FOUND = 0.5
+PAPER = {"Jurkat + K562 (real mix, mAcc)": 0.77, "PBMC mixes (real, mAcc)": 0.91}
+TARGET = {"balanced_accuracy": 0.97, "above_peer": 0.05, "count_error": 0.05}
+
+
+@dataclass
+class Field:
+    name: str
+    type: str
+    phase: np.ndarray
+    stain: np.ndarray
+    nuclei: np.ndarray
+    foreground: np.ndarray
+
+
+@dataclass
+class CoCulture:
+    name: str
+    phase: np.ndarray
+    stain: np.ndarray
+    truth: np.ndarray          # true nuclei, 0 elsewhere
+    truth_types: dict          # nucleus label -> type name
+
+
+def load_field(data: Path, name: str, type_name: str, settings: dict) -> Field:
+    phase_file, stain_file = FIELDS[name]
+    phase, stain = read_image(data / phase_file), read_image(data / stain_file)
+    nuclei = cellmixer.nuclei_of_stain(stain, **settings)
+    return Field(name, type_name, phase, stain, nuclei, extract_foreground(phase))
+
+
+def _centroids(labels: np.ndarray) -> np.ndarray:
+    n = int(labels.max(initial=0))
+    return np.array(ndi.center_of_mass(np.ones_like(labels), labels, np.arange(1, n + 1))).reshape(-1, 2)
+
+
+def _match(x, mask_x, ref, mask_ref) -> np.ndarray:
+    """``x`` with the background mean and spread of ``ref``."""
+    m, s = background_stats(x, mask_x)
+    mr, sr = background_stats(ref, mask_ref)
+    return ((x - m) / s * sr + mr).astype(np.float32)
+
+
+def _crop(field: Field, shape, rng) -> Field:
+    h, w = field.phase.shape
+    y, x = int(rng.integers(h - shape[0] + 1)), int(rng.integers(w - shape[1] + 1))
+    sl = (slice(y, y + shape[0]), slice(x, x + shape[1]))
+    return Field(field.name, field.type, field.phase[sl], field.stain[sl], field.nuclei[sl], field.foreground[sl])
+
+
+def _selection(pattern: str, centres: np.ndarray, first: bool, shape, rng, islands=None) -> np.ndarray:
+    if pattern == "half":
+        inside = centres[:, 1] < shape[1] / 2
+    elif pattern == "islands":
+        inside = islands[np.clip(centres[:, 0].astype(int), 0, shape[0] - 1),
+                         np.clip(centres[:, 1].astype(int), 0, shape[1] - 1)]
+    else:
+        share = 0.5 if pattern == "scatter" else 0.2
+        inside = rng.random(len(centres)) < share
+        return np.concatenate([[False], inside if first else rng.random(len(centres)) >= share])
+    return np.concatenate([[False], inside if first else ~inside])
+
+
+def compose(a: Field, b: Field, pattern: str, condition: str, rng) -> CoCulture:
+    """A co-culture of ``a``'s and ``b``'s cells (same shape), with its true nuclei and their types."""
+    shape = a.phase.shape
+    islands = None
+    if pattern == "islands":
+        noise = ndi.gaussian_filter(rng.normal(size=shape), 60)
+        islands = noise > np.median(noise)
+    sel_a = _selection(pattern, _centroids(a.nuclei), True, shape, rng, islands)
+    sel_b = _selection(pattern, _centroids(b.nuclei), False, shape, rng, islands)
+    phase_a = a.phase * np.float32(0.6) if condition == "one side" else a.phase
+    phase_b = b.phase if condition == "one side" else _match(b.phase, b.foreground, a.phase, a.foreground)
+    # The stains as imaged: the same stain and exposure in one well (matching their backgrounds would
+    # scale a culture's nuclei by the glow of its cytoplasm).
+    mosaic, _, owner = territory_mosaic([np.stack([phase_a, a.stain]), np.stack([phase_b, b.stain])],
+                                        [a.nuclei, b.nuclei], [sel_a, sel_b])
+    phase, stain = mosaic
+    if condition == "exposure":
+        _, noise = background_stats(phase, extract_foreground(phase))
+        top = float(np.percentile(phase, 99.9))
+        phase = top * np.clip(phase / top, 0, None) ** 1.15 * 0.28
+        phase = phase + rng.normal(0, 0.5 * noise * 0.28, shape).astype(np.float32)
+    # True nuclei: the selected nuclei, each scored if it kept most of its pixels.
+    truth = np.zeros(shape, np.int32)
+    types = {}
+    k = 0
+    for index, (field, selected) in enumerate(((a, sel_a), (b, sel_b))):
+        for label in np.flatnonzero(selected):
+            own = field.nuclei == label
+            kept = own & (owner == index * 2**20 + label)
+            if kept.sum() >= INTACT * own.sum():
+                k += 1
+                truth[kept] = k
+                types[k] = field.type
+    name = f"{a.name} + {b.name}, {pattern}, {condition}"
+    return CoCulture(name, phase.astype(np.float32), stain.astype(np.float32), truth, types)
+
+
+def test_cocultures(fields: dict, types: list[str], seed: int) -> list[CoCulture]:
+    rng = np.random.default_rng(seed)
+    out = []
+    first, second = types
+    for fa, fb in zip(TEST[first], TEST[second]):
+        a, b = fields[fa], fields[fb]
+        if a.phase.shape != b.phase.shape:
+            shape = tuple(min(x, y) for x, y in zip(a.phase.shape, b.phase.shape))
+            a, b = _crop(a, shape, rng), _crop(b, shape, rng)
+        for pattern in PATTERNS:
+            for condition in CONDITIONS:
+                out.append(compose(a, b, pattern, condition, rng))
+        # the types alone (unmixed), as imaged
+        for field in (a, b):
+            n = int(field.nuclei.max(initial=0))
+            out.append(CoCulture(f"{field.name} alone", field.phase, field.stain, field.nuclei.copy(),
+                                 {k: field.type for k in range(1, n + 1)}))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+def score_image(coculture: CoCulture, labels: np.ndarray, cell_types: dict) -> dict:
+    """Per true nucleus: found (a predicted cell covers >= FOUND of it) and, if so, its predicted type."""
+    truth = coculture.truth
+    rows = []
+    pairs = truth.astype(np.int64) * (int(labels.max(initial=0)) + 1) + labels
+    counts = np.bincount(pairs.ravel())
+    n_pred = int(labels.max(initial=0)) + 1
+    area = np.bincount(truth.ravel(), minlength=int(truth.max(initial=0)) + 1)
+    for t, type_name in coculture.truth_types.items():
+        row = counts[t * n_pred:(t + 1) * n_pred] if t * n_pred < len(counts) else np.zeros(n_pred)
+        row = np.pad(row, (0, n_pred - len(row)))
+        row[0] = 0
+        best = int(row.argmax())
+        found = best > 0 and row[best] >= FOUND * area[t]
+        rows.append((type_name, found, cell_types.get(best) if found else None))
+    predicted_counts = {}
+    for name in cell_types.values():
+        predicted_counts[name] = predicted_counts.get(name, 0) + 1
+    return {"cells": rows, "predicted_counts": predicted_counts}
+
+
+def summarize(scored: list[dict], cocultures: list[CoCulture], types: list[str]) -> dict:
+    per_type = {t: {"cells": 0, "found": 0, "correct": 0} for t in types}
+    count_errors = {t: [] for t in types}
+    mixed = {t: {"cells": 0, "correct": 0} for t in types}
+    for s, c in zip(scored, cocultures):
+        truth_counts = {t: 0 for t in types}
+        for type_name, found, predicted in s["cells"]:
+            per_type[type_name]["cells"] += 1
+            per_type[type_name]["found"] += int(found)
+            per_type[type_name]["correct"] += int(predicted == type_name)
+            truth_counts[type_name] += 1
+            if "alone" not in c.name:
+                mixed[type_name]["cells"] += 1
+                mixed[type_name]["correct"] += int(predicted == type_name)
+        if "alone" not in c.name:
+            for t in types:
+                if truth_counts[t]:
+                    count_errors[t].append(abs(s["predicted_counts"].get(t, 0) - truth_counts[t]) / truth_counts[t])
+    accuracy = {t: v["correct"] / v["cells"] for t, v in per_type.items() if v["cells"]}
+    accuracy_found = {t: v["correct"] / v["found"] for t, v in per_type.items() if v["found"]}
+    mixed_accuracy = {t: v["correct"] / v["cells"] for t, v in mixed.items() if v["cells"]}
+    cells = sum(v["cells"] for v in per_type.values())
+    return {
+        "accuracy": {t: round(v, 4) for t, v in accuracy.items()},
+        "balanced_accuracy": round(float(np.mean(list(accuracy.values()))), 4),
+        "balanced_accuracy_mixtures": round(float(np.mean(list(mixed_accuracy.values()))), 4),
+        "balanced_accuracy_found": round(float(np.mean(list(accuracy_found.values()))), 4),
+        "missed": round(1 - sum(v["found"] for v in per_type.values()) / cells, 4),
+        "count_error": {t: round(float(np.mean(v)), 4) for t, v in count_errors.items() if v},
+        "count_error_median": {t: round(float(np.median(v)), 4) for t, v in count_errors.items() if v},
+        "cells": {t: v["cells"] for t, v in per_type.items()},
+    }
+
+
+def by_condition(scored, cocultures, types) -> dict:
+    out = {}
+    for key in [*PATTERNS, *CONDITIONS, "alone"]:
+        chosen = [(s, c) for s, c in zip(scored, cocultures)
+                  if (f", {key}" in c.name) or (key == "alone" and "alone" in c.name)]
+        if chosen:
+            s, c = zip(*chosen)
+            out[key] = summarize(list(s), list(c), types)["balanced_accuracy"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- rows
+def run_model_row(model, cocultures, route: dict) -> tuple[list[dict], list, float]:
+    scored, results, seconds = [], [], []
+    for c in cocultures:
+        t = time.perf_counter()
+        cells = cellmixer.segment_typed(model, c.phase, nuclear=c.stain, **route)
+        seconds.append((time.perf_counter() - t, c.phase.size))
+        cell_types = {k + 1: cells.type_names[t] for k, t in enumerate(cells.types)}
+        scored.append(score_image(c, cells.labels, cell_types))
+        results.append(cells)
+    per_field = [s / n * 1080 * 1280 for s, n in seconds]
+    return scored, results, float(np.median(per_field))
+
+
+def save_overlays(out: Path, name: str, cocultures, results, count: int = 4) -> None:
+    from cellmixer.methods.typed._write import typed_overlay  # the package's own overlay
+
+    chosen = [i for i, c in enumerate(cocultures) if "test1" in c.name and "matched" in c.name][:count]
+    for i in chosen:
+        safe = "".join(ch if ch.isalnum() else "_" for ch in f"{name}_{cocultures[i].name}")[:120]
+        write_png(out / f"{safe}.png", typed_overlay(cocultures[i].phase, results[i]), overwrite=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--types", nargs=2, default=["3T3", "MCF10A"])
+    parser.add_argument("--rows", nargs="+", default=None, help="rows to run (default: all)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
+                        help="also score an existing model folder")
+    parser.add_argument("--cells", default="grow", help="cell bodies of the route (nuclei, grow, graphcut)")
+    parser.add_argument("--iterations", type=int, default=None, help="override every row's iterations")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=RESULTS / "typed_cocultures")
+    parser.add_argument("--json", type=Path, default=RESULTS / "typed_cocultures.json")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        print(f"{args.data}: no data; skipped.")
+        return
+    timer = Timer()
+    args.output.mkdir(parents=True, exist_ok=True)
+    nucleus_settings = {}
+    fields = {}
+    for t in args.types:
+        for name in TRAIN[t] + TEST[t]:
+            fields[name] = load_field(args.data, name, t, nucleus_settings)
+    cocultures = test_cocultures(fields, args.types, args.seed)
+    print(f"{len(cocultures)} test images, {sum(len(c.truth_types) for c in cocultures)} true nuclei "
+          f"({timer():.0f} s)", flush=True)
+    report = {"command": " ".join(sys.argv), "commit": git_commit(), "machine": machine(), "types": args.types,
+              "test_images": [c.name for c in cocultures], "rows": {}, "paper": PAPER, "target": TARGET}
+    rows = ROWS if args.rows is None else {k: ROWS[k] for k in args.rows}
+    for name, row in rows.items():
+        row_timer = Timer()
+        result = row(args, fields, cocultures)
+        result["wall_time_s"] = row_timer()
+        report["rows"][name] = result
+        print(name, json.dumps({k: v for k, v in result.items() if k != "by_condition"}), flush=True)
+        print("   by condition:", result.get("by_condition"), flush=True)
+        save_json(args.json, report)
+    for spec in args.model:
+        name, folder = spec.split("=", 1)
+        scored, results, seconds = run_model_row(folder, cocultures, {"cells": args.cells})
+        result = {**summarize(scored, cocultures, args.types), "by_condition": by_condition(scored, cocultures, args.types),
+                  "predict_s_per_field": round(seconds, 2)}
+        save_overlays(args.output, name, cocultures, results)
+        report["rows"][name] = result
+        print(name, json.dumps({k: v for k, v in result.items() if k != "by_condition"}), flush=True)
+        print("   by condition:", result["by_condition"], flush=True)
+    report["wall_time_s"] = timer()
+    report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    save_json(args.json, report)
+    print(f"-> {args.json} ({timer():.0f} s)")
+
+# ----------------------------------------------------------------------------------------------- classical peer
+RINGS = ((0, 6), (6, 15), (15, 30), (30, 60))  # pixels outside the nucleus
+
+
+def nucleus_features(phase: np.ndarray, stain: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
+    """About 60 features per nucleus, as a CellProfiler pipeline measures them (MeasureObjectSizeShape,
+    MeasureObjectIntensity, MeasureTexture, rings of MeasureObjectIntensity around the nucleus,
+    MeasureObjectNeighbors); intensities on each image's own scale (phase by its background, stain by
+    its percentiles)."""
+    from skimage.feature import graycomatrix, graycoprops
+    from skimage.measure import regionprops
+    from scipy.spatial import cKDTree
+
+    fg = extract_foreground(phase)
+    mean, spread = background_stats(phase, fg)
+    p = (phase - mean) / spread
+    lo, hi = np.percentile(stain, [1, 99.8])
+    s = (stain - lo) / max(hi - lo, 1e-6)
+    grad = ndi.gaussian_gradient_magnitude(p, 1.5)
+    n = int(nuclei.max(initial=0))
+    if n == 0:
+        return np.zeros((0, 0))
+    distance, (rows, cols) = ndi.distance_transform_edt(nuclei == 0, return_indices=True)
+    nearest = nuclei[rows, cols]
+    index = np.arange(1, n + 1)
+
+    def ring_stats(values, lo_d, hi_d):
+        ring = (distance > lo_d) & (distance <= hi_d)
+        lab = np.where(ring, nearest, 0)
+        m = ndi.mean(values, lab, index)
+        sd = ndi.standard_deviation(values, lab, index)
+        return np.nan_to_num(np.asarray(m)), np.nan_to_num(np.asarray(sd))
+
+    columns = []
+    props = regionprops(nuclei, intensity_image=s)
+    shape = np.array([[r.area, r.perimeter, r.eccentricity, r.solidity, r.major_axis_length, r.minor_axis_length,
+                       r.extent, r.equivalent_diameter_area] for r in props])
+    columns.append(shape)
+    stain_stats = []
+    for r in props:
+        v = r.image_intensity[r.image]
+        q = np.quantile(v, [0.1, 0.5, 0.9])
+        crop = np.clip(r.image_intensity * 63, 0, 63).astype(np.uint8)
+        glcm = graycomatrix(crop, [1, 3], [0, np.pi / 2], levels=64, symmetric=True, normed=True)
+        tex = [graycoprops(glcm, prop).mean() for prop in ("contrast", "homogeneity", "energy", "correlation")]
+        stain_stats.append([v.mean(), v.std(), v.min(), v.max(), *q, v.sum(), *tex])
+    columns.append(np.array(stain_stats))
+    inside = [np.asarray(ndi.mean(x, nuclei, index)) for x in (p, grad)]
+    inside += [np.asarray(ndi.standard_deviation(p, nuclei, index))]
+    columns.append(np.stack(inside, axis=1))
+    for lo_d, hi_d in RINGS:
+        for values in (p, grad, fg.astype(np.float32), s):
+            columns.append(np.stack(ring_stats(values, lo_d, hi_d), axis=1))
+    centres = _centroids(nuclei)
+    tree = cKDTree(centres)
+    k = min(6, n)
+    dist, _ = tree.query(centres, k=k)
+    dist = np.pad(dist, ((0, 0), (0, 6 - k)), constant_values=1000)[:, 1:]
+    neighbours = [np.array([len(x) - 1 for x in tree.query_ball_point(centres, r)]) for r in (50, 100, 150)]
+    columns.append(np.concatenate([dist, np.stack(neighbours, axis=1)], axis=1))
+    return np.concatenate(columns, axis=1).astype(np.float64)
+
+
+def peer_row(args, fields, cocultures) -> dict:
+    from sklearn.ensemble import RandomForestClassifier
+
+    timer = Timer()
+    x, y = [], []
+    for t in args.types:
+        for name in TRAIN[t]:
+            f = fields[name]
+            x.append(nucleus_features(f.phase, f.stain, f.nuclei))
+            y += [t] * len(x[-1])
+    forest = RandomForestClassifier(n_estimators=500, class_weight="balanced", random_state=args.seed, n_jobs=1)
+    forest.fit(np.concatenate(x), np.array(y))
+    train_s = timer()
+    scored, seconds = [], []
+    for c in cocultures:
+        t = time.perf_counter()
+        nuclei = cellmixer.nuclei_of_stain(c.stain)
+        features = nucleus_features(c.phase, c.stain, nuclei)
+        predicted = forest.predict(features) if len(features) else []
+        seconds.append((time.perf_counter() - t) / c.phase.size * 1080 * 1280)
+        scored.append(score_image(c, nuclei, {k + 1: v for k, v in enumerate(predicted)}))
+    return {**summarize(scored, cocultures, args.types), "by_condition": by_condition(scored, cocultures, args.types),
+            "features": int(np.concatenate(x).shape[1]), "train_s": train_s,
+            "predict_s_per_field": round(float(np.median(seconds)), 2)}
+
+
+# ----------------------------------------------------------------------------------------------- model rows
+# The settings of docs/benchmarks.md's CellMixer runs (bench/cellmixer_deepcell.py).
+DOCS_SETTINGS = dict(scale=0.5, crop_size=192, batch_size=8, iterations=6000, optimizer="adam", learning_rate=1e-3,
+                     lr_schedule="poly", model_options={"width": 16, "depth": 4})
+
+
+def training_folder(args, fields, types) -> Path:
+    """A class folder per type with links to its training fields' phase images."""
+    root = args.output / "training_data"
+    for t in types:
+        (root / t).mkdir(parents=True, exist_ok=True)
+        for name in TRAIN[t]:
+            link = root / t / (name.replace(" ", "_") + Path(FIELDS[name][0]).suffix)
+            if not link.exists():
+                link.symlink_to((args.data / FIELDS[name][0]).resolve())
+    return root
+
+
+def model_row(name: str, train_options: dict, route: dict | None = None):
+    def row(args, fields, cocultures) -> dict:
+        folder = args.output / "models" / name
+        options = {**train_options}
+        if args.iterations:
+            options["iterations"] = args.iterations
+        timer = Timer()
+        if not (folder / "config.json").exists():
+            cellmixer.train(training_folder(args, fields, args.types), folder, threads=args.threads, progress=False,
+                            checkpoint_every=max(250, options.get("iterations", 2000) // 4), **options)
+        train_s = timer()
+        scored, results, seconds = run_model_row(str(folder), cocultures, {"cells": args.cells, **(route or {})})
+        save_overlays(args.output, name, cocultures, results)
+        return {**summarize(scored, cocultures, args.types), "by_condition": by_condition(scored, cocultures, args.types),
+                "train_s": train_s, "training": {k: v for k, v in options.items()},
+                "predict_s_per_field": round(seconds, 2)}
+    return row
+
+
+ROWS: dict = {
+    "peer": peer_row,
+    "baseline": model_row("baseline", {**DOCS_SETTINGS, "mode": "baseline"}),
+    "cellmixer": model_row("cellmixer", {**DOCS_SETTINGS, "mode": "cellmixer"}),
+}
+
+if __name__ == "__main__":
+    main()
