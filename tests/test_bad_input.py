@@ -222,7 +222,7 @@ MODEL_CASES = [
     ("cellmixer", _set("architecture.depth", 30), ['"architecture.depth" is 30']),
     ("cellmixer", _set("architecture.name", "resnet"), ['"architecture.name"', "unknown architecture"]),
     ("cellmixer", _set("architecture.num_classes", 9), ['"architecture.num_classes" is 9']),
-    ("cellmixer", _set("channel", "red"), ['"channel" is "red"']),
+    ("cellmixer", _set("channel", [1]), ['"channel" is [1]: give a channel index, a channel name or null']),
     ("cellmixer", _set("task", "detector"), ["model of unknown kind 'detector'"]),
     ("typed", _drop("types"), ['"types" is null']),
     ("centroids", _set("centroids.segmentation.window", 0), ['"centroids.segmentation.window" is 0']),
@@ -568,6 +568,9 @@ def test_allocation_failures_name_the_options(capsys, world, tmp_path, monkeypat
 def test_an_image_too_large_for_memory_is_named(capsys, world, tmp_path, monkeypatch):
     from cellmixer.io import _read
 
-    monkeypatch.setattr(_read, "_read_raw", lambda path: np.zeros((10**7, 10**7), np.uint8))
+    def huge(*args, **kwargs):
+        raise MemoryError("Unable to allocate 93.1 TiB for an array with shape (10000000, 10000000)")
+
+    monkeypatch.setattr(_read.ImagePlane, "read", huge)
     status, _, err = run_cli(capsys, ["train", world["data"], "-o", tmp_path / "m", *TINY])
     assert_one_line(status, err, ["epithelial_0.tif: out of memory", "split it"])

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 from cellmixer.cli import main
 from cellmixer.demo import synthetic_culture
-from cellmixer.engine import CHECKPOINT_DIR
+from cellmixer.engine import CHECKPOINT_DIR, SegmentationModel
 from cellmixer.engine._checkpoint import read_checkpoint_meta, recover_checkpoint
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the child runs are forked (POSIX)")
@@ -232,16 +232,46 @@ def test_a_prediction_killed_anywhere_resumes_to_the_same_results(trained, field
         assert not [p for p in folder.iterdir() if ".part" in p.name or p.name == ".cellmixer.lock"], where
 
 
+@pytest.fixture(scope="module")
+def instance_models(tmp_path_factory):
+    """Untrained nucleus and typed-cell models: their outputs are as deterministic as trained ones."""
+    root = tmp_path_factory.mktemp("instance_models")
+    nuclei = SegmentationModel.new(["nucleus", "separation line"], width=4, depth=2,
+                                   normalization={"method": "tile", "tile_size": 32})
+    nuclei.config["task"] = "nuclei"
+    nuclei.save(root / "nuclei")
+    typed = SegmentationModel.new(["cell", "cell boundary", "a", "b"], architecture="typed_unet", width=4, depth=2,
+                                  normalization={"method": "tile", "tile_size": 32})
+    typed.config.update(task="typed", types=["a", "b"])
+    typed.save(root / "typed")
+    return root
+
+
+@pytest.mark.parametrize("command", ["nuclei", "typed"])
+def test_an_instance_prediction_killed_resumes_with_the_whole_coco_files(instance_models, fields, tmp_path,
+                                                                         command):
+    """What a run gathers over its images (the COCO dataset, COCO results) is whole after --resume too."""
+    argv = [command, "predict", instance_models / command, fields, "-q"]
+    reference = tmp_path / "reference"
+    assert main([str(a) for a in [*argv, "-o", reference]]) == 0
+    at_call = RANDOM.randrange(8, 28)  # a few images in: 5-6 files an image
+    folder = tmp_path / "killed"
+    assert killed([*argv, "-o", folder], at_call=at_call) is None
+    assert_files_read_back(folder, f"killed before rename {at_call}")
+    assert main([str(a) for a in [*argv, "-o", folder, "--resume"]]) == 0
+    assert_same_predictions(reference, folder, f"{command} killed before rename {at_call}")
+
+
 def test_resume_predicts_only_what_is_left(trained, fields, predicted, tmp_path, monkeypatch, capsys):
     _, model = trained
     folder = tmp_path / "out"
     shutil.copytree(predicted, folder)
     (folder / "field_2_overlay.png").unlink()  # as if killed between the two files of field_2
-    from cellmixer.methods.cellmixer import _predict
+    from cellmixer.io import InputImage
 
     seen = []
-    real = _predict.read_image
-    monkeypatch.setattr(_predict, "read_image", lambda path, **kw: seen.append(Path(path).name) or real(path, **kw))
+    real = InputImage.read
+    monkeypatch.setattr(InputImage, "read", lambda item, *a, **kw: seen.append(item.path.name) or real(item, *a, **kw))
     argv = ["predict", model, fields, "-o", folder, "-q", "--tile-size", "64"]
     assert main([str(a) for a in [*argv, "--resume"]]) == 0
     assert seen == ["field_2.tif"]

@@ -157,10 +157,10 @@ def test_a_checkpoint_killed_while_replaced_recovers_the_newest_whole_one(tmp_pa
 def echo_run(tmp_path, inputs, **options):
     done = []
 
-    def process(path, stem):
+    def process(item, stem):
         done.append(stem)
-        write_text(tmp_path / "out" / f"{stem}.txt", path.name)
-        return {"image": path.name}
+        write_text(tmp_path / "out" / f"{stem}.txt", item.path.name)
+        return {}
 
     rows = run_images(inputs, tmp_path / "out", outputs=lambda stem: [f"{stem}.txt"], process=process,
                       summary_file="rows.csv", settings={"k": 1}, **options)

@@ -63,7 +63,7 @@ class EvaluationImage:
 
 
 def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
-                           channel: int | None = None, channel_option: str = "--channel",
+                           channel: int | str | None = None, channel_option: str = "--channel",
                            ignore_value: int | None = None) -> list[EvaluationImage]:
     """Read annotated images from ``data``.
 
@@ -100,7 +100,7 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
             if mask_path is None:
                 raise CellmixerError(f"{path}: no ground-truth mask found (expected {path.stem}{mask_suffix}.tif "
                                      "beside it, or give --masks-dir).")
-            image = read_image(path, channel=channel, channel_option=channel_option)
+            image = read_image(path, channel=channel, option=channel_option)
             mask = read_image(mask_path).astype(np.int64)
             if mask.shape != image.shape:
                 raise CellmixerError(f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
