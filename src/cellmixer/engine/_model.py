@@ -215,7 +215,7 @@ class SegmentationModel:
     def input_channel(self, channel: int | None = None) -> tuple[int | None, str]:
         """The channel to read images at, ``channel`` (``--channel``) or else the model's own, and what
         chose it (for messages: ``read_image(path, channel=..., option=...)``)."""
-        if channel is not None:
+        if channel is not None or self.channel is None:
             return channel, "--channel"
         where = f" ({self.folder / CONFIG_FILE})" if self.folder is not None else ""
         return self.channel, f"the model's channel{where}"

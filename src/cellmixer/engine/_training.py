@@ -141,10 +141,10 @@ def resume_settings(checkpoint_dir, settings_class, *, task: str | None, given: 
     training is refused, naming the command that resumes it.
 
     ``given`` are the settings given for the resumed run: a larger ``iterations`` extends it and the
-    settings of :data:`CHANGEABLE_ON_RESUME` are applied (both are said in ``notes``, for the user once
-    the run starts); any other that differs from
-    the stored run is refused, as are the ``conflicts(meta)`` found besides the settings (``(option
-    with its value, stored value)``, e.g. :meth:`Training.resume_conflicts`).
+    settings of :data:`CHANGEABLE_ON_RESUME` are applied (both are said in ``notes``, for the user
+    once the run starts); any other that differs from the stored run is refused, as are the
+    ``conflicts(meta)`` found besides the settings (``(option with its value, stored value)``, e.g.
+    :meth:`Training.resume_conflicts`).
     """
     checkpoint_dir = Path(checkpoint_dir)
     meta = read_checkpoint_meta(checkpoint_dir)

@@ -262,10 +262,13 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         image = read_image(item, channel=channel, option=channel_option)  # a blank field is no error: no cells
         cells = segment_typed(model, image, instances=source, min_distance=min_distance, min_area=min_area,
                               tiling=tiling, stem=stem)
+        before = len(writer.annotations)
         row = write_typed(out, item, image, cells, writer=writer, image_id=image_ids[stem])
         row["_coco_results"] = coco_results(cells, image_id=image_ids[stem], file_name=writer.images[-1]["file_name"],
                                             category_ids=category_ids)
         results.extend(row["_coco_results"])
+        # what the run gathers of this image, recorded with its row for --resume (restore below)
+        row["_coco_dataset"] = {"image": writer.images[-1], "annotations": writer.annotations[before:]}
         return row
 
     settings = {

@@ -73,7 +73,7 @@ def write_typed(out, stem, image: np.ndarray, cells: TypedInstances, *, overlays
     (writer.output / name).parent.mkdir(parents=True, exist_ok=True)
     write_labels(writer.output / f"{name}{TYPES_SUFFIX}", cells.type_map(),
                  pixel_size=plane.image.pixel_size if plane is not None else None, overwrite=writer.overwrite)
-    written = writer.write(stem, image, cells.labels, types=cells.types, scores=cells.scores,
-                           columns={"objectness": [round(float(v), 6) for v in cells.objectness]},
-                           overlay=typed_overlay(image, cells) if writer.overlays else None, image_id=image_id)
-    return {"cells": len(cells), **cells.counts(), "_coco_dataset": written["_coco_dataset"]}
+    writer.write(stem, image, cells.labels, types=cells.types, scores=cells.scores,
+                 columns={"objectness": [round(float(v), 6) for v in cells.objectness]},
+                 overlay=typed_overlay(image, cells) if writer.overlays else None, image_id=image_id)
+    return {"cells": len(cells), **cells.counts()}
