@@ -206,7 +206,8 @@ def test_bad_architecture_values(saved, edit):
 @pytest.mark.parametrize("options, message", [({"width": 0}, "--width 0: must be between 1 and 1024"),
                                               ({"depth": -1}, "--depth -1: must be between 0 and 8"),
                                               ({"width": 2.5}, "--width 2.5: give a whole number"),
-                                              ({"norm": "layer"}, "--model-option norm=layer: choose one of batch, group, none"),
+                                              ({"norm": "layer"},
+                                               "--model-option norm=layer: choose one of batch, group, none"),
                                               ({"width": 1024, "depth": 8}, "--width 1024 --depth 8: a network of")])
 def test_bad_architecture_options_for_a_new_model(options, message):
     with pytest.raises(CellmixerError) as caught:

@@ -31,7 +31,8 @@ _GIVEN = "_given_settings"  # attribute of a settings object: the names its make
 
 
 def setting(default, help: str = "", *, at_least=None, above=None, at_most=None, below=None, choices=None,
-            flag: str | tuple | None = None, metavar=None, cli: bool = True, nargs=None, kind=None, check=None, parse=None):
+            flag: str | tuple | None = None, metavar=None, cli: bool = True, nargs=None, kind=None, check=None,
+            parse=None):
     """A dataclass field with its help and allowed values.
 
     Parameters

@@ -112,7 +112,8 @@ def run(args, progress: bool) -> None:
     elif args.command == "evaluate":
         result = evaluate(args.models, args.data, model_names=args.names, masks_dir=args.masks_dir,
                           mask_suffix=args.mask_suffix, pattern=args.pattern, channel=args.channel,
-                          **settings_args(args, EvaluationSettings), tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                          **settings_args(args, EvaluationSettings),
+                          tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                           precision=args.precision, device=args.device, augment=args.augment, output=args.output,
                           overlays=args.overlays,
                           overwrite=args.overwrite, progress=progress)

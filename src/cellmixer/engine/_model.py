@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._errors import CellmixerError
-from .._settings import check_mapping, check_value, setting, takes_settings
+from .._settings import check_mapping, check_value, field_of, setting, takes_settings
 from .._version import __version__
 from ..io import atomic_path, write_json
 from ..models import (
@@ -77,8 +77,8 @@ class ModelConfig:
 def check_model_config(config, path, *, fix: str = "restore the file from the trained model") -> None:
     """Refuse a ``config.json`` (already parsed) that does not describe a model this version can
     load: the wrong kinds of values, keys missing or unknown where they are passed on, values out of
-    range, a network beyond :data:`cellmixer.models.MAX_PARAMETERS`. The message names ``path`` and
-    the key."""
+    range. The message names ``path`` and the key. (The network it describes is checked by
+    :func:`cellmixer.models.check_network`, its size included, before it is built.)"""
 
     def bad(message: str):
         raise CellmixerError(f"{path}: {message}; {fix}.")
@@ -96,9 +96,11 @@ def check_model_config(config, path, *, fix: str = "restore the file from the tr
             if field.name in config:
                 check_value(field, config[field.name], key=field.name)
         spec, normalization = config["architecture"], config["normalization"]
-        if not isinstance(spec, dict) or spec.get("num_classes") != len(config["classes"]) + 1:
-            raise CellmixerError(f"\"architecture.num_classes\" is {json.dumps(spec.get('num_classes')) if isinstance(spec, dict) else json.dumps(spec)[:40]}"
-                                 f": the file lists {len(config['classes'])} classes, the network needs "
+        if not isinstance(spec, dict):
+            raise CellmixerError(f"\"architecture\" is {json.dumps(spec)[:40]}: give an object")
+        if spec.get("num_classes") != len(config["classes"]) + 1:
+            raise CellmixerError(f"\"architecture.num_classes\" is {json.dumps(spec.get('num_classes'))}: the file "
+                                 f"lists {len(config['classes'])} classes, the network needs "
                                  f"{len(config['classes']) + 1} outputs")
         if spec.get("in_channels") != 1:
             raise CellmixerError(f"\"architecture.in_channels\" is {json.dumps(spec.get('in_channels'))}: give 1")
@@ -125,7 +127,7 @@ def check_model_config(config, path, *, fix: str = "restore the file from the tr
         bad(str(exc).rstrip("."))
 
 
-_TILE_SIZE = next(f for f in dataclasses.fields(Tiling) if f.name == "tile_size")
+_TILE_SIZE = field_of(Tiling, "tile_size")
 
 
 def _refuse_constant(name: str):

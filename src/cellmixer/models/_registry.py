@@ -129,8 +129,8 @@ def check_network(spec: dict, *, source: str | None = None) -> int:
         given = " ".join(f"{flag_of(_OPTION_FIELDS[k])} {v}" for k, v in spec.items()
                          if k in _OPTION_FIELDS and _spec(_OPTION_FIELDS[k]).get("cli"))
         what = f"{source}: \"architecture\"" if source else (given or f"--model {name}")
-        raise CellmixerError(f"{what}: a network of {count / 1e9:.1f} billion parameters ({4 * count / 2**30:.0f} GiB); "
-                             f"the limit is {MAX_PARAMETERS / 1e9:g} billion: choose a smaller width or depth.")
+        raise CellmixerError(f"{what}: a network of {count / 1e9:.1f} billion parameters ({4 * count / 2**30:.0f} "
+                             f"GiB); the limit is {MAX_PARAMETERS / 1e9:g} billion: choose a smaller width or depth.")
     return count
 
 
