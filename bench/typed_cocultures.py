@@ -105,6 +105,7 @@ class CoCulture:
     stain: np.ndarray
     truth: np.ndarray          # true nuclei, 0 elsewhere
     truth_types: dict          # nucleus label -> type name
+    ignore: np.ndarray | None = None  # nuclei cut by the mosaic: neither scored nor counted
 
 
 def load_field(data: Path, name: str, type_name: str, settings: dict) -> Field:
@@ -167,20 +168,25 @@ def compose(a: Field, b: Field, pattern: str, condition: str, rng) -> CoCulture:
         top = float(np.percentile(phase, 99.9))
         phase = top * np.clip(phase / top, 0, None) ** 1.15 * 0.28
         phase = phase + rng.normal(0, 0.5 * noise * 0.28, shape).astype(np.float32)
-    # True nuclei: the selected nuclei, each scored if it kept most of its pixels.
+    # True nuclei: every nucleus of either field that kept most of its pixels in the mosaic (the
+    # unselected ones inside a selected cell's territory too); nuclei cut to less are not scored, and
+    # predicted cells on them are not counted.
+    source = owner // 2**20
     truth = np.zeros(shape, np.int32)
+    ignore = np.zeros(shape, bool)
     types = {}
-    k = 0
-    for index, (field, selected) in enumerate(((a, sel_a), (b, sel_b))):
-        for label in np.flatnonzero(selected):
-            own = field.nuclei == label
-            kept = own & (owner == index * 2**20 + label)
-            if kept.sum() >= INTACT * own.sum():
-                k += 1
-                truth[kept] = k
-                types[k] = field.type
+    for index, field in enumerate((a, b)):
+        mine = np.where(source == index, field.nuclei, 0)
+        total = np.bincount(field.nuclei.ravel())
+        kept = np.bincount(mine.ravel(), minlength=len(total))
+        for label in np.flatnonzero(kept[1:]) + 1:
+            if kept[label] >= INTACT * total[label]:
+                types[len(types) + 1] = field.type
+                truth[mine == label] = len(types)
+            else:
+                ignore |= mine == label
     name = f"{a.name} + {b.name}, {pattern}, {condition}"
-    return CoCulture(name, phase.astype(np.float32), stain.astype(np.float32), truth, types)
+    return CoCulture(name, phase.astype(np.float32), stain.astype(np.float32), truth, types, ignore)
 
 
 def test_cocultures(fields: dict, types: list[str], seed: int) -> list[CoCulture]:
@@ -204,8 +210,10 @@ def test_cocultures(fields: dict, types: list[str], seed: int) -> list[CoCulture
 
 
 # ----------------------------------------------------------------------------------------------- scoring
-def score_image(coculture: CoCulture, labels: np.ndarray, cell_types: dict) -> dict:
-    """Per true nucleus: found (a predicted cell covers >= FOUND of it) and, if so, its predicted type."""
+def score_image(coculture: CoCulture, labels: np.ndarray, cell_types: dict, nuclei: np.ndarray | None = None) -> dict:
+    """Per true nucleus: found (a predicted cell covers >= FOUND of it) and, if so, its predicted type.
+    Predicted cells are counted per type, except those whose nucleus (``nuclei``, labelled as the
+    cells; default: the cells) lies mostly on a nucleus the mosaic cut."""
     truth = coculture.truth
     rows = []
     pairs = truth.astype(np.int64) * (int(labels.max(initial=0)) + 1) + labels
@@ -219,9 +227,16 @@ def score_image(coculture: CoCulture, labels: np.ndarray, cell_types: dict) -> d
         best = int(row.argmax())
         found = best > 0 and row[best] >= FOUND * area[t]
         rows.append((type_name, found, cell_types.get(best) if found else None))
+    skipped = set()
+    if coculture.ignore is not None and coculture.ignore.any():
+        cores = labels if nuclei is None else nuclei
+        size = np.bincount(cores.ravel())
+        on_ignored = np.bincount(cores[coculture.ignore].ravel(), minlength=len(size))
+        skipped = set(np.flatnonzero(on_ignored[1:] >= 0.5 * np.maximum(size[1:], 1)) + 1)
     predicted_counts = {}
-    for name in cell_types.values():
-        predicted_counts[name] = predicted_counts.get(name, 0) + 1
+    for label, name in cell_types.items():
+        if label not in skipped:
+            predicted_counts[name] = predicted_counts.get(name, 0) + 1
     return {"cells": rows, "predicted_counts": predicted_counts}
 
 
@@ -278,7 +293,7 @@ def run_model_row(model, cocultures, route: dict) -> tuple[list[dict], list, flo
         cells = cellmixer.segment_typed(model, c.phase, nuclear=c.stain, **route)
         seconds.append((time.perf_counter() - t, c.phase.size))
         cell_types = {k + 1: cells.type_names[t] for k, t in enumerate(cells.types)}
-        scored.append(score_image(c, cells.labels, cell_types))
+        scored.append(score_image(c, cells.labels, cell_types, cells.nuclei))
         results.append(cells)
     per_field = [s / n * 1080 * 1280 for s, n in seconds]
     return scored, results, float(np.median(per_field))

@@ -15,6 +15,7 @@ from ..methods.cellmixer import (
 from ._options import (
     add_data_options,
     add_foreground_options,
+    add_nuclear_options,
     add_network_options,
     add_output_options,
     add_settings,
@@ -22,6 +23,7 @@ from ._options import (
     add_training_options,
     foreground_params,
     network_kwargs,
+    nuclear_kwargs,
     plane_kwargs,
     settings_args,
     training_kwargs,
@@ -48,7 +50,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train a cell-type segmentation model",
                        description="Train from folders of homogeneous cultures; the folder name is the only label.")
     p.add_argument("data", help="folder with one sub-folder of images per cell type")
-    add_settings(p.add_argument_group("method"), TrainingConfig, ["mode", "lam", "mix_probability"])
+    group = p.add_argument_group("method")
+    add_settings(group, TrainingConfig, ["mode", "mixing", "lam", "mix_probability", "photometric"])
+    add_nuclear_options(group)
     add_settings(add_network_options(p), TrainingConfig, ["scale"])
     add_training_options(p, TrainingConfig, own=("tversky_alpha", "tversky_beta", "boundary_ignore"))
     add_data_options(p)
@@ -96,6 +100,7 @@ def run(args, progress: bool) -> None:
         print(f"wrote {len(rows)} mixtures -> {args.output}")
     elif args.command == "train":
         model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
+                      **nuclear_kwargs(args),
                       **network_kwargs(args), foreground=foreground_params(args), progress=progress,
                       **training_kwargs(args, TrainingConfig))
         info = model.config["training"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from .._errors import CellmixerError
 from .._settings import default_of, field_of, spec
 from ..methods.centroids import (
     CentroidSegmentation,
@@ -16,17 +15,18 @@ from ..methods.centroids import (
     predict_centroids,
     train_centroids,
 )
-from ..io import parse_channel
 from ..metrics import PointMatching
 from ..ops import ClassicalSettings
 from ._options import (
     add_architecture_options,
     add_data_options,
     add_device_options,
+    add_nuclear_options,
     add_output_options,
     add_settings,
     add_training_options,
     architecture_kwargs,
+    nuclear_kwargs,
     plane_kwargs,
     settings_args,
     training_kwargs,
@@ -42,22 +42,12 @@ def _add_source_options(parser) -> None:
     group.add_argument("--points", default=None, help="CSV with columns image,x,y (x = column, y = row, pixels)")
     group.add_argument("--rois", default=None,
                        help="folder of ImageJ ROIs <image name>.zip or .roi (points or outlines)")
-    group.add_argument("--nuclear", default=None, help="folder of nuclear-stain images named like the images")
-    group.add_argument("--nuclear-replace", nargs=2, default=None, metavar=("OLD", "NEW"),
-                       help="the nuclear image's file name is the image's with OLD replaced by NEW "
-                            "(e.g. phase nuclear)")
-    group.add_argument("--nuclear-channel", type=parse_channel, default=None, metavar="CHANNEL",
-                       help="the nuclear stain is this channel of the image file itself: an index (0-based) or a "
-                            "name, e.g. DAPI")
+    add_nuclear_options(group)
     add_settings(group, ClassicalSettings, ["diameter_range", "method"])  # of the nuclear stain
 
 
 def _source_kwargs(args) -> dict:
-    if args.nuclear is not None and args.nuclear_replace is not None:
-        raise CellmixerError("--nuclear and --nuclear-replace: give one way to find the nuclear images.")
-    nuclear = tuple(args.nuclear_replace) if args.nuclear_replace is not None else args.nuclear
-    return dict(points=args.points, rois=args.rois, nuclear=nuclear, nuclear_channel=args.nuclear_channel,
-                **settings_args(args, ClassicalSettings))
+    return dict(points=args.points, rois=args.rois, **nuclear_kwargs(args), **settings_args(args, ClassicalSettings))
 
 
 def _add_segmentation_options(parser) -> None:

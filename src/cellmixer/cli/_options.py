@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import fields
 
+from .._errors import CellmixerError
 from .._settings import default_of, flags_of, spec
 from ..engine import DEVICES, PRECISIONS, OptimizationSettings, Tiling
 from ..io import PROJECTIONS, parse_channel
@@ -114,6 +115,26 @@ def add_data_options(parser, *, classes: bool = True, planes: bool = False) -> N
         group.add_argument("--pixel-size", type=pixel_size, default=None, metavar="UM",
                            help="micrometres per pixel, for images whose files do not say (default: from the "
                                 "file's metadata: OME, ImageJ, CZI, ...)")
+
+
+def add_nuclear_options(group) -> None:
+    """``--nuclear``, ``--nuclear-replace``, ``--nuclear-channel``: where each image's nuclear stain is."""
+    group.add_argument("--nuclear", default=None, metavar="FOLDER",
+                       help="folder of nuclear-stain images named like the images")
+    group.add_argument("--nuclear-replace", nargs=2, default=None, metavar=("OLD", "NEW"),
+                       help="the nuclear image's file name is the image's with OLD replaced by NEW "
+                            "(e.g. phase DAPI)")
+    group.add_argument("--nuclear-channel", type=parse_channel, default=None, metavar="CHANNEL",
+                       help="the nuclear stain is this channel of the image file itself: an index (0-based) or a "
+                            "name, e.g. DAPI")
+
+
+def nuclear_kwargs(args) -> dict:
+    """``nuclear`` (a folder or ``(old, new)``) and ``nuclear_channel`` of :func:`add_nuclear_options`."""
+    if args.nuclear is not None and args.nuclear_replace is not None:
+        raise CellmixerError("--nuclear and --nuclear-replace: give one way to find the nuclear images.")
+    nuclear = tuple(args.nuclear_replace) if args.nuclear_replace is not None else args.nuclear
+    return {"nuclear": nuclear, "nuclear_channel": args.nuclear_channel}
 
 
 def plane_kwargs(args) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..methods.typed import TypedTrainingConfig, evaluate_typed, predict_typed, train_typed
+from ..methods.typed import AdaptConfig, NuclearRoute, TypedTrainingConfig, evaluate_typed, predict_typed, train_typed
 from ..io import parse_channel
 from ..metrics import CocoScoring
 from ..ops import InstanceSettings
@@ -10,12 +10,15 @@ from ._options import (
     CHANNEL_HELP,
     add_architecture_options,
     add_data_options,
+    add_nuclear_options,
     add_output_options,
     add_settings,
     add_tiling_options,
     add_training_options,
     architecture_kwargs,
+    nuclear_kwargs,
     plane_kwargs,
+    settings_args,
     training_kwargs,
 )
 
@@ -53,7 +56,15 @@ def add_parsers(sub) -> None:
                                      "<name>_overlay.png, counts.csv and coco_results.json.")
     p.add_argument("model", help="model folder: `cellmixer train` (types only) or `cellmixer typed train`")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    group = p.add_argument_group("instances")
+    group = p.add_argument_group("cells from a nuclear stain (every nucleus one typed cell)")
+    add_nuclear_options(group)
+    add_settings(group, NuclearRoute)
+    group = p.add_argument_group("self-training on the images (CellMixer models)")
+    group.add_argument("--adapt", action="store_true",
+                       help="first fine-tune a copy of the model on the confidently typed cells of these images "
+                            "(saved in OUTPUT/adapted_model), then type every cell with it")
+    add_settings(group, AdaptConfig, ["iterations", "confidence", "adapt_images"])
+    group = p.add_argument_group("instances without a nuclear stain")
     group.add_argument("--instances", default=None,
                        help="instance source for a CellMixer model: watershed (default), components, a nucleus "
                             "model or cell-centre detector folder, or a folder of label images <name>_labels.tif; a "
@@ -87,7 +98,10 @@ def run(args, progress: bool) -> None:
         print(f"trained typed-cell model for {', '.join(model.config['types'])} ({info['iterations']} iterations, "
               f"kept iteration {info['selected_iteration']}) -> {args.output}")
     elif args.step == "predict":
-        rows = predict_typed(args.model, args.inputs, args.output, instances=args.instances, coco=args.coco,
+        rows = predict_typed(args.model, args.inputs, args.output, **nuclear_kwargs(args),
+                             **settings_args(args, NuclearRoute), instances=args.instances, coco=args.coco,
+                             adapt={"iterations": args.iterations, "confidence": args.confidence,
+                                    "adapt_images": args.adapt_images} if args.adapt else False,
                              pattern=args.pattern, channel=args.channel, **plane_kwargs(args),
                              min_distance=args.min_distance,
                              min_area=args.min_area, overlap=args.overlap, batch_size=args.batch_size,

@@ -164,3 +164,38 @@ def synthetic_culture(types, *, shape=(256, 256), rng=None, seed: int | None = N
     gain = rng.uniform(4000, 9000)
     image = gain * (background + 0.18 * signal) + rng.normal(0, rng.uniform(60, 120), shape)
     return np.clip(image, 0, 65535).astype(np.uint16), instances, classes
+
+
+def synthetic_nuclear_stain(instances, *, rng=None, seed: int | None = None) -> np.ndarray:
+    """A nuclear stain (Hoechst/DAPI-like) of the cells of :func:`synthetic_culture`: one bright oval
+    nucleus near the centre of each visible cell, of a third of its radius, on a dim background
+    with camera noise.
+
+    Examples
+    --------
+    >>> image, instances, _ = synthetic_culture("roundcell", seed=0)
+    >>> stain = synthetic_nuclear_stain(instances, seed=0)
+    >>> stain.shape == image.shape, stain.dtype, bool(stain[instances > 0].mean() > stain[instances == 0].mean())
+    (True, dtype('uint16'), True)
+    """
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    instances = np.asarray(instances)
+    h, w = instances.shape
+    n = int(instances.max(initial=0))
+    count = np.bincount(instances.ravel(), minlength=n + 1)
+    rows, cols = np.mgrid[0:h, 0:w]
+    cy = np.bincount(instances.ravel(), rows.ravel(), n + 1) / np.maximum(count, 1)
+    cx = np.bincount(instances.ravel(), cols.ravel(), n + 1) / np.maximum(count, 1)
+    signal = np.zeros((h, w), np.float32)
+    for k in range(1, n + 1):
+        if count[k] < 20:
+            continue
+        r = max(3.0, 0.35 * np.sqrt(count[k] / np.pi))
+        y0, y1 = int(max(cy[k] - 2 * r, 0)), int(min(cy[k] + 2 * r + 1, h))
+        x0, x1 = int(max(cx[k] - 2 * r, 0)), int(min(cx[k] + 2 * r + 1, w))
+        yy, xx = rows[y0:y1, x0:x1], cols[y0:y1, x0:x1]
+        inside = ((yy - cy[k]) / r) ** 2 + ((xx - cx[k]) / (r * rng.uniform(0.8, 1.25))) ** 2 < 1
+        signal[y0:y1, x0:x1][inside & (instances[y0:y1, x0:x1] == k)] = rng.uniform(0.6, 1.4)
+    signal = ndi.gaussian_filter(signal, 1.0)
+    image = 150 + 900 * signal + rng.normal(0, 12, (h, w))
+    return np.clip(image, 0, 65535).astype(np.uint16)

@@ -105,7 +105,8 @@ def _resumable(out: Path, record: RunRecord, settings: dict, stems, outputs) -> 
 def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], process: Callable[[InputImage, str], dict],
                summary_file: str, summary_fields: Sequence[str] | None = None, settings_file: str | None = None,
                settings: dict | None = None, extra_files: Sequence[str] = (),
-               on_inputs: Callable[[list], None] | None = None, pattern: str = "*", project: str | None = None,
+               on_inputs: Callable[[list], None] | None = None,
+               before_work: Callable[[list, Path], None] | None = None, pattern: str = "*", project: str | None = None,
                pixel_size=None, overwrite: bool = False, resume: bool = False,
                restore: Callable[[dict], None] | None = None, progress: bool = True, bar_for_one: bool = True,
                desc: str = "images") -> list[dict]:
@@ -149,6 +150,9 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     on_inputs : callable, optional
         ``on_inputs(found)`` with the list of :class:`cellmixer.io.InputImage` found, before the
         output folder is made: to refuse or index the inputs before any work.
+    before_work : callable, optional
+        ``before_work(found, output)`` once the output folder is ready and checked, before the
+        first image: work on all inputs at once (e.g. adapting the model to them).
     pattern : str
         Only files in input folders whose name matches this glob pattern.
     project : {'max', 'mean'}, optional
@@ -195,6 +199,8 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
             check_overwrite([out / name for name in run_files + [n for stem in stems for n in outputs(stem)]],
                             overwrite=overwrite)
         record.start(settings, done)
+        if before_work is not None:
+            before_work(found, out)
         bar = progress_bar(found, desc=desc, unit="image", enabled=progress and (bar_for_one or len(found) > 1))
         rows = []
         for item in bar:

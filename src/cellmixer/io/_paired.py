@@ -44,18 +44,20 @@ def paired_path(image_path, nuclear) -> Path:
     raise CellmixerError(f"--nuclear {folder}: no nuclear image named like {image_path.name}.")
 
 
-def read_nuclear(image_path, *, nuclear=None, nuclear_channel=None, shape=None) -> tuple[np.ndarray, str] | None:
-    """The nuclear stain of ``image_path`` and where it was read (None when neither source is given).
+def read_nuclear(image, *, nuclear=None, nuclear_channel=None, shape=None) -> tuple[np.ndarray, str] | None:
+    """The nuclear stain of ``image`` (a path, or an input of a command: a plane of a stack takes
+    the same plane of the stain's channel) and where it was read; None when neither source is given.
 
-    ``nuclear_channel``: a channel of the image file itself; ``nuclear``: see :func:`paired_path`.
-    With ``shape``, a stain of another size is refused, naming both files.
+    ``nuclear_channel``: a channel (index or name) of the image file itself; ``nuclear``: see
+    :func:`paired_path`. With ``shape``, a stain of another size is refused, naming both files.
     """
-    image_path = Path(image_path)
+    image_path = Path(getattr(image, "path", image))
     if nuclear is not None and nuclear_channel is not None:
         raise CellmixerError("--nuclear-channel and --nuclear/--nuclear-replace: give one way to find the nuclear "
                              "stain.")
     if nuclear_channel is not None:
-        stain = read_image(image_path, channel=nuclear_channel, option="--nuclear-channel")
+        source = image if hasattr(image, "read") else image_path
+        stain = read_image(source, channel=nuclear_channel, option="--nuclear-channel")
         where = f"{image_path} channel {nuclear_channel}"
     elif nuclear is not None:
         stain_file = paired_path(image_path, nuclear)

@@ -24,9 +24,23 @@ class AugmentParams:
     intensity_probability: float = 0.5
     brightness: float = 0.3
     contrast: tuple[float, float] = (0.75, 1.33)
+    # Photometric changes of another microscope, exposure or well (off unless asked for): a smooth
+    # uneven illumination (after normalization by the background, 1 % of uneven light is about one
+    # background spread), and bright and dark contrast changed apart (focus, phase ring).
+    illumination_probability: float = 0.0
+    illumination_amplitude: float = 1.5
+    contrast_split_probability: float = 0.0
+    contrast_split: tuple[float, float] = (0.6, 1.6)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def photometric(cls) -> "AugmentParams":
+        """The defaults plus uneven illumination, contrast from half to twice, and bright and dark
+        contrast changed apart: for images taken on other days, microscopes and exposures."""
+        return cls(intensity_probability=0.8, contrast=(0.5, 2.0), illumination_probability=0.5,
+                   contrast_split_probability=0.5)
 
     @classmethod
     def none(cls) -> "AugmentParams":
@@ -58,7 +72,24 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         image = ndi.gaussian_filter(image, rng.uniform(*params.blur_sigma), truncate=3.0)
     if rng.random() < params.noise_probability:
         image = image + rng.normal(0, rng.uniform(*params.noise_std), image.shape).astype(np.float32)
+    if rng.random() < params.contrast_split_probability:
+        low, high = np.log(params.contrast_split)
+        bright, dark = np.exp(rng.uniform(low, high, 2)).astype(np.float32)
+        image = np.where(image > 0, image * bright, image * dark)
     if rng.random() < params.intensity_probability:
         contrast = np.exp(rng.uniform(np.log(params.contrast[0]), np.log(params.contrast[1])))
         image = image * np.float32(contrast) + np.float32(rng.uniform(-params.brightness, params.brightness))
+    if rng.random() < params.illumination_probability:
+        image = image + np.float32(rng.uniform(0, params.illumination_amplitude)) * _smooth_field(image.shape, rng)
     return image, labels
+
+
+def _smooth_field(shape, rng: np.random.Generator) -> np.ndarray:
+    """A random smooth field in [-1, 1]: a tilted plane plus a few broad bumps (uneven light, vignetting)."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    field = np.cos(angle) * (xx / shape[1] - 0.5) + np.sin(angle) * (yy / shape[0] - 0.5)
+    coarse = rng.normal(size=(4, 4)).astype(np.float32)
+    field = field + ndi.zoom(coarse, (shape[0] / 4, shape[1] / 4), order=1, grid_mode=True, mode="nearest")[
+        :shape[0], :shape[1]] * 0.3
+    return (field / max(float(np.abs(field).max()), 1e-6)).astype(np.float32)

@@ -7,10 +7,13 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from .._errors import CellmixerError
+from ..io import relabel_consecutive
 from ._classical import ClassicalSettings, classical_labels
 from ._graphcut import fuse_cells, graph_cut, smoothness_weights
 
 CELL_METHODS = ("nuclei", "grow", "graphcut")
+# A nucleus is brighter than its surroundings by at least this many standard deviations of the camera noise.
+NOISE_LEVELS = 6.0
 
 
 def enhance_speckles(image, size: int) -> np.ndarray:
@@ -42,7 +45,8 @@ def nuclei_of_stain(stain, *, diameter_range=ClassicalSettings.diameter_range,
     illumination) are removed first (:func:`enhance_speckles`) and the square root taken, so that
     one threshold finds both the bright and the dim nuclei of a co-culture (cell types in one well
     differ several-fold in stain brightness); then CellProfiler's IdentifyPrimaryObjects labels the
-    nuclei (:func:`classical_labels`).
+    nuclei (:func:`classical_labels`), and objects not brighter than their surroundings by 6 standard
+    deviations of the noise are dropped (an empty field has no nuclei).
 
     Parameters
     ----------
@@ -69,8 +73,17 @@ def nuclei_of_stain(stain, *, diameter_range=ClassicalSettings.diameter_range,
     if stain.size == 0 or stain.min() == stain.max():
         return np.zeros(stain.shape, np.int32)
     size = int(diameter_range[1]) + 1
-    enhanced = np.sqrt(enhance_speckles(stain, size + (size % 2 == 0)))
-    labels, _ = classical_labels(enhanced, method=method, diameter_range=tuple(diameter_range))
+    enhanced = enhance_speckles(stain, size + (size % 2 == 0))
+    labels, _ = classical_labels(np.sqrt(enhanced), method=method, diameter_range=tuple(diameter_range))
+    # An automatic threshold always finds something: keep the objects that stand out of the camera noise
+    # (a field without nuclei has none).
+    level = float(np.median(enhanced))
+    noise = 1.4826 * float(np.median(np.abs(enhanced - level)))
+    count = int(labels.max(initial=0))
+    if count:
+        mean = np.asarray(ndi.mean(enhanced, labels, np.arange(1, count + 1)))
+        keep = np.concatenate([[False], mean > level + NOISE_LEVELS * max(noise, 1e-6 * max(level, 1.0))])
+        labels = relabel_consecutive(np.where(keep[labels], labels, 0))
     return labels.astype(np.int32)
 
 

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from ..._errors import CellmixerError
 from ..._progress import progress_bar
-from ...io import ImageDataset, check_not_constant, read_image, warn_if_mask
+from ...io import ImageDataset, check_not_constant, read_image, read_nuclear, warn_if_mask
 from ...ops import (
     IGNORE,
     AugmentParams,
@@ -20,7 +20,10 @@ from ...ops import (
     extract_foreground,
     mix_pair,
     normalize_by_background,
+    nuclei_of_stain,
     rescale_image,
+    split_foreground,
+    territory_mosaic,
 )
 
 
@@ -32,6 +35,7 @@ class PseudoLabelledImage:
     labels: np.ndarray  # uint8: 0 background, k on the foreground of a class-k image, 255 not counted
     class_index: int
     path: Path
+    seeds: np.ndarray | None = None  # int32 cell seeds (nuclei) for mosaic mixtures, 0 elsewhere
 
 
 def pseudolabel_image(image: np.ndarray, class_index: int, foreground: ForegroundParams, *,
@@ -52,15 +56,27 @@ def pseudolabel_image(image: np.ndarray, class_index: int, foreground: Foregroun
     return normalize_by_background(image, mask), labels
 
 
+def cell_seeds(mask: np.ndarray, stain: np.ndarray | None = None, *, diameter_range=(10, 50)) -> np.ndarray:
+    """Seeds of the cells of a homogeneous culture, for mosaic mixtures: the nuclei of its stain
+    (:func:`cellmixer.ops.nuclei_of_stain`), or without one the cells of its unsupervised foreground
+    split at their necks (:func:`cellmixer.ops.split_foreground`)."""
+    if stain is not None:
+        return nuclei_of_stain(stain, diameter_range=diameter_range)
+    return split_foreground(mask, min_distance=max(5, int(diameter_range[1]) // 2), sigma=2.0)
+
+
 def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams = ForegroundParams(),
                         channel: int | None = None, scale: float = 1.0, min_size: int = 0,
-                        boundary_ignore: int = 0, progress: bool = True) -> list[PseudoLabelledImage]:
+                        boundary_ignore: int = 0, seeds: bool = False, nuclear=None, nuclear_channel=None,
+                        progress: bool = True) -> list[PseudoLabelledImage]:
     """Read every image of ``dataset`` and label its foreground with the image's class.
 
     Pseudo-labels are found at the image's own resolution, then image and labels are resized by
-    ``scale`` (the model's ``input_scale``). Raises a :class:`CellmixerError` naming the file for
-    unreadable, constant or NaN images, and for images smaller than ``min_size`` (the training
-    crop) on either side after resizing.
+    ``scale`` (the model's ``input_scale``). With ``seeds``, each image also gets the seeds of its
+    cells (:func:`cell_seeds`; from its nuclear stain, given as ``nuclear`` or ``nuclear_channel``
+    as :func:`cellmixer.io.read_nuclear` takes them). Raises a :class:`CellmixerError` naming the
+    file for unreadable, constant or NaN images, and for images smaller than ``min_size`` (the
+    training crop) on either side after resizing.
     """
     items = []
     for path, k in progress_bar(list(zip(dataset.paths, dataset.labels)), desc="pseudo-labelling",
@@ -76,10 +92,30 @@ def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams =
                 f"{min_size}; use --crop-size {max(16, size // 16 * 16)} or less, or remove the image."
             )
         normalized, labels = pseudolabel_image(image, k, foreground, boundary_ignore=boundary_ignore)
+        cells = None
+        if seeds:
+            stain = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
+            cells = cell_seeds(labels == k, None if stain is None else stain[0])
         if scale != 1:
             normalized, labels = rescale_image(normalized, scale), rescale_image(labels, scale, labels=True)
-        items.append(PseudoLabelledImage(normalized, labels, k, Path(path)))
+            cells = None if cells is None else rescale_image(cells, scale, labels=True)
+        items.append(PseudoLabelledImage(normalized, labels, k, Path(path), cells))
     return items
+
+
+def _centres(seeds: np.ndarray) -> np.ndarray:
+    """(row, column) of every seed label 1..max (far outside the crop for labels absent from it)."""
+    n = int(seeds.max(initial=0)) + 1
+    flat = seeds.ravel()
+    count = np.bincount(flat, minlength=n).astype(np.float64)
+    rows, cols = np.divmod(np.arange(flat.size), seeds.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centres = np.stack([np.bincount(flat, rows, n) / count, np.bincount(flat, cols, n) / count], axis=1)[1:]
+    return np.nan_to_num(centres, nan=-1.0)
+
+
+MIXINGS = ("blend", "mosaic", "both")
+MOSAIC_PATTERNS = ("scatter", "islands", "half")
 
 
 class CropSampler:
@@ -88,22 +124,33 @@ class CropSampler:
     Each sample picks a class uniformly (so rare cultures are seen as often as common ones), an
     image of that class with probability proportional to its area, and a random crop. In
     ``'cellmixer'`` mode, with probability ``mix_probability`` a crop of a *different* class is
-    blended in by :func:`cellmixer.ops.mix_pair`; ``'baseline'`` mode keeps crops homogeneous.
+    mixed in; ``'baseline'`` mode keeps crops homogeneous. ``mixing`` says how:
 
-    The images are already normalized by their background, so the mixture is rescaled by
-    ``1 / sqrt(lam^2 + (1 - lam)^2)``: averaging two independent backgrounds shrinks their spread,
-    and a real image's background has unit spread after normalization.
+    * ``'blend'``: CellMixer's mixup, :func:`cellmixer.ops.mix_pair`. The images are already
+      normalized by their background, so the mixture is rescaled by
+      ``1 / sqrt(lam^2 + (1 - lam)^2)``: averaging two independent backgrounds shrinks their
+      spread, and a real image's background has unit spread after normalization.
+    * ``'mosaic'``: the two crops composed cell by cell (:func:`cellmixer.ops.territory_mosaic`
+      on the images' cell seeds), so that cells of both types touch as in a confluent co-culture;
+      which cells of each crop take part follows a random pattern: scattered cells, islands, or the
+      two sides of a line.
+    * ``'both'``: either, with equal probability.
     """
 
     def __init__(self, images: list[PseudoLabelledImage], num_classes: int, *, crop_size: int,
-                 mode: str = "cellmixer", lam: float = 0.5, mix_probability: float = 1.0,
+                 mode: str = "cellmixer", lam: float = 0.5, mix_probability: float = 1.0, mixing: str = "blend",
                  augment_params: AugmentParams | None = AugmentParams()):
         if mode not in ("cellmixer", "baseline"):
             raise ValueError(f"mode must be 'cellmixer' or 'baseline', got {mode!r}")
+        if mixing not in MIXINGS:
+            raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
+        if mixing != "blend" and any(item.seeds is None for item in images):
+            raise ValueError("mosaic mixtures need the cell seeds of every image (load_pseudolabelled(seeds=True))")
         self.crop_size = crop_size
         self.mode = mode
         self.lam = lam
         self.mix_probability = mix_probability
+        self.mixing = mixing
         self.augment_params = augment_params
         self.images = images
         self.by_class: dict[int, list[int]] = {}
@@ -113,23 +160,56 @@ class CropSampler:
         self.area = np.array([item.image.size for item in images], dtype=np.float64)
         self.num_classes = num_classes
 
-    def _crop(self, rng: np.random.Generator, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(self, rng: np.random.Generator, class_index: int):
+        """(image, labels, seeds or None) of a random crop of a random image of the class."""
         members = self.by_class[class_index]
         weights = self.area[members] / self.area[members].sum()
         item = self.images[members[rng.choice(len(members), p=weights)]]
         h, w = item.image.shape
         c = self.crop_size
         y, x = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
-        return item.image[y:y + c, x:x + c], item.labels[y:y + c, x:x + c]
+        sl = (slice(y, y + c), slice(x, x + c))
+        return item.image[sl], item.labels[sl], None if item.seeds is None else item.seeds[sl]
+
+    def _mosaic(self, rng, first, second) -> tuple[np.ndarray, np.ndarray]:
+        (image1, labels1, seeds1), (image2, labels2, seeds2) = first, second
+        c = self.crop_size
+        centres = [_centres(s) for s in (seeds1, seeds2)]
+        pattern = MOSAIC_PATTERNS[rng.integers(len(MOSAIC_PATTERNS))]
+        if pattern == "scatter":
+            share = rng.uniform(0.2, 0.8)
+            chosen = [rng.random(len(centres[0])) < share, rng.random(len(centres[1])) >= share]
+        else:
+            if pattern == "islands":  # smooth noise: a coarse grid of 3 to 8 cells a side, enlarged
+                n = int(rng.integers(3, 9))
+                noise = ndi.zoom(rng.normal(size=(n, n)), c / n, order=1, grid_mode=True, mode="nearest")[:c, :c]
+                region = noise > np.quantile(noise, rng.uniform(0.3, 0.7))
+            else:
+                angle = rng.uniform(0, 2 * np.pi)
+                yy, xx = np.mgrid[:c, :c]
+                region = np.cos(angle) * (xx - c / 2) + np.sin(angle) * (yy - c / 2) < rng.uniform(-0.3, 0.3) * c
+            inside = [region[np.clip(p[:, 0].astype(int), 0, c - 1), np.clip(p[:, 1].astype(int), 0, c - 1)]
+                      for p in centres]
+            chosen = [inside[0], ~inside[1]]
+        selected = [np.concatenate([[False], k]) for k in chosen]
+        if not any(k.any() for k in selected):
+            return image1, labels1
+        stacks = [np.stack([image1, labels1.astype(np.float32)]), np.stack([image2, labels2.astype(np.float32)])]
+        mosaic, _, _ = territory_mosaic(stacks, [seeds1, seeds2], selected)
+        return mosaic[0], np.rint(mosaic[1]).astype(labels1.dtype)
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         first = self.classes[rng.integers(len(self.classes))]
-        image, labels = self._crop(rng, first)
+        crop = self._crop(rng, first)
+        image, labels = crop[:2]
         if self.mode == "cellmixer" and len(self.classes) > 1 and rng.random() < self.mix_probability:
             others = [k for k in self.classes if k != first]
-            image2, labels2 = self._crop(rng, others[rng.integers(len(others))])
-            image, labels = mix_pair(image, labels, image2, labels2, lam=self.lam, normalize=False)
-            image = image / np.float32(math.sqrt(self.lam**2 + (1 - self.lam) ** 2))
+            crop2 = self._crop(rng, others[rng.integers(len(others))])
+            if self.mixing == "mosaic" or (self.mixing == "both" and rng.random() < 0.5):
+                image, labels = self._mosaic(rng, crop, crop2)
+            else:
+                image, labels = mix_pair(image, labels, *crop2[:2], lam=self.lam, normalize=False)
+                image = image / np.float32(math.sqrt(self.lam**2 + (1 - self.lam) ** 2))
         if self.augment_params is not None:
             image, labels = augment(image, labels, rng, self.augment_params)
         return image, labels

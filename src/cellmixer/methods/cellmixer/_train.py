@@ -10,7 +10,7 @@ from ...engine import OptimizationSettings, SegmentationModel, Training, stored_
 from ..._progress import note
 from ...io import ImageDataset, describe_images, discover_dataset, locks_outputs
 from ...ops import AugmentParams, ForegroundParams, tversky_loss
-from ._data import CropSampler, load_pseudolabelled
+from ._data import MIXINGS, CropSampler, load_pseudolabelled
 
 
 @dataclass
@@ -29,6 +29,12 @@ class TrainingConfig(OptimizationSettings):
                                    at_least=0)
     scale: float = setting(1.0, "resize images by this factor for the network, e.g. 0.5 for large cells",
                            at_least=0.05, at_most=4)
+    mixing: str = setting("blend", "how two cultures are mixed: blend (CellMixer's mixup), mosaic (cells of both "
+                                   "side by side and touching, as in a confluent co-culture; cut around the nuclei "
+                                   "of --nuclear-replace/--nuclear-channel, or around the foreground's cells), or "
+                                   "both", choices=MIXINGS)
+    photometric: bool = setting(False, "also augment uneven illumination, contrast from half to twice and bright "
+                                       "and dark contrast apart (images of other days, microscopes, exposures)")
 
     def validate(self) -> None:
         super().validate()
@@ -42,10 +48,11 @@ class CellMixerTraining(Training):
     loss_name = "Tversky loss"
 
     def __init__(self, data, output, config: TrainingConfig, *, classes=None, pattern: str = "*",
-                 channel: int | None = None, model: str = "unet", model_options: dict | None = None,
-                 foreground: ForegroundParams | dict | None = None, **run):
+                 channel: int | None = None, nuclear=None, nuclear_channel=None, model: str = "unet",
+                 model_options: dict | None = None, foreground: ForegroundParams | dict | None = None, **run):
         super().__init__(config, output, **run)
         self.data, self.classes, self.pattern, self.channel = data, classes, pattern, channel
+        self.nuclear, self.nuclear_channel = nuclear, nuclear_channel
         self.architecture, self.model_options = model, model_options or {}
         self.foreground = ForegroundParams(**foreground) if isinstance(foreground, dict) else (
             foreground or ForegroundParams())
@@ -69,6 +76,9 @@ class CellMixerTraining(Training):
         return f"training ({self.config.mode})"
 
     def restore(self, meta):
+        nuclear = meta.get("nuclear", {})
+        self.nuclear = tuple(nuclear["replace"]) if nuclear.get("replace") else nuclear.get("folder", self.nuclear)
+        self.nuclear_channel = nuclear.get("channel", self.nuclear_channel)
         self.foreground = ForegroundParams(**meta["normalization"]["foreground"])
         self.classes = self.stored_classes = meta["classes"]
         self.channel = meta["channel"]
@@ -92,7 +102,10 @@ class CellMixerTraining(Training):
         config = self.config
         self.images = load_pseudolabelled(self.dataset, foreground=self.foreground, channel=self.channel,
                                           scale=config.scale, min_size=config.crop_size,
-                                          boundary_ignore=config.boundary_ignore, progress=self.progress)
+                                          boundary_ignore=config.boundary_ignore,
+                                          seeds=config.mode == "cellmixer" and config.mixing != "blend",
+                                          nuclear=self.nuclear, nuclear_channel=self.nuclear_channel,
+                                          progress=self.progress)
 
     def new_model(self):
         return SegmentationModel.new(
@@ -102,18 +115,28 @@ class CellMixerTraining(Training):
 
     def objective(self, model):
         config = self.config
+        augment_params = (AugmentParams.photometric() if config.photometric else AugmentParams()) if config.augment \
+            else None
         sampler = CropSampler(self.images, len(self.dataset.classes) + 1, crop_size=config.crop_size, mode=config.mode,
-                              lam=config.lam, mix_probability=config.mix_probability,
-                              augment_params=AugmentParams() if config.augment else None)
+                              lam=config.lam, mix_probability=config.mix_probability, mixing=config.mixing,
+                              augment_params=augment_params)
 
         def loss_fn(logits, y):
             return tversky_loss(logits, y, alpha=config.tversky_alpha, beta=config.tversky_beta)
 
         return sampler.batch, loss_fn, None
 
+    def checkpoint_extras(self):
+        return {"nuclear": self._nuclear_record()}
+
+    def _nuclear_record(self) -> dict:
+        if isinstance(self.nuclear, (tuple, list)):
+            return {"replace": list(self.nuclear), "channel": self.nuclear_channel}
+        return {"folder": None if self.nuclear is None else str(self.nuclear), "channel": self.nuclear_channel}
+
     def summary(self):
         dataset = self.dataset
-        return {"data": str(dataset.root) if dataset.root is not None else None,
+        return {"data": str(dataset.root) if dataset.root is not None else None, "nuclear": self._nuclear_record(),
                 "images_per_class": {name: int(sum(1 for k in dataset.labels if k == i + 1))
                                      for i, name in enumerate(dataset.classes)}}
 
@@ -123,7 +146,8 @@ class CellMixerTraining(Training):
 
 @locks_outputs
 @takes_settings(TrainingConfig)
-def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None, model: str = "unet",
+def train(data, output, *, classes=None, pattern: str = "*", channel: int | None = None, nuclear=None,
+          nuclear_channel=None, model: str = "unet",
           model_options: dict | None = None, foreground: ForegroundParams | dict | None = None, device: str = "auto",
           threads: int | None = None, resume: bool = False, overwrite: bool = False, progress: bool = True,
           **settings) -> SegmentationModel:
@@ -145,8 +169,14 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         Class folders to use, in order (default: all, sorted by name).
     pattern : str
         Only image files whose name matches this glob pattern (e.g. ``'*phase*'``).
-    channel : int, optional
+    channel : int or str, optional
         Channel of multi-channel images.
+    nuclear : str, Path or (str, str), optional
+        The nuclear stain of each image, for ``mixing='mosaic'`` or ``'both'`` (mosaics are cut
+        around its nuclei): a folder of images named like them, or ``(old, new)``, the image's file
+        name with ``old`` replaced by ``new`` (``("phase", "nuclear")``).
+    nuclear_channel : int or str, optional
+        The nuclear stain is this channel of the image file itself.
     mode : {'cellmixer', 'baseline'}
     model : str
         Architecture name: ``'unet'``, ``'segmenter'`` (DINOv2 ViT encoder + Segmenter mask
@@ -170,6 +200,11 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     optimizer : {'sgd', 'adam'}
     learning_rate, momentum, weight_decay : float
     lr_schedule : {'constant', 'poly'}
+    mixing : {'blend', 'mosaic', 'both'}
+        How two cultures are mixed (see :class:`cellmixer.methods.cellmixer.CropSampler`).
+    photometric : bool
+        Augment uneven illumination and contrast changes too (images of other days, microscopes,
+        exposures).
     lam : float
         Mixup weight ``I = lam * I1 + (1 - lam) * I2``.
     mix_probability : float
@@ -212,6 +247,7 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     config = settings_from(TrainingConfig, settings, function="train")
     if config.pretrained is not None:
         config.pretrained = str(config.pretrained)
-    return CellMixerTraining(data, output, config, classes=classes, pattern=pattern, channel=channel, model=model,
+    return CellMixerTraining(data, output, config, classes=classes, pattern=pattern, channel=channel, nuclear=nuclear,
+                             nuclear_channel=nuclear_channel, model=model,
                              model_options=model_options, foreground=foreground, device=device, threads=threads,
                              resume=resume, overwrite=overwrite, progress=progress).fit()

@@ -2,6 +2,7 @@
 probabilities over the cells of any instance source) or from COCO annotations (one U-Net with an
 instance head and a type head); label images, tables, GeoJSON, COCO results and overlays out."""
 
+from ._adapt import AdaptConfig, adaptation_target
 from ._assign import TypedInstances, cells_of_nuclei, typed_instances
 from ._classes import ClassSource, prefix_class, read_class_table
 from ._coco import (
@@ -23,6 +24,8 @@ from ._write import cell_table, coco_results, typed_overlay, write_typed
 
 __all__ = [
     "Typed",
+    "AdaptConfig",
+    "adaptation_target",
     "NuclearRoute",
     "cells_of_nuclei",
     "ClassSource",

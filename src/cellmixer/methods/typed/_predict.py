@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
 from ..._errors import CellmixerError
+from ..._progress import progress_bar
 from ..._settings import split_settings, takes_settings
 from ..._version import __version__
 from ...engine import (
@@ -19,10 +21,11 @@ from ...engine import (
     method_of,
     run_images,
 )
-from ...io import find_mask, locks_outputs, read_image, read_labels, write_json
+from ...io import find_mask, locks_outputs, read_image, read_labels, read_nuclear, write_csv, write_json
 from ...methods.centroids import segment_cells
 from ...methods.nuclei import load_nucleus_model, segment_nuclei
 from ...ops import InstanceSettings, instances_from_classes, split_foreground
+from ._adapt import AdaptConfig, AdaptTraining, adaptation_target
 from ._assign import TypedInstances, cells_of_nuclei, typed_instances
 from ._coco import read_coco
 from ._nuclei import NuclearRoute, cell_source, nucleus_source
@@ -32,6 +35,7 @@ TASK = "typed"
 INSTANCE_CLASSES = ["cell", "cell boundary"]  # after background: the instance head of a typed model
 INSTANCE_SOURCES = ("watershed", "components")
 RESULTS_FILE, COUNTS_FILE, SETTINGS_FILE = "coco_results.json", "counts.csv", "typed.json"
+FOLDER_COUNTS_FILE, ADAPTED_MODEL = "counts_per_folder.csv", "adapted_model"
 
 
 def load_type_model(model, *, device=None) -> SegmentationModel:
@@ -162,7 +166,7 @@ def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min
     else:
         probs = raw
     if nuclear is not None:
-        nuclei = nucleus_source(route.nuclei if isinstance(route.nuclei, str) else route.nuclei, route)(nuclear)
+        nuclei = nucleus_source(route.nuclei, route)(nuclear)
         grow = cell_source(route.cells, route)
         return cells_of_nuclei(probs, nuclei, grow(nuclei, 1 - probs[0], image), names)
     if source is None and typed_model:
@@ -183,12 +187,12 @@ def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min
 
 
 @locks_outputs
-@takes_settings(Tiling)
-def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: str = "*", channel: int | str | None = None,
-                  project: str | None = None, pixel_size=None, min_distance: int = 5, min_area: int = 10,
-                  overlays: bool = True, device: str = "auto",
+@takes_settings(Tiling, NuclearRoute)
+def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, adapt=False, instances=None, coco=None,
+                  pattern: str = "*", channel: int | str | None = None, project: str | None = None, pixel_size=None,
+                  min_distance: int = 5, min_area: int = 10, overlays: bool = True, device: str = "auto",
                   overwrite: bool = False, resume: bool = False, progress: bool = True, tiling: Tiling | None = None,
-                  **tiling_options) -> list[dict]:
+                  **options) -> list[dict]:
     """Find the cells of every input image with their type, and write them in every usual format.
 
     Per image (per plane of a z-stack or time series: ``<name>_t003_z002_...``):
@@ -197,6 +201,7 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     pixels and um), ``<name>_rois.zip`` (Fiji), ``<name>.geojson`` (QuPath polygons with their
     classification and measurements) and ``<name>_overlay.png`` (cells coloured by type, legend
     with counts). For all images: ``counts.csv`` (cells of each type per image),
+    ``counts_per_folder.csv`` (the same summed per folder of the inputs: per well of a plate),
     ``coco_results.json`` (COCO results with RLE masks), ``coco_dataset.json`` (the COCO dataset
     of the same cells: images, categories, polygons) and ``typed.json`` (settings and
     categories).
@@ -208,8 +213,23 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     inputs : str, Path or list
         Image files and/or folders (searched recursively).
     output : str or Path
+    nuclear : str, Path or (str, str), optional
+        The nuclear stain of each image, a file found by name: a folder of images named like them,
+        or ``(old, new)``: the image's file name with ``old`` replaced by ``new``
+        (``("phase", "DAPI")``). Every nucleus then becomes one typed cell (see
+        :func:`segment_typed`).
+    nuclear_channel : int or str, optional
+        The nuclear stain is this channel (index or name) of the image file itself.
+    nuclei, cells, diameter_range, method, cell_reach :
+        With a nuclear stain: how nuclei are found and grown into cells (see :func:`segment_typed`).
+    adapt : bool, AdaptConfig or dict
+        Self-training first (CellMixer models): the cells of up to ``adapt_images`` inputs
+        (spread over them) are typed, those typed with a mean probability of at least
+        ``confidence`` become labels, and a copy of the model is fine-tuned on them for
+        ``iterations`` steps; it is saved in ``<output>/adapted_model`` and types every input.
+        ``True`` takes :class:`AdaptConfig`'s defaults; a dict changes them.
     instances :
-        Instance source (see :func:`segment_typed`).
+        Instance source without a nuclear stain (see :func:`segment_typed`).
     coco : str or Path, optional
         A COCO file listing the images: its image ids are used in ``coco_results.json``
         (otherwise 1..n in input order); images are matched by file name.
@@ -232,12 +252,25 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     list of dict
         The rows of ``counts.csv``.
     """
+    route_options, tiling_options = split_settings(options, NuclearRoute)
+    route = NuclearRoute(**route_options)
     tiling = as_tiling(tiling, **tiling_options)
     model_source = None if isinstance(model, SegmentationModel) else str(model)
     model = load_type_model(model, device=device)
     names = type_names(model)
     InstanceSettings(min_distance=min_distance, min_area=min_area)  # checked before any work
+    with_stain = nuclear is not None or nuclear_channel is not None
+    config = None
+    if adapt is not False and adapt is not None:
+        if method_of(model).name != "cellmixer":
+            raise CellmixerError("--adapt: adapts a CellMixer model (`cellmixer train`); a typed model learnt its "
+                                 "types from annotations.")
+        config = adapt if isinstance(adapt, AdaptConfig) else AdaptConfig(**(adapt if isinstance(adapt, dict) else {}))
+        config.validate()
     source = _instance_source(instances, model.device)
+    if with_stain:  # resolved once: a nucleus model or a detector is loaded once for all images
+        route = replace(route, nuclei=nucleus_source(route.nuclei, route, device=model.device),
+                        cells=cell_source(route.cells, route, device=model.device))
     out = Path(output)
     channel, channel_option = model.input_channel(channel)
     category_ids = {name: i for i, name in enumerate(names, start=1)}
@@ -258,12 +291,34 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
     def outputs(stem):
         return [*writer.outputs(stem), f"{stem}{TYPES_SUFFIX}"]
 
-    def process(item, stem):
+    def read(item):
         image = read_image(item, channel=channel, option=channel_option)  # a blank field is no error: no cells
-        cells = segment_typed(model, image, instances=source, min_distance=min_distance, min_area=min_area,
-                              tiling=tiling, stem=stem)
+        stain = read_nuclear(item, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
+        return image, None if stain is None else stain[0]
+
+    def segment(image, stain, stem):
+        return segment_typed(model, image, nuclear=stain, instances=source, min_distance=min_distance,
+                             min_area=min_area, tiling=tiling, stem=stem, **asdict(route))
+
+    def adapt_model(found, out):
+        nonlocal model
+        chosen = [found[int(i)] for i in np.unique(np.linspace(0, len(found) - 1, min(len(found), config.adapt_images))
+                                                   .round())]
+        examples = []
+        for item in progress_bar(chosen, desc="typing cells to adapt on", unit="image", enabled=progress):
+            image, stain = read(item)
+            cells = segment(image, stain, item.stem)
+            _, probs = model.predict(image, probabilities=True, tiling=tiling)
+            examples.append((image, adaptation_target(cells, probs[0], confidence=config.confidence)))
+        model = AdaptTraining(model, examples, out / ADAPTED_MODEL, config, device=model.device,
+                              overwrite=overwrite or resume, progress=progress).fit()
+        model.to(device)
+
+    def process(item, stem):
+        image, stain = read(item)
+        cells = segment(image, stain, stem)
         before = len(writer.annotations)
-        row = write_typed(out, item, image, cells, writer=writer, image_id=image_ids[stem])
+        row = write_typed(out, item, image, cells, stain=stain, writer=writer, image_id=image_ids[stem])
         row["_coco_results"] = coco_results(cells, image_id=image_ids[stem], file_name=writer.images[-1]["file_name"],
                                             category_ids=category_ids)
         results.extend(row["_coco_results"])
@@ -280,6 +335,14 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
         "score": "mean probability of the cell's type over its pixels; objectness: 1 - mean background probability",
         "min_distance": min_distance, "min_area": min_area, "overlap": tiling.overlap, "precision": tiling.precision,
         "augment": tiling.augment, "channel": channel, "project": project}
+    if config is not None:
+        settings["adapt"] = {**asdict(config), "model": ADAPTED_MODEL}
+    if with_stain:
+        settings.update(instance_source="nuclei of the nuclear stain",
+                        nuclear=list(nuclear) if isinstance(nuclear, (tuple, list)) else
+                        (None if nuclear is None else str(nuclear)), nuclear_channel=nuclear_channel,
+                        **{k: v if isinstance(v, (str, int, float, tuple)) else type(v).__name__
+                           for k, v in asdict(NuclearRoute(**route_options)).items()})
 
     def restore(row):  # an image done by an interrupted run (--resume): what this run gathers of it
         writer.restore(row)
@@ -287,9 +350,36 @@ def predict_typed(model, inputs, output, *, instances=None, coco=None, pattern: 
 
     rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
                       process=process, summary_file=COUNTS_FILE, summary_fields=["image", "cells", *names],
-                      settings_file=SETTINGS_FILE, settings=settings, extra_files=[RESULTS_FILE, *writer.run_outputs],
-                      on_inputs=number, overwrite=overwrite, resume=resume, restore=restore, progress=progress,
-                      desc="typed cells")
+                      settings_file=SETTINGS_FILE, settings=settings,
+                      extra_files=[RESULTS_FILE, FOLDER_COUNTS_FILE, *writer.run_outputs,
+                                   *([f"{ADAPTED_MODEL}/config.json"] if config is not None else [])],
+                      on_inputs=number, before_work=adapt_model if config is not None else None,
+                      overwrite=overwrite, resume=resume, restore=restore, progress=progress, desc="typed cells")
     write_json(out / RESULTS_FILE, results, overwrite=overwrite)
+    write_csv(out / FOLDER_COUNTS_FILE, counts_per_folder(rows, names), overwrite=overwrite,
+              fieldnames=["folder", "images", "cells", *names, *[f"{n}_fraction" for n in names]])
     writer.finish()
     return rows
+
+
+def counts_per_folder(rows: list[dict], names) -> list[dict]:
+    """The rows of ``counts.csv`` summed per folder of their ``image`` (a well of a plate), with each
+    type's share of the cells.
+
+    >>> counts_per_folder([{"image": "A1/f1.tif", "cells": 3, "a": 1, "b": 2},
+    ...                    {"image": "A1/f2.tif", "cells": 1, "a": 1, "b": 0}], ["a", "b"])
+    [{'folder': 'A1', 'images': 2, 'cells': 4, 'a': 2, 'b': 2, 'a_fraction': 0.5, 'b_fraction': 0.5}]
+    """
+    folders: dict[str, dict] = {}
+    for row in rows:
+        folder = Path(str(row["image"])).parent.as_posix()
+        total = folders.setdefault(folder, {"folder": folder, "images": 0, "cells": 0, **{n: 0 for n in names}})
+        total["images"] += 1
+        total["cells"] += int(row["cells"])
+        for n in names:
+            total[n] += int(row[n])
+    out = []
+    for total in folders.values():
+        cells = total["cells"]
+        out.append({**total, **{f"{n}_fraction": round(total[n] / cells, 4) if cells else 0.0 for n in names}})
+    return out

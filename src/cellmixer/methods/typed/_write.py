@@ -10,7 +10,7 @@ from ...io import (
     class_colors,
     overlay_labels,
 )
-from ...ops import OBJECT_FIELDS, object_table
+from ...ops import OBJECT_FIELDS, cell_measurements, object_table
 from ._assign import TypedInstances
 from ._coco import label_annotations
 
@@ -57,11 +57,13 @@ def coco_results(cells: TypedInstances, *, image_id: int, file_name: str, catego
                                     "file_name": [file_name] * len(cells)})
 
 
-def write_typed(out, stem, image: np.ndarray, cells: TypedInstances, *, overlays: bool = True,
+def write_typed(out, stem, image: np.ndarray, cells: TypedInstances, *, stain=None, overlays: bool = True,
                 overwrite: bool = False, writer: InstanceWriter | None = None, image_id: int | None = None) -> dict:
     """Write the files of :class:`cellmixer.engine.InstanceWriter` for typed cells (``<stem>_labels.tif``,
     ``<stem>_cells.csv`` with type, score and objectness, ``<stem>_rois.zip``, ``<stem>.geojson``,
     ``<stem>_overlay.png`` coloured by type) and ``<stem>_types.tif`` (0 background, k = k-th type).
+    Cells grown from nuclei also get their nucleus's measurements (``nucleus_area``, ...; the mean
+    of ``stain``, the nuclear stain, as ``nucleus_mean_intensity``).
 
     ``stem`` is a name or an input (:class:`cellmixer.io.InputImage`, which gives the pixel size
     and every channel); ``writer`` (:func:`typed_writer`) also collects the run's COCO dataset.
@@ -73,7 +75,25 @@ def write_typed(out, stem, image: np.ndarray, cells: TypedInstances, *, overlays
     (writer.output / name).parent.mkdir(parents=True, exist_ok=True)
     write_labels(writer.output / f"{name}{TYPES_SUFFIX}", cells.type_map(),
                  pixel_size=plane.image.pixel_size if plane is not None else None, overwrite=writer.overwrite)
-    writer.write(stem, image, cells.labels, types=cells.types, scores=cells.scores,
-                 columns={"objectness": [round(float(v), 6) for v in cells.objectness]},
+    columns = {"objectness": [round(float(v), 6) for v in cells.objectness]}
+    if cells.nuclei is not None:
+        columns.update(nucleus_columns(cells, stain, pixel_size=plane.image.pixel_size if plane is not None else None))
+    writer.write(stem, image, cells.labels, types=cells.types, scores=cells.scores, columns=columns,
                  overlay=typed_overlay(image, cells) if writer.overlays else None, image_id=image_id)
     return {"cells": len(cells), **cells.counts()}
+
+
+NUCLEUS_FIELDS = ("area", "area_um2", "centroid_y", "centroid_x", "eccentricity", "solidity", "major_axis_length",
+                  "minor_axis_length", "mean_intensity")
+
+
+def nucleus_columns(cells: TypedInstances, stain=None, *, pixel_size=None) -> dict:
+    """``nucleus_<measurement>`` per cell (its nucleus's area, centroid, shape and mean stain; NaN for a
+    cell without one), for the cell table."""
+    rows = {row["label"]: row for row in cell_measurements(cells.nuclei, stain, pixel_size=pixel_size)}
+    columns = {}
+    for name in NUCLEUS_FIELDS:
+        if rows and name not in next(iter(rows.values())):
+            continue
+        columns[f"nucleus_{name}"] = [rows[k][name] if k in rows else float("nan") for k in range(1, len(cells) + 1)]
+    return columns

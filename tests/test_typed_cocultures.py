@@ -1,0 +1,261 @@
+"""Typed cells from a nuclear stain: mosaics of real cells, nuclei of a stain, cells grown from nuclei, the
+route of ``typed predict --nuclear-...`` (counts per image and per folder, --adapt) and its bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from cellmixer.demo import synthetic_culture, synthetic_nuclear_stain
+from cellmixer.engine import SegmentationModel, method_of
+from cellmixer.methods.cellmixer import CropSampler, PseudoLabelledImage
+from cellmixer.methods.typed import cells_of_nuclei, predict_typed, segment_typed
+from cellmixer.ops import cells_from_nuclei, nuclei_of_stain, territory_mosaic
+
+# ------------------------------------------------------------------------------------------- mosaics
+
+
+def test_territory_mosaic_takes_each_pixel_from_the_nearest_selected_seed():
+    rng = np.random.default_rng(0)
+    shape = (40, 50)
+    images = [np.full((2, *shape), k, np.float32) for k in range(3)]  # two channels, constant per image
+    seeds = []
+    for k in range(3):
+        s = np.zeros(shape, int)
+        for label in range(1, 6):
+            y, x = rng.integers(2, 38), rng.integers(2, 48)
+            s[y - 1:y + 2, x - 1:x + 2] = label
+        seeds.append(s)
+    selected = [rng.random(6) < 0.6 for _ in range(3)]
+    mosaic, source, owner = territory_mosaic(images, seeds, selected)
+    assert mosaic.shape == (2, *shape)
+    np.testing.assert_array_equal(mosaic[0], source)  # image k is filled with k
+    np.testing.assert_array_equal(mosaic[1], source)
+    # every selected seed pixel that no earlier image's seed covers is its own image's
+    for k in range(3):
+        for label in np.flatnonzero(selected[k][1:]) + 1:
+            own = seeds[k] == label
+            earlier = np.zeros(shape, bool)
+            for j in range(k):
+                earlier |= np.asarray(selected[j], bool)[np.minimum(seeds[j], 5)] & (seeds[j] > 0)
+            assert (source[own & ~earlier] == k).all()
+    # a pixel's owner is a selected seed at the smallest distance
+    ys, xs = np.nonzero(owner >= 0)
+    assert (owner >= 0).all() and set(np.unique(owner // 2**20)) <= {0, 1, 2}
+
+
+def test_mosaic_training_samples_keep_both_types_and_their_labels():
+    rng = np.random.default_rng(1)
+    items = []
+    for k, name in enumerate(("epithelial", "spindle"), start=1):
+        image, instances, _ = synthetic_culture(name, shape=(192, 192), rng=rng)
+        labels = ((instances > 0) * k).astype(np.uint8)
+        seeds = nuclei_of_stain(synthetic_nuclear_stain(instances, rng=rng), diameter_range=(3, 20))
+        items.append(PseudoLabelledImage((image - image.mean()) / image.std(), labels, k, None, seeds))
+    sampler = CropSampler(items, 3, crop_size=96, mixing="mosaic", augment_params=None)
+    both = 0
+    for _ in range(20):
+        image, labels = sampler.sample(rng)
+        assert image.shape == labels.shape == (96, 96)
+        assert set(np.unique(labels)) <= {0, 1, 2}
+        both += {1, 2} <= set(np.unique(labels).tolist())
+    assert both >= 5  # mosaics hold cells of both types
+    with pytest.raises(ValueError, match="seeds"):
+        CropSampler([PseudoLabelledImage(items[0].image, items[0].labels, 1, None)] * 2, 3, crop_size=64,
+                    mixing="mosaic")
+
+
+# ------------------------------------------------------------------------------------------- nuclei and cells
+
+
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_nuclei_of_stain_finds_bright_and_dim_nuclei_beside_stained_cytoplasm():
+    shape = (120, 160)
+    stain = np.full(shape, 150.0)
+    stain[:, 80:] += 300 * _disc(shape, 60, 120, 35)[:, 80:]       # a glowing cytoplasm around bright nuclei
+    centres = [(30, 30, 2500), (90, 40, 400), (60, 110, 2500), (60, 132, 2500)]  # bright and 6x dimmer nuclei
+    for cy, cx, level in centres:
+        stain += level * _disc(shape, cy, cx, 7)
+    stain += np.random.default_rng(0).normal(0, 5, shape)
+    labels = nuclei_of_stain(stain, diameter_range=(8, 30))
+    assert labels.max() == 4
+    for cy, cx, _ in centres:
+        assert labels[cy, cx] > 0
+
+
+def test_cells_grow_from_their_nuclei_and_keep_their_labels():
+    shape = (60, 90)
+    nuclei = np.zeros(shape, np.int32)
+    nuclei[_disc(shape, 30, 20, 5)] = 3
+    nuclei[_disc(shape, 30, 60, 5)] = 7
+    foreground = np.zeros(shape, np.float32)
+    foreground[10:50, 5:85] = 0.9
+    image = np.random.default_rng(0).normal(0, 1, shape)
+    for method in ("nuclei", "grow", "graphcut"):
+        cells = cells_from_nuclei(nuclei, foreground, method=method, image=image, max_distance=25)
+        assert set(np.unique(cells).tolist()) == {0, 3, 7}, method
+        assert (cells[nuclei > 0] == nuclei[nuclei > 0]).all(), method      # each cell holds its nucleus
+        assert not cells[foreground < 0.5].any() or method == "nuclei", method  # and stays in the foreground
+        if method != "nuclei":
+            assert (cells == 3).sum() > 3 * (nuclei == 3).sum(), method
+    far = cells_from_nuclei(nuclei, foreground, method="grow", max_distance=8)
+    distance_ok = far[(far > 0)].size <= (nuclei > 0).sum() + 2 * np.pi * 13 * 8 * 2
+    assert distance_ok
+
+
+def test_cells_of_nuclei_pairs_each_cell_with_its_nucleus():
+    p = np.zeros((3, 20, 30), np.float32)
+    p[1, :, :15] = 0.9
+    p[2, :, 15:] = 0.9
+    p[0] = 0.1
+    nuclei = np.zeros((20, 30), int)
+    nuclei[8:12, 5:9] = 2
+    nuclei[8:12, 20:24] = 5
+    cells = cells_from_nuclei(nuclei, 1 - p[0], method="grow", max_distance=10)
+    typed = cells_of_nuclei(p, nuclei, cells, ["a", "b"])
+    assert [typed.type_names[t] for t in typed.types] == ["a", "b"]
+    for k in (1, 2):
+        assert ((typed.nuclei == k) <= (typed.labels == k)).all()
+        assert (typed.nuclei == k).sum() == 16
+
+
+# ------------------------------------------------------------------------------------------- the route
+
+
+@pytest.fixture(scope="module")
+def coculture_files(tmp_path_factory):
+    """Two co-culture fields (phase + DAPI files) in two well folders, and one 2-channel TIFF."""
+    root = tmp_path_factory.mktemp("coculture")
+    rng = np.random.default_rng(3)
+    for well in ("A1", "B2"):
+        (root / well).mkdir()
+        image, instances, _ = synthetic_culture(["epithelial", "roundcell"], shape=(160, 160), rng=rng)
+        tifffile.imwrite(root / well / "field_phase.tif", image)
+        tifffile.imwrite(root / well / "field_DAPI.tif", synthetic_nuclear_stain(instances, rng=rng))
+    image, instances, _ = synthetic_culture(["epithelial", "roundcell"], shape=(160, 160), rng=rng)
+    both = np.stack([image, synthetic_nuclear_stain(instances, rng=rng)])
+    tifffile.imwrite(root / "two_channels.tif", both, imagej=True, metadata={"axes": "CYX"})
+    return root
+
+
+def test_segment_typed_with_a_stain_types_every_nucleus(trained, coculture_files):
+    model, _ = trained
+    image = tifffile.imread(coculture_files / "A1" / "field_phase.tif").astype(np.float32)
+    stain = tifffile.imread(coculture_files / "A1" / "field_DAPI.tif").astype(np.float32)
+    nuclei = nuclei_of_stain(stain, diameter_range=(3, 20))
+    cells = segment_typed(model, image, nuclear=stain, diameter_range=(3, 20), cells="grow")
+    assert len(cells) == nuclei.max() > 3
+    assert cells.nuclei is not None and set(np.unique(cells.nuclei)) == set(range(len(cells) + 1))
+    assert ((cells.nuclei > 0) <= (cells.labels > 0)).all()
+    given = segment_typed(model, image, nuclear=stain, nuclei=nuclei, cells="nuclei")
+    assert len(given) == nuclei.max() and (given.labels > 0).sum() == (nuclei > 0).sum()
+    with pytest.raises(Exception, match="shape"):
+        segment_typed(model, image, nuclear=stain[:50])
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_typed_predict_with_paired_files_counts_per_image_and_folder(trained, coculture_files, tmp_path, console):
+    _, folder = trained
+    out = tmp_path / "typed"
+    result = console("typed", "predict", str(folder), str(coculture_files), "--pattern", "*phase*",
+                     "--nuclear-replace", "phase", "DAPI", "--diameter", "3", "20", "--output", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    counts = _rows(out / "counts.csv")
+    assert len(counts) == 2 and all(int(r["cells"]) > 3 for r in counts)
+    assert sorted(r["folder"] for r in _rows(out / "counts_per_folder.csv")) == ["A1", "B2"]
+    cells = _rows(out / "A1__field_phase_cells.csv")
+    assert {"type", "score", "nucleus_area", "nucleus_mean_intensity", "area"} <= set(cells[0])
+    assert all(float(r["area"]) >= float(r["nucleus_area"]) for r in cells)
+    settings = json.loads((out / "typed.json").read_text())
+    assert settings["instance_source"] == "nuclei of the nuclear stain" and settings["nuclear"] == ["phase", "DAPI"]
+
+
+def test_counts_per_folder_sums_the_wells(trained, coculture_files, tmp_path):
+    _, folder = trained
+    out = tmp_path / "plate"
+    predict_typed(folder, coculture_files, out, pattern="*phase*", nuclear=("phase", "DAPI"),
+                  diameter_range=(3, 20), progress=False)
+    per_image = _rows(out / "counts.csv")
+    per_folder = {r["folder"]: r for r in _rows(out / "counts_per_folder.csv")}
+    assert set(per_folder) == {"A1", "B2"}
+    for row in per_image:
+        well = row["image"].split("/")[0]
+        assert int(per_folder[well]["cells"]) == int(row["cells"])
+        fractions = [float(per_folder[well][k]) for k in per_folder[well] if k.endswith("_fraction")]
+        assert abs(sum(fractions) - 1) < 1e-3
+
+
+def test_nuclear_channel_of_the_same_file(trained, coculture_files, tmp_path):
+    _, folder = trained
+    rows = predict_typed(folder, coculture_files / "two_channels.tif", tmp_path / "o", channel=0, nuclear_channel=1,
+                         diameter_range=(3, 20), progress=False)
+    assert rows[0]["cells"] > 3
+
+
+def test_adapt_fine_tunes_a_copy_and_types_with_it(trained, coculture_files, tmp_path):
+    model, folder = trained
+    out = tmp_path / "adapted"
+    rows = predict_typed(folder, coculture_files, out, pattern="*phase*",
+                         nuclear=("phase", "DAPI"), diameter_range=(3, 20), progress=False,
+                         adapt={"iterations": 3, "confidence": 0.51, "crop_size": 32, "batch_size": 2})
+    adapted = SegmentationModel.load(out / "adapted_model")
+    assert method_of(adapted).name == "cellmixer" and adapted.classes == model.classes
+    assert adapted.config["training"]["adapt_images"] == 2
+    before = dict(model.network.state_dict())
+    after = adapted.network.state_dict()
+    assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in after)
+    assert len(rows) == 2 and json.loads((out / "typed.json").read_text())["adapt"]["iterations"] == 3
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("case", ["other shape", "missing file", "not in name", "both sources"])
+def test_bad_nuclear_stain_is_one_line(trained, coculture_files, tmp_path, console, case):
+    _, folder = trained
+    data = tmp_path / "data"
+    data.mkdir()
+    phase = tifffile.imread(coculture_files / "A1" / "field_phase.tif")
+    tifffile.imwrite(data / "x_phase.tif", phase)
+    options = ["--nuclear-replace", "phase", "DAPI"]
+    if case == "other shape":
+        tifffile.imwrite(data / "x_DAPI.tif", np.zeros((40, 40), np.uint16))
+        needle = "x_DAPI.tif"
+    elif case == "missing file":
+        needle = "x_DAPI.tif"
+    elif case == "not in name":
+        tifffile.imwrite(data / "x_DAPI.tif", phase)
+        options = ["--nuclear-replace", "brightfield", "DAPI"]
+        needle = "--nuclear-replace"
+    else:
+        options += ["--nuclear-channel", "1"]
+        needle = "--nuclear-channel"
+    result = console("typed", "predict", str(folder), str(data / "x_phase.tif"), *options, "--output",
+                     str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert needle in result.stderr
+
+
+def test_a_field_without_nuclei_and_a_type_absent_give_empty_rows(trained, tmp_path):
+    model, folder = trained
+    data = tmp_path / "data"
+    data.mkdir()
+    image, _, _ = synthetic_culture("epithelial", shape=(64, 64), seed=5)
+    tifffile.imwrite(data / "f_phase.tif", image)
+    tifffile.imwrite(data / "f_DAPI.tif", np.full((64, 64), 150, np.uint16))  # no nucleus at all
+    rows = predict_typed(folder, data, tmp_path / "out", pattern="*phase*", nuclear=("phase", "DAPI"), progress=False)
+    assert rows[0]["cells"] == 0 and all(rows[0][name] == 0 for name in model.classes)
+    assert _rows(tmp_path / "out" / "f_phase_cells.csv") == []
