@@ -98,10 +98,11 @@ def run(args, progress: bool) -> None:
         print(f"trained typed-cell model for {', '.join(model.config['types'])} ({info['iterations']} iterations, "
               f"kept iteration {info['selected_iteration']}) -> {args.output}")
     elif args.step == "predict":
+        adapt = AdaptConfig(iterations=args.iterations, confidence=args.confidence, adapt_images=args.adapt_images)
+        adapt.validate()  # without --adapt too: an option out of its range is refused, not ignored
         rows = predict_typed(args.model, args.inputs, args.output, **nuclear_kwargs(args),
                              **settings_args(args, NuclearRoute), instances=args.instances, coco=args.coco,
-                             adapt={"iterations": args.iterations, "confidence": args.confidence,
-                                    "adapt_images": args.adapt_images} if args.adapt else False,
+                             adapt=adapt if args.adapt else False,
                              pattern=args.pattern, channel=args.channel, **plane_kwargs(args),
                              min_distance=args.min_distance,
                              min_area=args.min_area, overlap=args.overlap, batch_size=args.batch_size,
