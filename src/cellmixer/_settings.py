@@ -164,7 +164,7 @@ def check_value(field: dataclasses.Field, value, *, key: str | None = None) -> N
         return
     if kind is bool and not isinstance(value, bool):
         bad("give true or false")
-    if kind is str and not isinstance(value, str):
+    if s.get("kind") is str and not isinstance(value, str):  # declared text (a text default alone may allow more)
         bad("give a text")
     if isinstance(default, (tuple, list)):
         if not isinstance(value, (tuple, list)):

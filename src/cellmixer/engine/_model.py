@@ -65,7 +65,7 @@ class ModelConfig:
 
     format: str = setting(FORMAT, "what the file is", choices=(FORMAT,), cli=False)
     format_version: int = setting(FORMAT_VERSION, "version of the folder's layout", at_least=1, cli=False)
-    cellmixer_version: str = setting(__version__, "the version that wrote it", cli=False)
+    cellmixer_version: str = setting(__version__, "the version that wrote it", kind=str, cli=False)
     task: str | None = setting(None, "the method whose model it is (none: a cell-type model)", kind=str, cli=False)
     classes: list = setting([], "class names, label k is the k-th", check=_class_names_need, cli=False)
     channel: int | str | None = setting(None, "channel of multi-channel images: an index or a name", cli=False,
