@@ -35,6 +35,10 @@ from ._tiling import (
 )
 
 
+# An image's pixel size may differ from the training images' by this factor before it is refused.
+PIXEL_SIZE_TOLERANCE = (0.8, 1.25)
+
+
 class SegmentationModel:
     """A semantic segmentation network with everything needed to use it on new images.
 
@@ -117,6 +121,25 @@ class SegmentationModel:
     @property
     def input_scale(self) -> float:
         return float(self.config.get("input_scale", 1.0))
+
+    @property
+    def pixel_size(self) -> float | None:
+        """Micrometres per pixel of the training images, when their files recorded it."""
+        value = self.config.get("pixel_size")
+        return float(value) if value is not None else None
+
+    def check_pixel_size(self, pixel_size, where) -> None:
+        """Refuse an image whose pixels are of another size than the training images' (both known):
+        its cells would have another size in pixels than the cells the model learnt."""
+        trained = self.pixel_size
+        if trained is None or pixel_size is None:
+            return
+        size = float(pixel_size[-1] if isinstance(pixel_size, (tuple, list)) else pixel_size)
+        if not PIXEL_SIZE_TOLERANCE[0] <= size / trained <= PIXEL_SIZE_TOLERANCE[1]:
+            raise CellmixerError(
+                f"{where}: {size:g} um per pixel, but the model was trained on images of {trained:g} um per pixel; "
+                f"resample the image by {size / trained:.3g} (or train on images of this magnification), or give "
+                "--pixel-size if the file's calibration is wrong.")
 
     # ----------------------------------------------------------------------------- files
     def save(self, folder, *, overwrite: bool = False) -> Path:

@@ -276,7 +276,11 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
     writer = typed_writer(out, names, overlays=overlays, overwrite=overwrite)
 
     def number(found):
-        """COCO image ids (by output stem, unique): those of the ``coco`` file, else 1..n in input order."""
+        """Refuse images of another pixel size than the model's; COCO image ids (by output stem, unique):
+        those of the ``coco`` file, else 1..n in input order."""
+        for item in found:
+            if item.plane is not None:
+                model.check_pixel_size(item.plane.image.pixel_size, item)
         image_ids.update({item.stem: i for i, item in enumerate(found, start=1)})
         if coco is not None:
             listed = {Path(im.file_name).name: im.id for im in read_coco(coco, require_images=False).images}
