@@ -81,7 +81,7 @@ TILING_FUNCTIONS = [cellmixer.predict, cellmixer.evaluate, cellmixer.predict_nuc
 def test_signature_defaults_come_from_tiling():
     assert inspect.signature(cellmixer.predict).parameters["overlap"].default == 0.25
     for function in TILING_FUNCTIONS:
-        assert function.settings_classes == (Tiling,), function.__name__
+        assert function.settings_classes[0] is Tiling, function.__name__
         parameters = inspect.signature(function).parameters
         assert parameters["tiling"].default is None
         for field in dataclasses.fields(Tiling):
