@@ -46,13 +46,13 @@ class ModelWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer | None = None):
         super().__init__(labels=True)
         self.viewer = viewer
-        self.model = FileEdit(mode="d", label="model folder")
-        self.image = create_widget(annotation=napari.layers.Image, label="image")
-        self.options = self.option_widgets()
+        self.model_folder = FileEdit(mode="d", label="model folder")
+        self.image_layer = create_widget(annotation=napari.layers.Image, label="image")
+        self.method_options = self.option_widgets()
         self.run_button = PushButton(text=f"Run: {self.title}")
-        self.progress = ProgressBar(min=0, max=1, value=0, visible=False, label="")
-        self.status = Label(value="")
-        self.extend([self.model, self.image, *self.options, self.run_button, self.progress, self.status])
+        self.progress_bar = ProgressBar(min=0, max=1, value=0, visible=False, label="")
+        self.status_label = Label(value="")
+        self.extend([self.model_folder, self.image_layer, *self.method_options, self.run_button, self.progress_bar, self.status_label])
         self.run_button.changed.connect(self.run)
         self.worker = None
 
@@ -60,7 +60,7 @@ class ModelWidget(Container):
         return []
 
     def settings(self) -> dict:
-        return {widget.name: widget.value for widget in self.options}
+        return {widget.name: widget.value for widget in self.method_options}
 
     @property
     def running(self) -> bool:
@@ -68,8 +68,8 @@ class ModelWidget(Container):
 
     def run(self):
         """Start the model on the chosen image in a thread worker; returns the worker (None if nothing to do)."""
-        layer = self.image.value
-        folder = str(self.model.value)
+        layer = self.image_layer.value
+        folder = str(self.model_folder.value)
         if layer is None:
             show_error("cellmixer: open an image first, then choose it in the widget.")
             return None
@@ -77,15 +77,16 @@ class ModelWidget(Container):
             show_error(f"cellmixer: {folder}: not a model folder; choose the folder a `train` command wrote.")
             return None
         image = _plane(layer, self.viewer)
-        worker = create_worker(self.compute, folder, image, layer.name, _start_thread=False, **self.settings())
+        worker = create_worker(self.compute, folder, image, layer.name, _start_thread=False, _ignore_errors=True,
+                               **self.settings())
         worker.returned.connect(self._add_layers)
         worker.errored.connect(self._report)
         worker.finished.connect(self._done)
         self.worker = worker
         self.run_button.enabled = False
-        self.progress.visible = True
-        self.progress.max = 0  # busy: the model reports no steps
-        self.status.value = f"running on {layer.name}..."
+        self.progress_bar.visible = True
+        self.progress_bar.max = 0  # busy: the model reports no steps
+        self.status_label.value = f"running on {layer.name}..."
         worker.start()
         return worker
 
@@ -98,19 +99,19 @@ class ModelWidget(Container):
     def _add_layers(self, layers: list[tuple]):
         for data, meta, kind in layers:
             self.viewer.add_layer(napari.layers.Layer.create(data, meta, kind))
-        self.status.value = f"added {', '.join(meta['name'] for _, meta, _ in layers)}"
-        show_info(f"cellmixer: {self.status.value}")
+        self.status_label.value = f"added {', '.join(meta['name'] for _, meta, _ in layers)}"
+        show_info(f"cellmixer: {self.status_label.value}")
 
     def _report(self, error: Exception):
         message = str(error) if isinstance(error, CellmixerError) else f"{type(error).__name__}: {error}"
-        self.status.value = "failed"
+        self.status_label.value = "failed"
         show_error(f"cellmixer: {message.splitlines()[0] if message else type(error).__name__}")
 
     def _done(self):
         self.worker = None
         self.run_button.enabled = True
-        self.progress.visible = False
-        self.progress.max = 1
+        self.progress_bar.visible = False
+        self.progress_bar.max = 1
 
 
 class CellTypesWidget(ModelWidget):
