@@ -121,3 +121,37 @@ def test_widget_errors_are_one_line_notifications(make_napari_viewer, qtbot, mod
     assert widget.run() is None
     assert "not a model folder" in shown[-1]
     assert not viewer.layers["blank"].data.any() and len(viewer.layers) == 1
+
+
+def test_view_command_bad_input_and_missing_extra(tmp_path, capsys, monkeypatch):
+    from cellmixer.cli import main
+
+    (tmp_path / "notes.txt").write_text("x")
+    tifffile.imwrite(tmp_path / "field.tif", np.zeros((8, 8), np.uint16))
+    for path, message in ((tmp_path / "missing.tif", "no such file"), (tmp_path / "notes.txt", "neither an image")):
+        assert main(["view", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    monkeypatch.setitem(sys.modules, "napari", None)  # the extra is not installed
+    assert main(["view", str(tmp_path / "field.tif")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'cellmixer[napari]'" in err and err.count("\n") == 1, err
+
+
+@needs_display
+def test_view_command_opens_image_and_results_with_the_widgets(tmp_path, trained, monkeypatch):
+    from cellmixer.cli import main
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "well.tif", synthetic_culture(["roundcell", "spindle"], shape=(96, 96),
+                                                                      seed=7)[0])
+    predict_typed(trained[1], [tmp_path / "in"], tmp_path / "typed", progress=False)
+    viewers = []
+    monkeypatch.setattr(napari, "run", lambda: viewers.append(napari.current_viewer()))  # no event loop
+    assert main(["view", str(tmp_path / "in" / "well.tif"), str(tmp_path / "typed" / "well_labels.tif")]) == 0
+    (viewer,) = viewers
+    try:
+        assert [layer.name for layer in viewer.layers] == ["well", "well cells", "well cell centres"]
+        assert len(viewer.window.dock_widgets) >= 4
+    finally:
+        viewer.close()

@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
                    help="who trained the model (repeat for several)")
     p.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the weights (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.zip")
-    p.add_argument("--quiet", action="store_true", help="no messages")
+    p.add_argument("--quiet", "-q", action="store_true", help="no messages")
 
 
 def run(args, progress: bool) -> None:

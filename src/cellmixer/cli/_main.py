@@ -10,13 +10,13 @@ from .._errors import CellmixerError
 from .._version import __version__
 from ..demo import demo, print_demo_report
 from ..engine import TrainingInterrupted
-from . import _cellmixer, _centroids, _export, _nuclei, _typed
+from . import _cellmixer, _centroids, _export, _nuclei, _typed, _view
 from ._options import add_output_options
 
 # One line per method: its module adds its sub-commands and runs them.
 COMMANDS = (_cellmixer, _nuclei, _typed, _centroids)
 # Commands on the models of every method, added the same way.
-TOOLS = (_export,)
+TOOLS = (_export, _view)
 
 
 def _add_demo_parser(sub) -> None:
