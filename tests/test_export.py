@@ -88,7 +88,8 @@ def test_network_source_runs_without_cellmixer(tmp_path, model_kinds):
         "    return real(name, *a, **k)\n"
         "builtins.__import__ = guard\n"
         "import arch\n"
-        f"net = arch.ExportedNetwork({model.config['architecture']!r}, {model.config['normalization']['foreground']!r})\n"
+        f"net = arch.ExportedNetwork({model.config['architecture']!r}, "
+        f"{model.config['normalization']['foreground']!r})\n"
         "net.network.load_state_dict(torch.load('net.pt'))\n"
         "print(tuple(net.eval()(torch.rand(1, 1, 40, 50) * 1000).shape))\n")
     result = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True,

@@ -66,7 +66,9 @@ def exported_background(model: SegmentationModel) -> dict | None:
     """The foreground settings of CellMixer's background normalization, built into the exported network; None
     for the normalizations bioimage.io has as standard preprocessing."""
     normalization = model.config["normalization"]
-    return dict(normalization.get("foreground", {})) if normalization.get("method", "background") == "background" else None
+    if normalization.get("method", "background") != "background":
+        return None
+    return dict(normalization.get("foreground", {}))
 
 
 def exported_network(model: SegmentationModel) -> ExportedNetwork:
@@ -84,7 +86,7 @@ def standard_preprocessing(image: np.ndarray, normalization: dict) -> np.ndarray
     if method == "percentile":
         low, high = np.percentile(image, [normalization.get("low", 1.0), normalization.get("high", 99.8)])
         return ((image - low) / (high - low + 1e-6)).astype(np.float32)
-    if method in ("tile", "image"):
+    if method == "tile":
         return ((image - image.mean()) / (image.std() + 1e-6)).astype(np.float32)
     return image
 
@@ -96,7 +98,7 @@ def _preprocessing(v0_5, normalization: dict) -> list:
         return [v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(
             axes=axes, min_percentile=normalization.get("low", 1.0), max_percentile=normalization.get("high", 99.8),
             eps=1e-6))]
-    if method in ("tile", "image"):
+    if method == "tile":
         return [v0_5.ZeroMeanUnitVarianceDescr(kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=axes, eps=1e-6))]
     return []
 
@@ -111,8 +113,9 @@ def _normalization_text(model: SegmentationModel) -> str:
                 "because bioimage.io has no standard preprocessing for it. Give whole images: the statistics "
                 "are those of the input.")
     if method == "percentile":
-        return (f"Input normalization: bioimage.io's standard scale_range between the {normalization.get('low', 1.0)} "
-                f"and {normalization.get('high', 99.8)} percentiles of the image.")
+        low, high = normalization.get("low", 1.0), normalization.get("high", 99.8)
+        return (f"Input normalization: bioimage.io's standard scale_range between the {low} and {high} percentiles "
+                "of the image.")
     side = normalization.get("tile_size")
     return ("Input normalization: bioimage.io's standard zero_mean_unit_variance over the image"
             + (f"; cellmixer normalizes each {side}-pixel tile by its own statistics, which is the same for inputs "
@@ -257,23 +260,26 @@ def _description(v0_5, model, folder: Path, channels, kind: str, *, name, author
     method = method_of(model)
     normalization = model.config["normalization"]
     version = v0_5.Version(torch.__version__.split("+")[0])
-    size = getattr(model.network, "size_multiple", 1)
+    step = getattr(model.network, "size_multiple", 1)
+    size = v0_5.ParameterizedSize(min=max(MIN_SIDE, step), step=step)
     inputs = [v0_5.InputTensorDescr(
         id=v0_5.TensorId("image"),
         axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=[v0_5.Identifier("image")]),
-              v0_5.SpaceInputAxis(id=v0_5.AxisId("y"), size=v0_5.ParameterizedSize(min=max(MIN_SIDE, size), step=size)),
-              v0_5.SpaceInputAxis(id=v0_5.AxisId("x"), size=v0_5.ParameterizedSize(min=max(MIN_SIDE, size), step=size))],
+              v0_5.SpaceInputAxis(id=v0_5.AxisId("y"), size=size), v0_5.SpaceInputAxis(id=v0_5.AxisId("x"), size=size)],
         test_tensor=v0_5.FileDescr(source=folder / "test_input.npy"),
         data=v0_5.IntervalOrRatioDataDescr(type="float32"),
         preprocessing=_preprocessing(v0_5, normalization),
     )]
-    reference = lambda axis: v0_5.SizeReference(tensor_id=v0_5.TensorId("image"), axis_id=v0_5.AxisId(axis))  # noqa: E731
+
+    def same_as_input(axis):
+        return v0_5.SizeReference(tensor_id=v0_5.TensorId("image"), axis_id=v0_5.AxisId(axis))
+
     outputs = [v0_5.OutputTensorDescr(
         id=v0_5.TensorId("likelihood" if kind == "centroids" else "probabilities"),
         axes=[v0_5.BatchAxis(),
               v0_5.ChannelAxis(channel_names=[v0_5.Identifier(_identifier(c)) for c in channels]),
-              v0_5.SpaceOutputAxis(id=v0_5.AxisId("y"), size=reference("y")),
-              v0_5.SpaceOutputAxis(id=v0_5.AxisId("x"), size=reference("x"))],
+              v0_5.SpaceOutputAxis(id=v0_5.AxisId("y"), size=same_as_input("y")),
+              v0_5.SpaceOutputAxis(id=v0_5.AxisId("x"), size=same_as_input("x"))],
         test_tensor=v0_5.FileDescr(source=folder / "test_output.npy"),
         data=v0_5.IntervalOrRatioDataDescr(type="float32"),
     )]
@@ -290,8 +296,9 @@ def _description(v0_5, model, folder: Path, channels, kind: str, *, name, author
     title = name or f"cellmixer {method.model_title}" + (f" ({' '.join(classes)})" if classes else "")
     return v0_5.ModelDescr(
         name="".join(c if c.isalnum() or c in "_+- ()" else " " for c in title)[:128],
-        description=f"{method.model_title.capitalize()} trained with cellmixer {model.config.get('cellmixer_version', '')}"
-                    f" (`{method.train_command}`). {_normalization_text(model)}"[:1024],
+        description=(f"{method.model_title.capitalize()} trained with cellmixer "
+                     f"{model.config.get('cellmixer_version', '')} (`{method.train_command}`). "
+                     f"{_normalization_text(model)}")[:1024],
         authors=[v0_5.Author(name=author) for author in authors],
         cite=[v0_5.CiteEntry(**METHOD_PAPERS[kind]),
               v0_5.CiteEntry(text=f"cellmixer {__version__}: cell-type segmentation trained without drawn masks "

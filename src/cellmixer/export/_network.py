@@ -181,7 +181,8 @@ def component_areas(mask: torch.Tensor) -> torch.Tensor:
     """
     h, w = mask.shape
     flat_mask = mask.flatten()
-    parent = torch.where(flat_mask, torch.arange(1, h * w + 1, dtype=torch.int64), torch.zeros(h * w, dtype=torch.int64))
+    numbers = torch.arange(1, h * w + 1, dtype=torch.int64)
+    parent = torch.where(flat_mask, numbers, torch.zeros_like(numbers))
     on = torch.nonzero(flat_mask).flatten()
     while True:
         labels = parent.clone()
@@ -367,7 +368,8 @@ class ExportedNetwork(nn.Module):
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] == 1:
             return logits.float()
-        return torch.cat([torch.softmax(part.float(), dim=1) for part in torch.split(logits, self.groups, dim=1)], dim=1)
+        heads = torch.split(logits, self.groups, dim=1)
+        return torch.cat([torch.softmax(head.float(), dim=1) for head in heads], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs: List[torch.Tensor] = []

@@ -11,11 +11,17 @@ import numpy as np
 from ..io import class_colors
 
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
+UNKNOWN = (0.5, 0.5, 0.5, 1.0)  # a type the model does not list
 
 
 def rgba(color) -> tuple:
     """An RGB colour of 0-255 integers as RGBA floats."""
     return tuple(float(c) / 255 for c in color[:3]) + (1.0,)
+
+
+def type_colors(type_names: list) -> dict:
+    """Type name -> RGBA, the colours of the overlays and of the GeoJSON classifications."""
+    return {name: rgba(c) for name, c in zip(type_names, class_colors(len(type_names)))}
 
 
 def table_columns(rows: list[dict]) -> dict:
@@ -42,8 +48,8 @@ def instance_layer(labels: np.ndarray, name: str, rows: list[dict] | None = None
         features["index"] = features.get("label", np.arange(1, len(rows) + 1)).astype(np.int64)
         meta["features"] = features
         if type_names is not None and "type" in features:
-            colors = {t: rgba(c) for t, c in zip(type_names, class_colors(len(type_names)))}
-            colormap = {int(k): colors.get(t, (0.5, 0.5, 0.5, 1.0)) for k, t in zip(features["index"], features["type"])}
+            colors = type_colors(type_names)
+            colormap = {int(k): colors.get(t, UNKNOWN) for k, t in zip(features["index"], features["type"])}
             meta["colormap"] = {None: TRANSPARENT, 0: TRANSPARENT, **colormap}
     return np.asarray(labels), meta, "labels"
 
@@ -53,7 +59,8 @@ def class_layer(classes: np.ndarray, class_names: list, name: str, *, metadata: 
     with the class names as features."""
     colors = class_colors(len(class_names))
     colormap = {None: TRANSPARENT, 0: TRANSPARENT, **{k: rgba(c) for k, c in enumerate(colors, start=1)}}
-    features = {"index": np.arange(len(class_names) + 1), "class": np.array(["background", *class_names], dtype=object)}
+    features = {"index": np.arange(len(class_names) + 1),
+                "class": np.array(["background", *class_names], dtype=object)}
     return (np.asarray(classes), {"name": name, "colormap": colormap, "features": features,
                                   "metadata": dict(metadata or {})}, "labels")
 
@@ -66,6 +73,6 @@ def points_layer(points_yx: np.ndarray, name: str, *, features: dict | None = No
     if features:
         meta["features"] = features
         if type_names is not None and "type" in features:
-            colors = {t: rgba(c) for t, c in zip(type_names, class_colors(len(type_names)))}
-            meta["face_color"] = np.array([colors.get(t, (0.5, 0.5, 0.5, 1.0)) for t in features["type"]]).reshape(-1, 4)
+            colors = type_colors(type_names)
+            meta["face_color"] = np.array([colors.get(t, UNKNOWN) for t in features["type"]]).reshape(-1, 4)
     return points, meta, "points"

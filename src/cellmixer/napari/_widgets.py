@@ -12,8 +12,17 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
-from magicgui.widgets import create_widget
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
@@ -52,7 +61,8 @@ class ModelWidget(Container):
         self.run_button = PushButton(text=f"Run: {self.title}")
         self.progress_bar = ProgressBar(min=0, max=1, value=0, visible=False, label="")
         self.status_label = Label(value="")
-        self.extend([self.model_folder, self.image_layer, *self.method_options, self.run_button, self.progress_bar, self.status_label])
+        self.extend([self.model_folder, self.image_layer, *self.method_options, self.run_button, self.progress_bar,
+                     self.status_label])
         self.run_button.changed.connect(self.run)
         self.worker = None
 
