@@ -20,7 +20,7 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from cellmixer.demo import synthetic_culture  # noqa: E402
-from cellmixer.engine import write_instances  # noqa: E402
+from cellmixer.engine import InstanceWriter  # noqa: E402
 from cellmixer.io import relabel_consecutive  # noqa: E402
 from cellmixer.methods.typed import predict_typed  # noqa: E402
 from cellmixer.napari import _widgets  # noqa: E402
@@ -51,7 +51,7 @@ def test_reader_gives_labels_with_their_table_and_typed_colours(model_kinds, tmp
     (tmp_path / "in").mkdir()
     tifffile.imwrite(tmp_path / "in" / "well.tif", image)
     predict_typed(model_kinds["cellmixer"], [tmp_path / "in"], tmp_path / "typed", min_area=5, progress=False)
-    write_instances(tmp_path / "nuclei", "well", image, relabel_consecutive(instances))  # as `nuclei predict`
+    InstanceWriter(tmp_path / "nuclei", category="nucleus").write("well", image, relabel_consecutive(instances))
     assert get_reader(str(tmp_path / "in" / "well.tif")) is None
     layers = get_reader(str(tmp_path / "typed" / "well_labels.tif"))(str(tmp_path / "typed" / "well_labels.tif"))
     (labels, meta, kind), (points, point_meta, point_kind) = layers

@@ -31,7 +31,7 @@ from ..engine import load_model
 from ..methods.centroids import segment_cells
 from ..methods.nuclei import segment_nuclei
 from ..methods.typed import cell_table, segment_typed
-from ..ops import object_table
+from ..ops import cell_measurements
 from ._layers import class_layer, instance_layer, points_layer, table_columns
 
 
@@ -148,7 +148,8 @@ class NucleiWidget(ModelWidget):
 
     def compute(self, folder, image, name, *, min_area=0, remove_border=False):
         labels = segment_nuclei(self.load(folder), image, min_area=min_area, remove_border=remove_border)
-        return [instance_layer(labels, f"{name} nuclei", object_table(labels, image), metadata={"model": folder})]
+        rows = cell_measurements(labels, image)
+        return [instance_layer(labels, f"{name} nuclei", rows, metadata={"model": folder})]
 
 
 class TypedCellsWidget(ModelWidget):
@@ -183,6 +184,6 @@ class CellsFromNucleiWidget(ModelWidget):
 
     def compute(self, folder, image, name, *, rescale=1.0):
         result = segment_cells(self.load(folder), image, rescale=rescale)
-        return [instance_layer(result.labels, f"{name} cells", object_table(result.labels, image),
+        return [instance_layer(result.labels, f"{name} cells", cell_measurements(result.labels, image),
                                metadata={"model": folder}),
                 points_layer(result.detections, f"{name} detections")]
