@@ -170,6 +170,10 @@ def test_cli_export_and_its_bad_inputs(model_kinds, tmp_path, capsys, monkeypatc
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert out.read_bytes() == before
+    assert main(["export", str(model_kinds["typed"]), "--bioimageio", str(tmp_path / "d.zip"), "--license", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "--license x: not an SPDX licence" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "d.zip").exists() and not list(tmp_path.glob(".cellmixer-export-*"))
     monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # the extra is not installed
     assert main(["export", str(model_kinds["typed"]), "--bioimageio", str(tmp_path / "c.zip")]) == 2
     err = capsys.readouterr().err

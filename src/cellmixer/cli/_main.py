@@ -15,7 +15,7 @@ from ._options import add_output_options
 
 # One line per method: its module adds its sub-commands and runs them.
 COMMANDS = (_cellmixer, _nuclei, _typed, _centroids)
-# Commands on the models of every method, added the same way.
+# Commands on the models and results of every method (export, view), added the same way.
 TOOLS = (_export, _view)
 
 

@@ -219,6 +219,11 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
         ``output``.
     """
     v0_5, save_package, validation_context = _spec()
+    try:
+        license = v0_5.LicenseId(license)
+    except ValueError:
+        raise CellmixerError(f"--license {license}: not an SPDX licence identifier bioimage.io knows; give one such "
+                             "as CC-BY-4.0 or MIT.") from None
     output = Path(output)
     if output.suffix.lower() != ".zip":
         raise CellmixerError(f"--bioimageio {output}: give a file name ending in .zip.")
@@ -227,7 +232,6 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
     source = model
     if not isinstance(model, SegmentationModel):
         model = SegmentationModel.load(model)
-    model.to("cpu")
     architecture = model.config["architecture"]["name"]
     if architecture not in NETWORKS:
         raise CellmixerError(f"{source}: a {architecture} network; bioimage.io export supports U-Net models "
@@ -249,7 +253,13 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
         np.save(folder / "test_output.npy", test_output)
         write_png(folder / "cover.png", _cover(image, test_output[0], model, kind))
         write_text(folder / "README.md", _documentation(model, channels, kind))
-        descr = _description(v0_5, model, folder, channels, kind, name=name, authors=authors, license=license)
+        try:
+            descr = _description(v0_5, model, folder, channels, kind, name=name, authors=authors, license=license)
+        except ValueError as exc:  # pydantic's validation of what the user gave (name, authors, licence)
+            first = exc.errors()[0] if hasattr(exc, "errors") and exc.errors() else {}
+            field = ".".join(str(part) for part in first.get("loc", ())) or "description"
+            raise CellmixerError(f"--bioimageio {output}: bioimage.io refuses the {field} {first.get('input')!r}; "
+                                 "check --name and --author.") from None
         with validation_context(perform_io_checks=False):
             with atomic_path(output, overwrite=overwrite) as tmp:
                 save_package(descr, output_path=tmp)
@@ -304,7 +314,7 @@ def _description(v0_5, model, folder: Path, channels, kind: str, *, name, author
               v0_5.CiteEntry(text=f"cellmixer {__version__}: cell-type segmentation trained without drawn masks "
                                   "(Python package implementing CellMixer and its companion methods)",
                              url=CELLMIXER_PAPER["url"])],
-        license=v0_5.LicenseId(license),
+        license=license,
         documentation=v0_5.FileDescr(source=folder / "README.md"),
         covers=[v0_5.FileDescr(source=folder / "cover.png")],
         tags=sorted({"cellmixer", "segmentation", "2d", "microscopy", "pytorch", kind}),
