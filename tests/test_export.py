@@ -98,14 +98,20 @@ def test_network_source_runs_without_cellmixer(tmp_path, model_kinds):
     assert result.stdout.strip() == f"(1, {model.num_classes}, 40, 50)"
 
 
+KINDS = ("cellmixer", "nuclei", "typed", "centroids")
+# The input normalization of each kind of model in its package: built in, or bioimage.io's standard step.
+PREPROCESSING = {"cellmixer": None, "nuclei": "zero_mean_unit_variance", "typed": "zero_mean_unit_variance",
+                 "centroids": "scale_range"}
+
+
 @pytest.fixture(scope="module")
 def packages(model_kinds, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bioimageio")
     return {kind: export_bioimageio(model_kinds[kind], folder / f"{kind}.zip", authors=["Test Author"])
-            for kind in ("cellmixer", "nuclei")}
+            for kind in KINDS}
 
 
-@pytest.mark.parametrize("kind", ["cellmixer", "nuclei"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_package_validates_and_passes_bioimageio_test(packages, kind):
     from bioimageio.core import test_model
     from bioimageio.spec import ValidationContext, load_model_description
@@ -117,16 +123,15 @@ def test_package_validates_and_passes_bioimageio_test(packages, kind):
     assert descr.weights.pytorch_state_dict is not None and descr.weights.torchscript is not None
     assert [c.url for c in descr.cite][0] is not None and len(descr.cite) == 2
     assert descr.covers and descr.documentation is not None
-    built_in = "built into the network" in descr.description
-    assert built_in == (kind == "cellmixer")  # nuclei: the standard zero_mean_unit_variance preprocessing
-    steps = [step.id for step in descr.inputs[0].preprocessing]
-    assert ("zero_mean_unit_variance" in steps) == (kind == "nuclei"), steps
+    assert ("built into the network" in descr.description) == (PREPROCESSING[kind] is None)
+    steps = [step.id for step in descr.inputs[0].preprocessing if step.id != "ensure_dtype"]
+    assert steps == ([PREPROCESSING[kind]] if PREPROCESSING[kind] else []), steps
     for weights in ("pytorch_state_dict", "torchscript"):
         summary = test_model(packages[kind], weight_format=weights)
         assert summary.status == "passed", summary.format()
 
 
-@pytest.mark.parametrize("kind", ["cellmixer", "nuclei"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_bioimageio_prediction_equals_the_package(packages, model_kinds, kind):
     """bioimage.io's prediction on the test input (its own preprocessing, the exported weights) equals cellmixer's."""
     from bioimageio.core import predict
