@@ -10,11 +10,13 @@ from .._errors import CellmixerError
 from .._version import __version__
 from ..demo import demo, print_demo_report
 from ..engine import TrainingInterrupted
-from . import _cellmixer, _centroids, _nuclei, _typed
+from . import _cellmixer, _centroids, _export, _nuclei, _typed, _view
 from ._options import add_output_options
 
 # One line per method: its module adds its sub-commands and runs them.
 COMMANDS = (_cellmixer, _nuclei, _typed, _centroids)
+# Commands on the models and results of every method (export, view), added the same way.
+TOOLS = (_export, _view)
 
 
 def _add_demo_parser(sub) -> None:
@@ -34,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "unsupervised masks), mix (look at artificial mixtures), train, predict, evaluate.")
     parser.add_argument("--version", action="version", version=f"cellmixer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
+    for module in (*COMMANDS, *TOOLS):
         before = set(sub.choices)
         module.add_parsers(sub)
         for name in set(sub.choices) - before:
