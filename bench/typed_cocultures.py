@@ -468,7 +468,7 @@ def model_row(name: str, train_options: dict, route: dict | None = None):
     folder exists), then type the test co-cultures with the route (``route`` changes its defaults)."""
     def row(args, fields, cocultures) -> dict:
         folder = args.output / "models" / name
-        options = {**train_options}
+        options = {**EXPERIMENT, **train_options}
         if args.iterations:
             options["iterations"] = args.iterations
         timer = Timer()
@@ -483,6 +483,9 @@ def model_row(name: str, train_options: dict, route: dict | None = None):
                 "predict_s_per_field": round(seconds, 2)}
     return row
 
+
+# Training settings every model row shares (besides the package's defaults).
+EXPERIMENT = dict(optimizer="adam", lr_schedule="poly", crop_size=192)
 
 ROWS: dict = {
     "peer": peer_row,

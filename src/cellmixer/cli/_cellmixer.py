@@ -37,7 +37,9 @@ def add_parsers(sub) -> None:
     group.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (default: %(default)s)")
     group.add_argument("--lam", type=float, default=0.5, help="weight of the first crop (default: %(default)s)")
     group.add_argument("--kind", choices=("blend", "mosaic"), default="blend",
-                       help="CellMixer mixup, or cells side by side (default: %(default)s)")
+                       help="CellMixer mixup, or cells side by side as training's --mixing mosaic (default: "
+                            "%(default)s)")
+    add_nuclear_options(group)
     group.add_argument("--seed", type=int, default=0)
     add_data_options(p)
     add_foreground_options(p)
@@ -97,6 +99,7 @@ def run(args, progress: bool) -> None:
         print(f"pseudo-labelled {len(rows)} images -> {args.output}")
     elif args.command == "mix":
         rows = mix(args.data, args.output, number=args.number, crop_size=args.crop_size, lam=args.lam, kind=args.kind,
+                   **nuclear_kwargs(args),
                    classes=args.classes, pattern=args.pattern, channel=args.channel, foreground=foreground_params(args),
                    seed=args.seed, overwrite=args.overwrite, progress=progress)
         print(f"wrote {len(rows)} mixtures -> {args.output}")

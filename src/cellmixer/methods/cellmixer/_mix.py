@@ -18,12 +18,12 @@ from ...io import (
     write_png,
     write_tiff,
 )
-from ...ops import ForegroundParams, mix_pair, mosaic_pair
-from ._data import load_pseudolabelled
+from ...ops import ForegroundParams, mix_pair
+from ._data import CropSampler, load_pseudolabelled
 
 
 def mix(data, output, *, number: int = 16, crop_size: int = 256, lam: float = 0.5, kind: str = "blend",
-        classes=None, pattern: str = "*", channel: int | None = None,
+        classes=None, pattern: str = "*", channel: int | None = None, nuclear=None, nuclear_channel=None,
         foreground: ForegroundParams | dict | None = None, seed: int = 0, overwrite: bool = False,
         progress: bool = True) -> list[dict]:
     """Make ``number`` artificial mixtures of two cultures of different classes, as training does.
@@ -44,14 +44,16 @@ def mix(data, output, *, number: int = 16, crop_size: int = 256, lam: float = 0.
     lam : float
         Mixup weight of the first crop (blend only).
     kind : {'blend', 'mosaic'}
-        CellMixer's mixup (:func:`mix_pair`) or cells placed side by side (:func:`mosaic_pair`).
-    classes, pattern, channel, foreground :
-        As for training.
+        CellMixer's mixup (:func:`mix_pair`) or the cells of both crops composed around their
+        nuclei or cell seeds (training's ``mixing='mosaic'``, :class:`CropSampler`).
+    classes, pattern, channel, nuclear, nuclear_channel, foreground :
+        As for training (the nuclear stain cuts the mosaics around the nuclei).
     seed : int
     overwrite, progress : bool
     """
     if kind not in ("blend", "mosaic"):
-        raise CellmixerError(f"--kind {kind}: choose 'blend' (CellMixer mixup) or 'mosaic' (cells side by side).")
+        raise CellmixerError(f"--kind {kind}: choose 'blend' (CellMixer mixup) or 'mosaic' (cells side by side, as "
+                             "training's --mixing mosaic).")
     if not 0 < lam < 1:
         raise CellmixerError(f"--lam {lam}: must be between 0 and 1.")
     if number < 1:
@@ -62,7 +64,9 @@ def mix(data, output, *, number: int = 16, crop_size: int = 256, lam: float = 0.
     names = [f"mixture_{i:03d}" for i in range(number)]
     check_overwrite([out / "mixtures.csv"] + [out / f"{n}{s}" for n in names for s in (".tif", "_masks.tif", ".png")],
                     overwrite=overwrite)
-    items = load_pseudolabelled(dataset, foreground=params, channel=channel, progress=progress)
+    items = load_pseudolabelled(dataset, foreground=params, channel=channel, seeds=kind == "mosaic", nuclear=nuclear,
+                                nuclear_channel=nuclear_channel, progress=progress)
+    sampler = CropSampler(items, len(dataset.classes) + 1, crop_size=crop_size, mixing=kind, augment_params=None)
     by_class = {}
     for item in items:
         by_class.setdefault(item.class_index, []).append(item)
@@ -82,7 +86,8 @@ def mix(data, output, *, number: int = 16, crop_size: int = 256, lam: float = 0.
         if kind == "blend":
             image, labels = mix_pair(*crop_a, *crop_b, lam=lam, normalize=False)
         else:
-            image, labels = mosaic_pair(*crop_a, *crop_b, normalize=False)
+            image, labels = sampler.mosaic(rng, (*crop_a, a.seeds[ya:ya + h, xa:xa + w]),
+                                           (*crop_b, b.seeds[yb:yb + h, xb:xb + w]))
         write_tiff(out / f"{name}.tif", image, overwrite=overwrite)
         write_tiff(out / f"{name}_masks.tif", labels, overwrite=overwrite)
         views = [overlay_labels(to_uint8(crop_a[0]), crop_a[1], colors), overlay_labels(to_uint8(crop_b[0]), crop_b[1], colors),
