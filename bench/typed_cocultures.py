@@ -288,15 +288,37 @@ def by_condition(scored, cocultures, types) -> dict:
 # ----------------------------------------------------------------------------------------------- rows
 def run_model_row(model, cocultures, route: dict) -> tuple[list[dict], list, float]:
     scored, results, seconds = [], [], []
+    route = dict(route)
+    stain = route.pop("stain", True)  # False: today's route without a stain (the model's own foreground, split)
+    if not stain:
+        route.pop("cells", None)
     for c in cocultures:
         t = time.perf_counter()
-        cells = cellmixer.segment_typed(model, c.phase, nuclear=c.stain, **route)
+        cells = cellmixer.segment_typed(model, c.phase, nuclear=c.stain if stain else None, **route)
         seconds.append((time.perf_counter() - t, c.phase.size))
         cell_types = {k + 1: cells.type_names[t] for k, t in enumerate(cells.types)}
         scored.append(score_image(c, cells.labels, cell_types, cells.nuclei))
         results.append(cells)
     per_field = [s / n * 1080 * 1280 for s, n in seconds]
     return scored, results, float(np.median(per_field))
+
+
+def adapted_model(args, folder, cocultures, route: dict, name: str) -> Path:
+    """The model adapted (``typed predict --adapt``) to the test co-cultures, as a user adapts it to the
+    images being analysed: their cells typed by the model itself, the confident ones its labels."""
+    out = args.output / "adapted" / name.replace(" ", "_")
+    if (out / "config.json").exists():
+        return out
+    from cellmixer.methods.typed import AdaptConfig, adapt_model
+
+    config = AdaptConfig()
+    chosen = np.unique(np.linspace(0, len(cocultures) - 1, min(len(cocultures), config.adapt_images)).round())
+    model = cellmixer.SegmentationModel.load(folder)
+    adapt_model(model, [(cocultures[i].phase, cocultures[i].stain, cocultures[i].name) for i in chosen.astype(int)],
+                out, config, segment=lambda image, stain, name: cellmixer.segment_typed(model, image, nuclear=stain,
+                                                                                      **route),
+                threads=args.threads, progress=False)
+    return out
 
 
 def save_overlays(out: Path, name: str, cocultures, results, count: int = 4) -> None:
@@ -316,6 +338,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
                         help="also score an existing model folder")
     parser.add_argument("--cells", default="grow", help="cell bodies of the route (nuclei, grow, graphcut)")
+    parser.add_argument("--route", default="{}", help="with --model: JSON of segment_typed options, e.g. "
+                                                      "'{\"augment\": true}' or '{\"stain\": false}'")
+    parser.add_argument("--adapt", action="store_true", help="with --model: adapt it to the test co-cultures first")
     parser.add_argument("--iterations", type=int, default=None, help="override every row's iterations")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -348,7 +373,10 @@ def main() -> None:
         save_json(args.json, report)
     for spec in args.model:
         name, folder = spec.split("=", 1)
-        scored, results, seconds = run_model_row(folder, cocultures, {"cells": args.cells})
+        route = {"cells": args.cells, **json.loads(args.route)}
+        if args.adapt:
+            folder = str(adapted_model(args, folder, cocultures, route, name))
+        scored, results, seconds = run_model_row(folder, cocultures, route)
         result = {**summarize(scored, cocultures, args.types), "by_condition": by_condition(scored, cocultures, args.types),
                   "predict_s_per_field": round(seconds, 2)}
         save_overlays(args.output, name, cocultures, results)
