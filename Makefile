@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test,formats]"
+	$(BIN)/python -m pip install --quiet -e ".[test,formats,napari,bioimageio]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -20,7 +20,12 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/cellmixer demo --output demo_output --overwrite
 
+# napari's canvas needs OpenGL even offscreen: the tests get it from an X server that pytest-xvfb starts.
+# Installed here when missing (as root, from Debian's packages); without it the napari viewer tests skip.
 test: install
+	@command -v Xvfb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && apt-get install -y -qq xvfb >/dev/null) ; } || \
+	  echo "Xvfb not installed: the napari viewer tests will be skipped (apt-get install xvfb)"
 	$(BIN)/python -m pytest
 
 clean:

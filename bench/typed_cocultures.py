@@ -288,15 +288,37 @@ def by_condition(scored, cocultures, types) -> dict:
 # ----------------------------------------------------------------------------------------------- rows
 def run_model_row(model, cocultures, route: dict) -> tuple[list[dict], list, float]:
     scored, results, seconds = [], [], []
+    route = dict(route)
+    stain = route.pop("stain", True)  # False: today's route without a stain (the model's own foreground, split)
+    if not stain:
+        route.pop("cells", None)
     for c in cocultures:
         t = time.perf_counter()
-        cells = cellmixer.segment_typed(model, c.phase, nuclear=c.stain, **route)
+        cells = cellmixer.segment_typed(model, c.phase, nuclear=c.stain if stain else None, **route)
         seconds.append((time.perf_counter() - t, c.phase.size))
         cell_types = {k + 1: cells.type_names[t] for k, t in enumerate(cells.types)}
         scored.append(score_image(c, cells.labels, cell_types, cells.nuclei))
         results.append(cells)
     per_field = [s / n * 1080 * 1280 for s, n in seconds]
     return scored, results, float(np.median(per_field))
+
+
+def adapted_model(args, folder, cocultures, route: dict, name: str) -> Path:
+    """The model adapted (``typed predict --adapt``) to the test co-cultures, as a user adapts it to the
+    images being analysed: their cells typed by the model itself, the confident ones its labels."""
+    out = args.output / "adapted" / name.replace(" ", "_")
+    if (out / "config.json").exists():
+        return out
+    from cellmixer.methods.typed import AdaptConfig, adapt_model
+
+    config = AdaptConfig()
+    chosen = np.unique(np.linspace(0, len(cocultures) - 1, min(len(cocultures), config.adapt_images)).round())
+    model = cellmixer.SegmentationModel.load(folder)
+    adapt_model(model, [(cocultures[i].phase, cocultures[i].stain, cocultures[i].name) for i in chosen.astype(int)],
+                out, config, segment=lambda image, stain, name: cellmixer.segment_typed(model, image, nuclear=stain,
+                                                                                      **route),
+                threads=args.threads, progress=False)
+    return out
 
 
 def save_overlays(out: Path, name: str, cocultures, results, count: int = 4) -> None:
@@ -316,6 +338,9 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
                         help="also score an existing model folder")
     parser.add_argument("--cells", default="grow", help="cell bodies of the route (nuclei, grow, graphcut)")
+    parser.add_argument("--route", default="{}", help="with --model: JSON of segment_typed options, e.g. "
+                                                      "'{\"augment\": true}' or '{\"stain\": false}'")
+    parser.add_argument("--adapt", action="store_true", help="with --model: adapt it to the test co-cultures first")
     parser.add_argument("--iterations", type=int, default=None, help="override every row's iterations")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -348,7 +373,10 @@ def main() -> None:
         save_json(args.json, report)
     for spec in args.model:
         name, folder = spec.split("=", 1)
-        scored, results, seconds = run_model_row(folder, cocultures, {"cells": args.cells})
+        route = {"cells": args.cells, **json.loads(args.route)}
+        if args.adapt:
+            folder = str(adapted_model(args, folder, cocultures, route, name))
+        scored, results, seconds = run_model_row(folder, cocultures, route)
         result = {**summarize(scored, cocultures, args.types), "by_condition": by_condition(scored, cocultures, args.types),
                   "predict_s_per_field": round(seconds, 2)}
         save_overlays(args.output, name, cocultures, results)
@@ -367,8 +395,7 @@ RINGS = ((0, 6), (6, 15), (15, 30), (30, 60))  # pixels outside the nucleus
 def nucleus_features(phase: np.ndarray, stain: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     """About 60 features per nucleus, as a CellProfiler pipeline measures them (MeasureObjectSizeShape,
     MeasureObjectIntensity, MeasureTexture, rings of MeasureObjectIntensity around the nucleus,
-    MeasureObjectNeighbors); intensities on each image's own scale (phase by its background, stain by
-    its percentiles)."""
+    MeasureObjectNeighbors): the stain as imaged, the phase image normalized by its background."""
     from skimage.feature import graycomatrix, graycoprops
     from skimage.measure import regionprops
     from scipy.spatial import cKDTree
@@ -376,8 +403,7 @@ def nucleus_features(phase: np.ndarray, stain: np.ndarray, nuclei: np.ndarray) -
     fg = extract_foreground(phase)
     mean, spread = background_stats(phase, fg)
     p = (phase - mean) / spread
-    lo, hi = np.percentile(stain, [1, 99.8])
-    s = (stain - lo) / max(hi - lo, 1e-6)
+    s = stain / 65535.0  # as CellProfiler scales a 16-bit image: the same stain reads the same in every field
     grad = ndi.gaussian_gradient_magnitude(p, 1.5)
     n = int(nuclei.max(initial=0))
     if n == 0:
@@ -402,7 +428,8 @@ def nucleus_features(phase: np.ndarray, stain: np.ndarray, nuclei: np.ndarray) -
     for r in props:
         v = r.image_intensity[r.image]
         q = np.quantile(v, [0.1, 0.5, 0.9])
-        crop = np.clip(r.image_intensity * 63, 0, 63).astype(np.uint8)
+        top = max(float(r.image_intensity.max()), 1e-9)
+        crop = np.clip(r.image_intensity / top * 63, 0, 63).astype(np.uint8)
         glcm = graycomatrix(crop, [1, 3], [0, np.pi / 2], levels=64, symmetric=True, normed=True)
         tex = [graycoprops(glcm, prop).mean() for prop in ("contrast", "homogeneity", "energy", "correlation")]
         stain_stats.append([v.mean(), v.std(), v.min(), v.max(), *q, v.sum(), *tex])
@@ -450,47 +477,53 @@ def peer_row(args, fields, cocultures) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- model rows
-# The settings of docs/benchmarks.md's CellMixer runs (bench/cellmixer_deepcell.py).
-DOCS_SETTINGS = dict(scale=0.5, crop_size=192, batch_size=8, iterations=6000, optimizer="adam", learning_rate=1e-3,
-                     lr_schedule="poly", model_options={"width": 16, "depth": 4})
-
-
 def training_folder(args, fields, types) -> Path:
-    """A class folder per type with links to its training fields' phase images."""
+    """A class folder per type with links to its training fields: ``<field>_phase.png`` and
+    ``<field>_nuclear.png`` (trained with ``pattern="*phase*"``, ``nuclear=("phase", "nuclear")``)."""
     root = args.output / "training_data"
     for t in types:
         (root / t).mkdir(parents=True, exist_ok=True)
         for name in TRAIN[t]:
-            link = root / t / (name.replace(" ", "_") + Path(FIELDS[name][0]).suffix)
-            if not link.exists():
-                link.symlink_to((args.data / FIELDS[name][0]).resolve())
+            for kind, file in zip(("phase", "nuclear"), FIELDS[name]):
+                link = root / t / (name.replace(" ", "_") + f"_{kind}" + Path(file).suffix)
+                if not link.exists():
+                    link.symlink_to((args.data / file).resolve())
     return root
 
 
 def model_row(name: str, train_options: dict, route: dict | None = None):
+    """Train a CellMixer model with the package's defaults changed by ``train_options`` (reused when its
+    folder exists), then type the test co-cultures with the route (``route`` changes its defaults)."""
     def row(args, fields, cocultures) -> dict:
         folder = args.output / "models" / name
-        options = {**train_options}
+        options = {**EXPERIMENT, **train_options}
         if args.iterations:
             options["iterations"] = args.iterations
         timer = Timer()
         if not (folder / "config.json").exists():
-            cellmixer.train(training_folder(args, fields, args.types), folder, threads=args.threads, progress=False,
-                            checkpoint_every=max(250, options.get("iterations", 2000) // 4), **options)
-        train_s = timer()
+            cellmixer.train(training_folder(args, fields, args.types), folder, pattern="*phase*",
+                            nuclear=("phase", "nuclear"), threads=args.threads, progress=False, **options)
+        train_s = json.loads((folder / "config.json").read_text())["training"].get("wall_time_s", timer())
         scored, results, seconds = run_model_row(str(folder), cocultures, {"cells": args.cells, **(route or {})})
         save_overlays(args.output, name, cocultures, results)
         return {**summarize(scored, cocultures, args.types), "by_condition": by_condition(scored, cocultures, args.types),
-                "train_s": train_s, "training": {k: v for k, v in options.items()},
+                "train_s": train_s, "training": options, "route": route or {},
                 "predict_s_per_field": round(seconds, 2)}
     return row
 
 
+# Training settings every model row shares (besides the package's defaults).
+EXPERIMENT = dict(optimizer="adam", lr_schedule="poly", crop_size=192)
+
 ROWS: dict = {
     "peer": peer_row,
-    "baseline": model_row("baseline", {**DOCS_SETTINGS, "mode": "baseline"}),
-    "cellmixer": model_row("cellmixer", {**DOCS_SETTINGS, "mode": "cellmixer"}),
+    "baseline": model_row("baseline", {"mode": "baseline"}),
+    "cellmixer (blend)": model_row("cellmixer_blend", {"mixing": "blend", "photometric": False}),
+    "mosaic": model_row("mosaic", {"mixing": "mosaic", "photometric": False}),
+    "both": model_row("both", {"mixing": "both", "photometric": False}),
+    "both + photometric": model_row("both_photometric", {"mixing": "both", "photometric": True}),
 }
+
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ no network and no real data. Anything that trains is session-scoped and tiny.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -136,3 +137,58 @@ def deepcell() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not available at {path}")
     return path
+
+
+def write_nuclei(folder: Path, *, count: int = 3, shape=(96, 96), seed: int = 0) -> Path:
+    """Fluorescence-like fields of bright round nuclei on a dark background (``n<i>.tif``)."""
+    from scipy import ndimage as ndi
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    for i in range(count):
+        cells = np.zeros(shape, bool)
+        for cy, cx in rng.uniform(10, min(shape) - 10, (8, 2)):
+            cells |= (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.uniform(4, 7) ** 2
+        image = ndi.gaussian_filter(cells.astype(float), 1.0) * 2000 + 300 + rng.normal(0, 30, shape)
+        tifffile.imwrite(folder / f"n{i}.tif", np.clip(image, 0, 65535).astype(np.uint16))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def model_kinds(culture_dir, tmp_path_factory) -> dict:
+    """One tiny model folder of each method (seconds of training each): kind -> folder.
+
+    ``cellmixer`` (cell types), ``nuclei`` (3 classes), ``typed`` (instance and type heads, trained on
+    COCO annotations of generated cultures) and ``centroids`` (a cell-centre detector trained on points).
+    """
+    from cellmixer.io import relabel_consecutive
+    from cellmixer.methods.cellmixer import train
+    from cellmixer.methods.centroids import train_centroids
+    from cellmixer.methods.nuclei import train_nuclei
+    from cellmixer.methods.typed import label_annotations, train_typed
+
+    root = tmp_path_factory.mktemp("model_kinds")
+    tiny = dict(model_options={"width": 4, "depth": 2}, batch_size=2, iterations=4, threads=1, progress=False)
+    train(culture_dir, root / "cellmixer", crop_size=32, foreground=DEMO_FOREGROUND, **tiny)
+    train_nuclei(write_nuclei(root / "nuclei_images"), root / "nuclei", crop_size=32, diameter_range=(6, 20), **tiny)
+    images, annotations, points = [], [], {}
+    rng = np.random.default_rng(0)
+    (root / "coco").mkdir()
+    for i, name in enumerate(("roundcell", "spindle", "roundcell", "spindle")):
+        image, instances, _ = synthetic_culture(name, shape=(64, 64), rng=rng)
+        file_name = f"{name}_{i}.tif"
+        tifffile.imwrite(root / "coco" / file_name, image)
+        labels = relabel_consecutive(instances)
+        images.append({"id": i + 1, "file_name": file_name, "height": 64, "width": 64})
+        annotations += label_annotations(labels, image_id=i + 1, category_ids=[1] * int(labels.max()),
+                                         first_id=len(annotations) + 1)
+        points[file_name] = np.array([np.argwhere(labels == k).mean(axis=0) for k in range(1, labels.max() + 1)])
+    coco = root / "coco" / "annotations.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "cell"}]}))
+    train_typed(coco, root / "typed", class_from="prefix", validation_fraction=0.25, crop_size=32,
+                checkpoint_every=2, **tiny)
+    train_centroids(sorted((root / "coco").glob("*.tif")), root / "centroids", points=points, sigma=3.0,
+                    crop_size=32, checkpoint_every=1000, **tiny)
+    return {kind: root / kind for kind in ("cellmixer", "nuclei", "typed", "centroids")}

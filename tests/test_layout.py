@@ -29,9 +29,12 @@ PACKAGE = SRC / "cellmixer"
 
 # Imports inside functions are allowed only of these top-level third-party packages: optional
 # dependencies, imported where they are needed so that the package works without them. Each entry says
-# which feature needs it.
+# which feature needs it. (The napari plugin, cellmixer/napari, imports napari at its top: only napari
+# imports that package.)
 OPTIONAL_IMPORTS: dict[str, str] = {
     "bioio": "reading CZI, ND2, LIF and OME-Zarr (io/_read.py), the extra cellmixer[formats]",
+    "bioimageio": "`cellmixer export --bioimageio` (bioimageio.spec; extra [bioimageio])",
+    "napari": "`cellmixer view` (extra [napari])",
 }
 
 

@@ -178,6 +178,7 @@ def test_typed_predict_with_paired_files_counts_per_image_and_folder(trained, co
     cells = _rows(out / "A1__field_phase_cells.csv")
     assert {"type", "score", "nucleus_area", "nucleus_mean_intensity", "area"} <= set(cells[0])
     assert all(float(r["area"]) >= float(r["nucleus_area"]) for r in cells)
+    assert all((r["uncertain"] == "True") == (float(r["score"]) < 0.5) for r in cells)
     settings = json.loads((out / "typed.json").read_text())
     assert settings["instance_source"] == "nuclei of the nuclear stain" and settings["nuclear"] == ["phase", "DAPI"]
 
@@ -259,3 +260,23 @@ def test_a_field_without_nuclei_and_a_type_absent_give_empty_rows(trained, tmp_p
     rows = predict_typed(folder, data, tmp_path / "out", pattern="*phase*", nuclear=("phase", "DAPI"), progress=False)
     assert rows[0]["cells"] == 0 and all(rows[0][name] == 0 for name in model.classes)
     assert _rows(tmp_path / "out" / "f_phase_cells.csv") == []
+
+
+def test_images_of_another_pixel_size_than_the_training_images_are_refused(trained, tmp_path, console):
+    _, folder = trained
+    model_folder = tmp_path / "model"
+    model_folder.mkdir()
+    config = json.loads((folder / "config.json").read_text())
+    config["pixel_size"] = 0.65
+    (model_folder / "config.json").write_text(json.dumps(config))
+    (model_folder / "weights.safetensors").write_bytes((folder / "weights.safetensors").read_bytes())
+    image, _, _ = synthetic_culture("epithelial", shape=(64, 64), seed=6)
+    tifffile.imwrite(tmp_path / "half.tif", image, resolution=(1 / 0.325, 1 / 0.325), resolutionunit="CENTIMETER",
+                     imagej=True, metadata={"unit": "um"})
+    result = console("typed", "predict", str(model_folder), str(tmp_path / "half.tif"), "--output", str(tmp_path / "o"),
+                     "--quiet")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "0.325 um per pixel" in result.stderr and "0.65" in result.stderr
+    ok = console("typed", "predict", str(model_folder), str(tmp_path / "half.tif"), "--pixel-size", "0.65",
+                 "--output", str(tmp_path / "o2"), "--quiet")
+    assert ok.returncode == 0, ok.stderr

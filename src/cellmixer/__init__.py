@@ -7,7 +7,8 @@ Each command of the ``cellmixer`` command line is a function here with the same 
 ``cellmixer typed train|predict|evaluate`` are :func:`train_typed`, :func:`predict_typed` and
 :func:`evaluate_typed` (:func:`segment_typed` and :func:`typed_instances` for arrays);
 ``cellmixer centroids label|train|predict|evaluate`` are :func:`label_centroids`, :func:`train_centroids`,
-:func:`predict_centroids` and :func:`evaluate_centroids` (:func:`segment_cells` for one array).
+:func:`predict_centroids` and :func:`evaluate_centroids` (:func:`segment_cells` for one array);
+``cellmixer export --bioimageio`` is :func:`export_bioimageio`.
 
 The package is layered; each layer imports only those below it::
 
@@ -18,6 +19,7 @@ from ._errors import CellmixerError
 from ._version import __version__
 from .demo import demo
 from .engine import SegmentationModel, Tiling, resolve_device
+from .export import export_bioimageio
 from .io import discover_dataset, read_image, read_labels
 from .methods.cellmixer import evaluate, mix, predict, pseudolabel, train
 from .methods.centroids import evaluate_centroids, label_centroids, predict_centroids, segment_cells, train_centroids
@@ -45,6 +47,7 @@ __all__ = [
     "discover_dataset",
     "evaluate",
     "evaluate_nuclei",
+    "export_bioimageio",
     "extract_foreground",
     "instance_scores",
     "label_nuclei",

@@ -42,7 +42,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("mix", help="write example artificial mixtures of two cultures",
                        description="Blend (or place side by side) crops of two cell types as training does.")
     p.add_argument("data", help="folder with one sub-folder of images per cell type")
-    add_settings(p.add_argument_group("mixtures"), MixSettings)
+    group = p.add_argument_group("mixtures")
+    add_settings(group, MixSettings)
+    add_nuclear_options(group)
     add_data_options(p)
     add_foreground_options(p)
     add_output_options(p)
@@ -95,8 +97,8 @@ def run(args, progress: bool) -> None:
         print(f"pseudo-labelled {len(rows)} images -> {args.output}")
     elif args.command == "mix":
         rows = mix(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,
-                   foreground=foreground_params(args), overwrite=args.overwrite, progress=progress,
-                   **settings_args(args, MixSettings))
+                   **nuclear_kwargs(args), foreground=foreground_params(args), overwrite=args.overwrite,
+                   progress=progress, **settings_args(args, MixSettings))
         print(f"wrote {len(rows)} mixtures -> {args.output}")
     elif args.command == "train":
         model = train(args.data, args.output, classes=args.classes, pattern=args.pattern, channel=args.channel,

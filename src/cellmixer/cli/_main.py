@@ -14,11 +14,13 @@ from .._errors import CellmixerError, is_out_of_memory
 from .._version import __version__
 from ..demo import demo, print_demo_report
 from ..engine import OptimizationSettings, TrainingInterrupted
-from . import _cellmixer, _centroids, _nuclei, _typed
+from . import _cellmixer, _centroids, _export, _nuclei, _typed, _view
 from ._options import add_output_options, add_settings
 
 # One line per method: its module adds its sub-commands and runs them.
 COMMANDS = (_cellmixer, _nuclei, _typed, _centroids)
+# Commands on the models and results of every method (export, view), added the same way.
+TOOLS = (_export, _view)
 
 # Exit status of the command (README: "What you can rely on").
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cellmixer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
+    for module in (*COMMANDS, *TOOLS):
         before = set(sub.choices)
         module.add_parsers(sub)
         for name in set(sub.choices) - before:

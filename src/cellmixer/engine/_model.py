@@ -72,6 +72,8 @@ class ModelConfig:
                                         check=_channel_need)
     input_scale: float = setting(1.0, "images are resized by this factor for the network, e.g. 0.5 for large cells",
                                  at_least=0.05, at_most=4, cli=False)
+    pixel_size: float | None = setting(None, "micrometres per pixel of the training images", kind=float, above=0,
+                                       at_most=10_000, cli=False)
 
 
 def check_model_config(config, path, *, fix: str = "restore the file from the trained model") -> None:
@@ -132,6 +134,10 @@ _TILE_SIZE = field_of(Tiling, "tile_size")
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+# An image's pixel size may differ from the training images' by this factor before it is refused.
+PIXEL_SIZE_TOLERANCE = (0.8, 1.25)
 
 
 class SegmentationModel:
@@ -225,6 +231,25 @@ class SegmentationModel:
     @property
     def input_scale(self) -> float:
         return float(self.config.get("input_scale", 1.0))
+
+    @property
+    def pixel_size(self) -> float | None:
+        """Micrometres per pixel of the training images, when their files recorded it."""
+        value = self.config.get("pixel_size")
+        return float(value) if value is not None else None
+
+    def check_pixel_size(self, pixel_size, where) -> None:
+        """Refuse an image whose pixels are of another size than the training images' (both known):
+        its cells would have another size in pixels than the cells the model learnt."""
+        trained = self.pixel_size
+        if trained is None or pixel_size is None:
+            return
+        size = float(pixel_size[-1] if isinstance(pixel_size, (tuple, list)) else pixel_size)
+        if not PIXEL_SIZE_TOLERANCE[0] <= size / trained <= PIXEL_SIZE_TOLERANCE[1]:
+            raise CellmixerError(
+                f"{where}: {size:g} um per pixel, but the model was trained on images of {trained:g} um per pixel; "
+                f"resample the image by {size / trained:.3g} (or train on images of this magnification), or give "
+                "--pixel-size if the file's calibration is wrong.")
 
     # ----------------------------------------------------------------------------- files
     def save(self, folder, *, overwrite: bool = False) -> Path:

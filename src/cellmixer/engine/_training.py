@@ -386,7 +386,8 @@ class Training:
     selects_best: bool = False         # keep the weights with the lowest validation loss
     resume_defaults: dict | None = None  # settings that older checkpoints lack
     # model.config entries that a checkpoint keeps to rebuild the run
-    checkpoint_keys = ("task", "types", "classes", "architecture", "normalization", "channel", "input_scale")
+    checkpoint_keys = ("task", "types", "classes", "architecture", "normalization", "channel", "input_scale",
+                       "pixel_size")
 
     def __init__(self, config: OptimizationSettings, output, *, device="auto", threads: int | None = None,
                  resume: bool = False, overwrite: bool = False, progress: bool = True):

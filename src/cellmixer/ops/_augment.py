@@ -72,14 +72,15 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         image = ndi.gaussian_filter(image, rng.uniform(*params.blur_sigma), truncate=3.0)
     if rng.random() < params.noise_probability:
         image = image + rng.normal(0, rng.uniform(*params.noise_std), image.shape).astype(np.float32)
-    if rng.random() < params.contrast_split_probability:
+    # (a change with probability 0 draws no random number: the other augmentations stay as they were)
+    if params.contrast_split_probability and rng.random() < params.contrast_split_probability:
         low, high = np.log(params.contrast_split)
         bright, dark = np.exp(rng.uniform(low, high, 2)).astype(np.float32)
         image = np.where(image > 0, image * bright, image * dark)
     if rng.random() < params.intensity_probability:
         contrast = np.exp(rng.uniform(np.log(params.contrast[0]), np.log(params.contrast[1])))
         image = image * np.float32(contrast) + np.float32(rng.uniform(-params.brightness, params.brightness))
-    if rng.random() < params.illumination_probability:
+    if params.illumination_probability and rng.random() < params.illumination_probability:
         image = image + np.float32(rng.uniform(0, params.illumination_amplitude)) * _smooth_field(image.shape, rng)
     return image, labels
 

@@ -171,9 +171,10 @@ class CropSampler:
         sl = (slice(y, y + c), slice(x, x + c))
         return item.image[sl], item.labels[sl], None if item.seeds is None else item.seeds[sl]
 
-    def _mosaic(self, rng, first, second) -> tuple[np.ndarray, np.ndarray]:
+    def mosaic(self, rng, first, second) -> tuple[np.ndarray, np.ndarray]:
+        """Two crops ``(image, labels, seeds)`` of one shape composed cell by cell, in a random pattern."""
         (image1, labels1, seeds1), (image2, labels2, seeds2) = first, second
-        c = self.crop_size
+        h, w = image1.shape
         centres = [_centres(s) for s in (seeds1, seeds2)]
         pattern = MOSAIC_PATTERNS[rng.integers(len(MOSAIC_PATTERNS))]
         if pattern == "scatter":
@@ -182,13 +183,14 @@ class CropSampler:
         else:
             if pattern == "islands":  # smooth noise: a coarse grid of 3 to 8 cells a side, enlarged
                 n = int(rng.integers(3, 9))
-                noise = ndi.zoom(rng.normal(size=(n, n)), c / n, order=1, grid_mode=True, mode="nearest")[:c, :c]
+                noise = ndi.zoom(rng.normal(size=(n, n)), (h / n, w / n), order=1, grid_mode=True,
+                                 mode="nearest")[:h, :w]
                 region = noise > np.quantile(noise, rng.uniform(0.3, 0.7))
-            else:
+            else:  # the two sides of a line through the middle, at any angle
                 angle = rng.uniform(0, 2 * np.pi)
-                yy, xx = np.mgrid[:c, :c]
-                region = np.cos(angle) * (xx - c / 2) + np.sin(angle) * (yy - c / 2) < rng.uniform(-0.3, 0.3) * c
-            inside = [region[np.clip(p[:, 0].astype(int), 0, c - 1), np.clip(p[:, 1].astype(int), 0, c - 1)]
+                yy, xx = np.mgrid[:h, :w]
+                region = np.cos(angle) * (xx - w / 2) + np.sin(angle) * (yy - h / 2) < rng.uniform(-0.3, 0.3) * min(h, w)
+            inside = [region[np.clip(p[:, 0].astype(int), 0, h - 1), np.clip(p[:, 1].astype(int), 0, w - 1)]
                       for p in centres]
             chosen = [inside[0], ~inside[1]]
         selected = [np.concatenate([[False], k]) for k in chosen]
@@ -206,7 +208,7 @@ class CropSampler:
             others = [k for k in self.classes if k != first]
             crop2 = self._crop(rng, others[rng.integers(len(others))])
             if self.mixing == "mosaic" or (self.mixing == "both" and rng.random() < 0.5):
-                image, labels = self._mosaic(rng, crop, crop2)
+                image, labels = self.mosaic(rng, crop, crop2)
             else:
                 image, labels = mix_pair(image, labels, *crop2[:2], lam=self.lam, normalize=False)
                 image = image / np.float32(math.sqrt(self.lam**2 + (1 - self.lam) ** 2))

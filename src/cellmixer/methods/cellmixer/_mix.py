@@ -22,8 +22,8 @@ from ...io import (
     write_png,
     write_tiff,
 )
-from ...ops import ForegroundParams, mix_pair, mosaic_pair
-from ._data import load_pseudolabelled
+from ...ops import ForegroundParams, mix_pair
+from ._data import CropSampler, load_pseudolabelled
 from ._train import TrainingConfig
 
 
@@ -34,7 +34,8 @@ class MixSettings:
     number: int = setting(16, "mixtures to write", at_least=1, at_most=100_000, flag=("--number", "-n"))
     crop_size: int = setting_like(OptimizationSettings, "crop_size", 256, help="crop side in pixels")
     lam: float = setting_like(TrainingConfig, "lam", 0.5, help="weight of the first crop")
-    kind: str = setting("blend", "CellMixer mixup, or cells side by side", choices=("blend", "mosaic"))
+    kind: str = setting("blend", "CellMixer mixup, or cells side by side as training's --mixing mosaic",
+                        choices=("blend", "mosaic"))
     seed: int = setting_like(OptimizationSettings, "seed", 0, help="seeds the choice of crops")
 
     def __post_init__(self):
@@ -43,9 +44,9 @@ class MixSettings:
 
 @locks_outputs
 @takes_settings(MixSettings)
-def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None = None,
-        foreground: ForegroundParams | dict | None = None, overwrite: bool = False, progress: bool = True,
-        **settings) -> list[dict]:
+def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None = None, nuclear=None,
+        nuclear_channel=None, foreground: ForegroundParams | dict | None = None, overwrite: bool = False,
+        progress: bool = True, **settings) -> list[dict]:
     """Make ``number`` artificial mixtures of two cultures of different classes, as training does.
 
     Writes ``mixture_NNN.tif`` (float32 image), ``mixture_NNN_masks.tif`` (uint8 class map),
@@ -64,9 +65,10 @@ def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None =
     lam : float
         Mixup weight of the first crop (blend only).
     kind : {'blend', 'mosaic'}
-        CellMixer's mixup (:func:`mix_pair`) or cells placed side by side (:func:`mosaic_pair`).
-    classes, pattern, channel, foreground :
-        As for training.
+        CellMixer's mixup (:func:`mix_pair`) or the cells of both crops composed around their
+        nuclei or cell seeds (training's ``mixing='mosaic'``, :class:`CropSampler`).
+    classes, pattern, channel, nuclear, nuclear_channel, foreground :
+        As for training (the nuclear stain cuts the mosaics around the nuclei).
     seed : int
     overwrite, progress : bool
     """
@@ -78,7 +80,9 @@ def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None =
     names = [f"mixture_{i:03d}" for i in range(number)]
     check_overwrite([out / "mixtures.csv"] + [out / f"{n}{s}" for n in names for s in (".tif", "_masks.tif", ".png")],
                     overwrite=overwrite)
-    items = load_pseudolabelled(dataset, foreground=params, channel=channel, progress=progress)
+    items = load_pseudolabelled(dataset, foreground=params, channel=channel, seeds=kind == "mosaic", nuclear=nuclear,
+                                nuclear_channel=nuclear_channel, progress=progress)
+    sampler = CropSampler(items, len(dataset.classes) + 1, crop_size=crop_size, mixing=kind, augment_params=None)
     by_class = {}
     for item in items:
         by_class.setdefault(item.class_index, []).append(item)
@@ -98,7 +102,8 @@ def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None =
         if kind == "blend":
             image, labels = mix_pair(*crop_a, *crop_b, lam=lam, normalize=False)
         else:
-            image, labels = mosaic_pair(*crop_a, *crop_b, normalize=False)
+            image, labels = sampler.mosaic(rng, (*crop_a, a.seeds[ya:ya + h, xa:xa + w]),
+                                           (*crop_b, b.seeds[yb:yb + h, xb:xb + w]))
         write_tiff(out / f"{name}.tif", image, overwrite=overwrite)
         write_tiff(out / f"{name}_masks.tif", labels, overwrite=overwrite)
         views = [overlay_labels(to_uint8(crop_a[0]), crop_a[1], colors), overlay_labels(to_uint8(crop_b[0]), crop_b[1], colors),

@@ -2,15 +2,59 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..._errors import CellmixerError
 from ..._settings import given_settings, setting, settings_from, takes_settings
 from ...engine import OptimizationSettings, SegmentationModel, Training, stored_architecture
 from ..._progress import note
-from ...io import ImageDataset, describe_images, discover_dataset, locks_outputs
-from ...ops import AugmentParams, ForegroundParams, tversky_loss
+from ...io import ImageDataset, describe_images, discover_dataset, locks_outputs, open_image, read_nuclear
+from ...ops import AugmentParams, ForegroundParams, median_diameter, nuclei_of_stain, tversky_loss
 from ._data import MIXINGS, CropSampler, load_pseudolabelled
+
+
+# scale "auto": the factor that makes the median nucleus this many pixels wide for the network (the DeepCell
+# cultures' 28-pixel nuclei at 0.5, the scale docs/benchmarks.md measured).
+AUTO_NUCLEUS_DIAMETER = 14.0
+SCALE_RANGE = (0.05, 4.0)
+
+
+def _scale_need(value) -> str | None:
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not SCALE_RANGE[0] <= value <= SCALE_RANGE[1]:
+        return f"give auto or a factor between {SCALE_RANGE[0]:g} and {SCALE_RANGE[1]:g}"
+    return None
+
+
+def _scale_text(text: str):
+    """``--scale``: ``auto`` or a number."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("give auto or a factor such as 0.5") from None
+
+
+def auto_scale(paths, *, nuclear=None, nuclear_channel=None, sample: int = 4) -> float | None:
+    """The ``scale`` that brings the median nucleus of the images' stain to :data:`AUTO_NUCLEUS_DIAMETER`
+    pixels (from up to ``sample`` images spread over ``paths``); None without a stain."""
+    if nuclear is None and nuclear_channel is None:
+        return None
+    chosen = [paths[int(i)] for i in np.unique(np.linspace(0, len(paths) - 1, min(sample, len(paths))).round())]
+    diameters = []
+    for path in chosen:
+        stain, _ = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel)
+        diameter = median_diameter(nuclei_of_stain(stain))
+        if diameter > 0:
+            diameters.append(diameter)
+    if not diameters:
+        return None
+    return float(np.clip(round(AUTO_NUCLEUS_DIAMETER / float(np.median(diameters)), 2), *SCALE_RANGE))
 
 
 @dataclass
@@ -27,8 +71,9 @@ class TrainingConfig(OptimizationSettings):
     tversky_beta: float = setting(0.7, "weight of false negatives", at_least=0)
     boundary_ignore: int = setting(0, "leave pseudo-label pixels this close to an outline out of the loss",
                                    at_least=0)
-    scale: float = setting(1.0, "resize images by this factor for the network, e.g. 0.5 for large cells",
-                           at_least=0.05, at_most=4)
+    scale: float | str = setting("auto", "resize images by this factor for the network, e.g. 0.5 for large cells; "
+                                      "auto: nuclei of the stain become about 14 pixels wide (1 without a stain)",
+                                 check=_scale_need, parse=_scale_text)
     mixing: str = setting("blend", "how two cultures are mixed: blend (CellMixer's mixup), mosaic (cells of both "
                                    "side by side and touching, as in a confluent co-culture; cut around the nuclei "
                                    "of --nuclear-replace/--nuclear-channel, or around the foreground's cells), or "
@@ -40,6 +85,12 @@ class TrainingConfig(OptimizationSettings):
         super().validate()
         if self.tversky_alpha + self.tversky_beta <= 0:
             self.bad("tversky_alpha", self.tversky_alpha, "alpha and beta must not both be 0")
+
+
+def training_pixel_size(paths) -> float | None:
+    """The median pixel size (micrometres, along x) of the images whose files record one, or None."""
+    sizes = [size[1] for size in (open_image(path).pixel_size for path in paths) if size is not None]
+    return float(np.median(sizes)) if sizes else None
 
 
 class CellMixerTraining(Training):
@@ -100,6 +151,11 @@ class CellMixerTraining(Training):
             for line in describe_images(by_class):
                 note(line)
         config = self.config
+        if config.scale == "auto":
+            found = auto_scale(self.dataset.paths, nuclear=self.nuclear, nuclear_channel=self.nuclear_channel)
+            config.scale = 1.0 if found is None else found
+            note(f"--scale auto: {config.scale:g}" + (" (no nuclear stain given)" if found is None else
+                                                     f" (nuclei of the stain {AUTO_NUCLEUS_DIAMETER:g} pixels wide)"))
         self.images = load_pseudolabelled(self.dataset, foreground=self.foreground, channel=self.channel,
                                           scale=config.scale, min_size=config.crop_size,
                                           boundary_ignore=config.boundary_ignore,
@@ -108,10 +164,12 @@ class CellMixerTraining(Training):
                                           progress=self.progress)
 
     def new_model(self):
-        return SegmentationModel.new(
+        model = SegmentationModel.new(
             self.dataset.classes, architecture=self.architecture, channel=self.channel, input_scale=self.config.scale,
             seed=self.config.seed, normalization={"method": "background", "foreground": self.foreground.to_dict()},
             **self.model_options)
+        model.config["pixel_size"] = training_pixel_size(self.dataset.paths)
+        return model
 
     def objective(self, model):
         config = self.config
@@ -191,10 +249,12 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         Train the decoder only; the (pretrained) encoder stays as it is.
     encoder_lr_scale : float
         Fine-tune the encoder at ``learning_rate * encoder_lr_scale`` (e.g. 0.1).
-    scale : float
+    scale : float or 'auto'
         Resize images by this factor for the network (e.g. 0.5 for large cells at high
         magnification); pseudo-labels are found at full resolution and predictions are returned at
-        it. Saved in the model as ``input_scale``.
+        it. Saved in the model as ``input_scale``. ``'auto'``: the factor that makes the median
+        nucleus of the nuclear stain (``nuclear``, ``nuclear_channel``) 14 pixels wide; 1 without
+        a stain.
     iterations, batch_size, crop_size : int
         Optimisation steps, crops per step, crop side in pixels.
     optimizer : {'sgd', 'adam'}

@@ -2,7 +2,7 @@
 probabilities over the cells of any instance source) or from COCO annotations (one U-Net with an
 instance head and a type head); label images, tables, GeoJSON, COCO results and overlays out."""
 
-from ._adapt import AdaptConfig, adaptation_target
+from ._adapt import AdaptConfig, adapt_model, adaptation_target
 from ._assign import TypedInstances, cells_of_nuclei, typed_instances
 from ._classes import ClassSource, prefix_class, read_class_table
 from ._coco import (
@@ -26,6 +26,7 @@ __all__ = [
     "Typed",
     "AdaptConfig",
     "adaptation_target",
+    "adapt_model",
     "NuclearRoute",
     "cells_of_nuclei",
     "ClassSource",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._errors import CellmixerError
+from ..._progress import progress_bar
 from ..._settings import setting, setting_like
 from ...engine import LabelledImage, OptimizationSettings, SegmentationModel, TileSampler, Training
 from ...ops import IGNORE, rescale_image, tversky_loss
@@ -91,3 +92,33 @@ class AdaptTraining(Training):
 
     def title(self):
         return f"adapted to {len(self.items)} images"
+
+
+def adapt_model(model: SegmentationModel, fields, output, config: AdaptConfig, *, segment, tiling=None,
+                progress: bool = True, **run) -> SegmentationModel:
+    """Fine-tune a copy of ``model`` on the confidently typed cells of ``fields`` and save it in ``output``.
+
+    Parameters
+    ----------
+    model : SegmentationModel
+        A CellMixer model.
+    fields : iterable of (image, stain, name)
+        The images to adapt to (``stain`` may be None).
+    output : Path
+        Folder of the adapted model.
+    config : AdaptConfig
+    segment : callable
+        ``segment(image, stain, name) -> TypedInstances``: how the cells are typed.
+    tiling : Tiling, optional
+        The sliding window of the model's probabilities.
+    progress : bool
+    **run
+        ``device``, ``threads``, ``overwrite`` of the training.
+    """
+    examples = []
+    for image, stain, name in progress_bar(list(fields), desc="typing cells to adapt on", unit="image",
+                                           enabled=progress):
+        cells = segment(image, stain, name)
+        _, probs = model.predict(image, probabilities=True, tiling=tiling)
+        examples.append((image, adaptation_target(cells, probs[0], confidence=config.confidence)))
+    return AdaptTraining(model, examples, output, config, progress=progress, **run).fit()

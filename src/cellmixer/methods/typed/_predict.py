@@ -10,7 +10,6 @@ from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
 from ..._errors import CellmixerError
-from ..._progress import progress_bar
 from ..._settings import split_settings, takes_settings
 from ..._version import __version__
 from ...engine import (
@@ -25,7 +24,7 @@ from ...io import find_mask, locks_outputs, read_image, read_labels, read_nuclea
 from ...methods.centroids import segment_cells
 from ...methods.nuclei import load_nucleus_model, segment_nuclei
 from ...ops import InstanceSettings, instances_from_classes, split_foreground
-from ._adapt import AdaptConfig, AdaptTraining, adaptation_target
+from ._adapt import AdaptConfig, adapt_model
 from ._assign import TypedInstances, cells_of_nuclei, typed_instances
 from ._coco import read_coco
 from ._nuclei import NuclearRoute, cell_source, nucleus_source
@@ -278,7 +277,11 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
     writer = typed_writer(out, names, overlays=overlays, overwrite=overwrite)
 
     def number(found):
-        """COCO image ids (by output stem, unique): those of the ``coco`` file, else 1..n in input order."""
+        """Refuse images of another pixel size than the model's; COCO image ids (by output stem, unique):
+        those of the ``coco`` file, else 1..n in input order."""
+        for item in found:
+            if item.plane is not None:
+                model.check_pixel_size(item.plane.image.pixel_size, item)
         image_ids.update({item.stem: i for i, item in enumerate(found, start=1)})
         if coco is not None:
             listed = {Path(im.file_name).name: im.id for im in read_coco(coco, require_images=False).images}
@@ -300,18 +303,13 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
         return segment_typed(model, image, nuclear=stain, instances=source, min_distance=min_distance,
                              min_area=min_area, tiling=tiling, stem=stem, **asdict(route))
 
-    def adapt_model(found, out):
+    def adapt(found, out):
         nonlocal model
         chosen = [found[int(i)] for i in np.unique(np.linspace(0, len(found) - 1, min(len(found), config.adapt_images))
                                                    .round())]
-        examples = []
-        for item in progress_bar(chosen, desc="typing cells to adapt on", unit="image", enabled=progress):
-            image, stain = read(item)
-            cells = segment(image, stain, item.stem)
-            _, probs = model.predict(image, probabilities=True, tiling=tiling)
-            examples.append((image, adaptation_target(cells, probs[0], confidence=config.confidence)))
-        model = AdaptTraining(model, examples, out / ADAPTED_MODEL, config, device=model.device,
-                              overwrite=overwrite or resume, progress=progress).fit()
+        model = adapt_model(model, ((*read(item), item.stem) for item in chosen), out / ADAPTED_MODEL, config,
+                            segment=segment, tiling=tiling, progress=progress, device=model.device,
+                            overwrite=overwrite or resume)
         model.to(device)
 
     def process(item, stem):
@@ -353,7 +351,7 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
                       settings_file=SETTINGS_FILE, settings=settings,
                       extra_files=[RESULTS_FILE, FOLDER_COUNTS_FILE, *writer.run_outputs,
                                    *([f"{ADAPTED_MODEL}/config.json"] if config is not None else [])],
-                      on_inputs=number, before_work=adapt_model if config is not None else None,
+                      on_inputs=number, before_work=adapt if config is not None else None,
                       overwrite=overwrite, resume=resume, restore=restore, progress=progress, desc="typed cells")
     write_json(out / RESULTS_FILE, results, overwrite=overwrite)
     write_csv(out / FOLDER_COUNTS_FILE, counts_per_folder(rows, names), overwrite=overwrite,

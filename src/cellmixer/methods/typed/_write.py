@@ -14,6 +14,9 @@ from ...ops import OBJECT_FIELDS, cell_measurements, object_table
 from ._assign import TypedInstances
 from ._coco import label_annotations
 
+# A cell whose type has a mean probability below this over its body is marked uncertain: a type the model
+# does not know, a cell between two types, or debris (docs/benchmarks.md: scores of right and wrong types).
+UNCERTAIN_SCORE = 0.5
 CELL_FIELDS = ("label", "type", "score", "objectness", *OBJECT_FIELDS[1:], "mean_intensity")
 TABLE_SUFFIX, TYPES_SUFFIX = "_cells.csv", "_types.tif"
 
@@ -75,7 +78,8 @@ def write_typed(out, stem, image: np.ndarray, cells: TypedInstances, *, stain=No
     (writer.output / name).parent.mkdir(parents=True, exist_ok=True)
     write_labels(writer.output / f"{name}{TYPES_SUFFIX}", cells.type_map(),
                  pixel_size=plane.image.pixel_size if plane is not None else None, overwrite=writer.overwrite)
-    columns = {"objectness": [round(float(v), 6) for v in cells.objectness]}
+    columns = {"objectness": [round(float(v), 6) for v in cells.objectness],
+               "uncertain": [bool(v) for v in cells.scores < UNCERTAIN_SCORE]}
     if cells.nuclei is not None:
         columns.update(nucleus_columns(cells, stain, pixel_size=plane.image.pixel_size if plane is not None else None))
     writer.write(stem, image, cells.labels, types=cells.types, scores=cells.scores, columns=columns,
