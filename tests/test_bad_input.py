@@ -58,6 +58,14 @@ def assert_one_line(status, err, needles):
         assert needle in lines[0], (needle, lines[0])
 
 
+def assert_error_after_notes(status, err, needles):
+    """A run that started (and said what it runs with: ``cellmixer: ...`` notes) and then failed: its
+    last line is the one-line error."""
+    *notes, last = err.strip("\n").split("\n")
+    assert all(line.startswith("cellmixer: ") for line in notes), err
+    assert_one_line(status, last, needles)
+
+
 def untrained(folder: Path, classes, *, task=None, architecture="unet", normalization=None, **extra) -> Path:
     model = SegmentationModel.new(classes, architecture=architecture, width=2, depth=1,
                                   normalization=normalization or {"method": "background",
@@ -465,7 +473,7 @@ def test_resume_says_what_it_changes(capsys, world, run_folder, tmp_path):
 def test_a_diverging_training_stops_naming_the_learning_rate(capsys, world, tmp_path):
     status, _, err = run_cli(capsys, ["train", world["data"], "-o", tmp_path / "m", *TINY, "--learning-rate", "1e30",
                                       "--precision", "fp32"])
-    assert_one_line(status, err, ["training diverged at iteration", "--learning-rate", "1e+30"])
+    assert_error_after_notes(status, err, ["training diverged at iteration", "--learning-rate", "1e+30"])
     assert not (tmp_path / "m" / "config.json").exists()
 
 
@@ -546,8 +554,8 @@ def test_allocation_failures_name_the_options(capsys, world, tmp_path, monkeypat
 
     monkeypatch.setattr(UNet, "forward", out_of_memory)
     status, _, err = run_cli(capsys, ["train", world["data"], "-o", tmp_path / "m", *TINY])
-    assert_one_line(status, err, ["training batch of 1 crops of 32x32 pixels: out of memory (128.0 GiB asked)",
-                                  "--batch-size or --crop-size"])
+    assert_error_after_notes(status, err, ["training batch of 1 crops of 32x32 pixels: out of memory (128.0 GiB "
+                                           "asked)", "--batch-size or --crop-size"])
     status, _, err = run_cli(capsys, ["predict", world["models"] / "cellmixer", world["image"], "-o", tmp_path / "p"])
     assert_one_line(status, err, ["predicting a 64x64 image", "out of memory", "--tile-size or --batch-size"])
     real_init = UNet.__init__

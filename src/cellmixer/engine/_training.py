@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._errors import CellmixerError, out_of_memory
-from .._progress import note, progress_bar
+from .._progress import note, notes_held, progress_bar
 from .._settings import check_mapping, check_settings, flag_of, given_settings, setting, spec
 from ..io import output_locks, prepare_output_dir
 from ..models import (
@@ -24,7 +24,6 @@ from ..models import (
     WEIGHTS_FILE,
     VisionTransformer,
     check_network,
-    check_options,
     load_pretrained_encoder,
 )
 from ._checkpoint import (
@@ -135,14 +134,14 @@ def _shown(value) -> str:
 
 
 def resume_settings(checkpoint_dir, settings_class, *, task: str | None, given: dict | None = None,
-                    conflicts=None, defaults: dict | None = None, notes: list | None = None):
+                    conflicts=None, defaults: dict | None = None):
     """The metadata of a checkpoint to resume and its training settings (``settings_class``, with
     ``defaults`` for settings older checkpoints lack), both checked. A checkpoint of another kind of
     training is refused, naming the command that resumes it.
 
     ``given`` are the settings given for the resumed run: a larger ``iterations`` extends it and the
-    settings of :data:`CHANGEABLE_ON_RESUME` are applied (both are said in ``notes``, for the user
-    once the run starts); any other that differs from the stored run is refused, as are the
+    settings of :data:`CHANGEABLE_ON_RESUME` are applied (both are said); any other that differs
+    from the stored run is refused, as are the
     ``conflicts(meta)`` found besides the settings (``(option with its value, stored value)``, e.g.
     :meth:`Training.resume_conflicts`).
     """
@@ -166,7 +165,6 @@ def resume_settings(checkpoint_dir, settings_class, *, task: str | None, given: 
     config = settings_class(**{f.name: stored[f.name] for f in fields(settings_class)})
     differ = list(conflicts(meta)) if conflicts is not None else []
     options = {f.name: f for f in fields(settings_class)}
-    notes = [] if notes is None else notes
     for name in [n for n in options if n in (given or {})]:
         value = given[name]
         if not spec(options[name]).get("cli") and name != "precision":
@@ -180,9 +178,9 @@ def resume_settings(checkpoint_dir, settings_class, *, task: str | None, given: 
                 raise CellmixerError(f"--resume: --iterations {value} is fewer than the {old} of the run in "
                                      f"{checkpoint_dir.parent}; leave it out to finish that run, or give more to "
                                      "extend it.")
-            notes.append(f"extending the run in {checkpoint_dir.parent} from {old} to {value} iterations.")
+            note(f"extending the run in {checkpoint_dir.parent} from {old} to {value} iterations.")
         elif name in CHANGEABLE_ON_RESUME:
-            notes.append(f"the resumed run uses {flag} {_shown(value)} (it had {_shown(old)}).")
+            note(f"the resumed run uses {flag} {_shown(value)} (it had {_shown(old)}).")
         else:
             differ.append((f"{flag} {_shown(value)}", _shown(old)))
             continue
@@ -445,35 +443,41 @@ class Training:
 
     def fit(self):
         """Train (or resume), save the model folder and its record; returns the model. The model
-        folder is locked while it runs (:func:`cellmixer.io.prepare_output_dir`)."""
+        folder is locked while it runs (:func:`cellmixer.io.prepare_output_dir`); what the run says
+        about its settings is said once its inputs are checked (:func:`notes_held`)."""
         with output_locks():
-            return self._fit()
+            with notes_held():
+                out, model, run, (next_batch, loss_fn, validate) = self._start()
+            run.run(next_batch, loss_fn, validate=validate, desc=self.description, progress=self.progress,
+                    start_time=self.start_time)
+            return self._finish(out, model, run)
 
-    def _fit(self):
+    def _start(self):
+        """Everything before the optimisation loop: the folder, the resumed run or the refusal, the data,
+        the model, the objective."""
         config = self.config
         out = prepare_output_dir(self.output)
         checkpoint_dir = out / CHECKPOINT_DIR
-        meta, notes = None, []  # notes are said when the run starts: a run refused later ends with its one line
+        meta = None
         recover_checkpoint(checkpoint_dir)
         if self.resume and not (checkpoint_dir / STATE_JSON).exists():
             if (out / CONFIG_FILE).exists():
                 raise CellmixerError(f"--resume: {out} holds a finished model but no checkpoint to continue; pass "
                                      "--overwrite to train a new one, or choose another output folder.")
             # a run killed before its first checkpoint (or none at all): what is left to do is all of it
-            notes.append(f"no checkpoint in {out} to resume: the run starts from the beginning.")
+            note(f"no checkpoint in {out} to resume: the run starts from the beginning.")
             self.resume = False
         if self.resume:
             given = {name: getattr(config, name) for name in given_settings(config)}
             meta, self.config = resume_settings(checkpoint_dir, type(config), task=self.task, given=given,
-                                                conflicts=self.resume_conflicts, defaults=self.resume_defaults,
-                                                notes=notes)
+                                                conflicts=self.resume_conflicts, defaults=self.resume_defaults)
             config = self.config
             if "precision" not in given:
                 try:  # the run's own arithmetic, where this device has it (a GPU's fp16 does not run on a CPU)
                     config.precision = resolve_precision(config.precision, self.device)
                 except CellmixerError:
-                    notes.append(f"this device cannot train in the run's {config.precision}; it continues in "
-                                 f"{self.config_precision}.")
+                    note(f"this device cannot train in the run's {config.precision}; it continues in "
+                         f"{self.config_precision}.")
                     config.precision = self.config_precision
             config.validate()  # the stored settings, as strictly as given ones
             try:
@@ -483,8 +487,11 @@ class Training:
                                      f"{exc}); train again without --resume.") from None
         elif not self.overwrite:
             refuse_existing_model(out, checkpoint_dir)
-        if meta is None:  # the architecture's options, before any data is read (a resumed run has its own)
-            check_options(getattr(self, "architecture", "unet"), getattr(self, "model_options", None) or {})
+        if meta is None:  # the network and its size, before any data is read (a resumed run has its own); the
+            # number of classes, unknown yet, only sizes the last layer: any in every architecture's range will do
+            options = getattr(self, "model_options", None) or {}
+            check_network({"name": getattr(self, "architecture", "unet"), **options, "in_channels": 1,
+                           "num_classes": 17})
         with out_of_memory("preparing the training images", "use fewer or smaller images (or --scale 0.5)"):
             self.prepare()
         model = self.new_model()
@@ -505,10 +512,11 @@ class Training:
             remove_checkpoint(checkpoint_dir)
             for name in (CONFIG_FILE, WEIGHTS_FILE, LOG_FILE, CURVE_FILE):
                 (out / name).unlink(missing_ok=True)
-        for line in notes:
-            note(line)
-        run.run(next_batch, loss_fn, validate=validate, desc=self.description, progress=self.progress,
-                start_time=self.start_time)
+        return out, model, run, (next_batch, loss_fn, validate)
+
+    def _finish(self, out, model, run):
+        """The model folder of a run that reached its iterations: the weights kept, config, record."""
+        config = self.config
         if run.best is not None:
             model.network.load_state_dict(run.best["state"])
         model.network.eval()
