@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .._errors import CellmixerError, out_of_memory
-from .._progress import progress_bar
+from .._progress import notes_held, progress_bar
 from ..io import (
     InputImage,
     check_overwrite,
@@ -180,25 +180,26 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     """
     if resume and overwrite:
         raise CellmixerError("--resume and --overwrite: give one (continue the run in the folder, or redo it).")
-    found = [plane for item in collect_inputs(inputs, pattern=pattern, exclude=[output])
-             for plane in item.planes(project=project, pixel_size=pixel_size)]
-    if on_inputs is not None:
-        on_inputs(found)
     settings = {} if settings is None else settings
-    stems = [item.stem for item in found]
     with output_locks():
-        out = prepare_output_dir(output)
-        record = RunRecord(out)
-        run_files = [*extra_files, summary_file, *([settings_file] if settings_file else [])]
-        if resume:
-            done = _resumable(out, record, settings, stems, outputs)
-            for name in run_files:  # written again at the end, with every image
-                (out / name).unlink(missing_ok=True)
-        else:
-            done = {}
-            check_overwrite([out / name for name in run_files + [n for stem in stems for n in outputs(stem)]],
-                            overwrite=overwrite)
-        record.start(settings, done)
+        with notes_held():  # said once the inputs and the folder are checked: a refusal is one line
+            found = [plane for item in collect_inputs(inputs, pattern=pattern, exclude=[output])
+                     for plane in item.planes(project=project, pixel_size=pixel_size)]
+            if on_inputs is not None:
+                on_inputs(found)
+            stems = [item.stem for item in found]
+            out = prepare_output_dir(output)
+            record = RunRecord(out)
+            run_files = [*extra_files, summary_file, *([settings_file] if settings_file else [])]
+            if resume:
+                done = _resumable(out, record, settings, stems, outputs)
+                for name in run_files:  # written again at the end, with every image
+                    (out / name).unlink(missing_ok=True)
+            else:
+                done = {}
+                check_overwrite([out / name for name in run_files + [n for stem in stems for n in outputs(stem)]],
+                                overwrite=overwrite)
+            record.start(settings, done)
         if before_work is not None:
             before_work(found, out)
         bar = progress_bar(found, desc=desc, unit="image", enabled=progress and (bar_for_one or len(found) > 1))
