@@ -79,7 +79,7 @@ def test_classical_defaults_have_one_home():
     ("iterations", 0, "--iterations 0: must be at least 1"),
     ("lam", 1.0, "--lam 1.0: must be in (0, 1)"),
     ("optimizer", "lbfgs", "--optimizer lbfgs: choose one of sgd, adam"),
-    ("scale", 10.0, "--scale 10.0: must be between 0.05 and 4"),
+    ("scale", 10.0, "--scale 10.0: give auto or a factor between 0.05 and 4"),
 ])
 def test_settings_are_checked_once_for_the_api(culture_dir, tmp_path, option, value, message):
     with pytest.raises(CellmixerError) as caught:

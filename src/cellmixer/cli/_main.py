@@ -104,6 +104,10 @@ def _first_line(text) -> str:
     return str(text).strip().splitlines()[0] if str(text).strip() else ""
 
 
+# Warnings about the code, not the user's data: not shown to the user.
+_FOR_DEVELOPERS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning, ImportWarning)
+
+
 @contextlib.contextmanager
 def _held_warnings():
     """Library warnings (numpy, tifffile, roifile, ...) held back during the command: a command that
@@ -112,11 +116,11 @@ def _held_warnings():
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings(record=True) as caught:  # the filters in force decide what is caught
 
             def held() -> list[str]:
-                found = [*handler.records, *(f"{w.category.__name__}: {_first_line(w.message)}" for w in caught)]
+                found = [*handler.records, *(f"{w.category.__name__}: {_first_line(w.message)}" for w in caught
+                                             if not issubclass(w.category, _FOR_DEVELOPERS))]
                 return list(dict.fromkeys(found))
 
             yield held
