@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
@@ -67,7 +68,7 @@ class LazyImage:
         return tuple(self.data.shape)
 
 
-def open_lazy(path, *, channel: int | None = None) -> LazyImage:
+def open_lazy(path, *, channel: int | None = None, level: int = 0) -> LazyImage:
     """Open an image as a lazy (Y, X) dask array.
 
     Parameters
@@ -80,6 +81,8 @@ def open_lazy(path, *, channel: int | None = None) -> LazyImage:
     channel : int, optional
         Channel of multi-channel images; needed when there are several (a T or Z axis must have
         one plane).
+    level : int
+        Pyramid level of an OME-Zarr (0: full resolution; each next one half the size).
 
     Returns
     -------
@@ -101,15 +104,16 @@ def open_lazy(path, *, channel: int | None = None) -> LazyImage:
     """
     path = Path(path)
     if is_zarr(path):
-        return _open_zarr(path, channel)
+        return _open_zarr(path, channel, level)
     if not path.is_file():
         raise CellmixerError(f"{path}: no such image file or Zarr folder; check the path.")
     if path.suffix.lower() in _TIFF_SUFFIXES:
         try:
             with tifffile.TiffFile(path) as tif:
                 axes = tif.series[0].axes
-            store = tifffile.imread(path, aszarr=True, level=0)
-            array = da.from_zarr(zarr.open_array(store, mode="r"))
+            source = _TiffArray(str(path.resolve()), path.stat().st_mtime_ns)
+            chunks = tuple(max(c, min(s, WRITE_CHUNK)) for c, s in zip(source.chunks, source.shape))
+            array = da.from_array(source, chunks=chunks, asarray=True, name=f"tiff-{source.path}-{source.mtime}")
         except Exception as exc:  # any decoder failure is a bad file for the user
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CellmixerError(f"{path}: cannot read this TIFF lazily ({reason}); is the file complete?") from None
@@ -119,7 +123,32 @@ def open_lazy(path, *, channel: int | None = None) -> LazyImage:
     raise CellmixerError(f"{path}: not an image (TIFF, PNG, JPEG, Zarr or OME-Zarr).")
 
 
-def _open_zarr(path: Path, channel: int | None) -> LazyImage:
+class _TiffArray:
+    """The full-resolution array of a TIFF, read region by region through ``tifffile.aszarr``. It keeps
+    only the path, so dask can send it to other processes; each opens the file once."""
+
+    def __init__(self, path: str, mtime: int):
+        self.path, self.mtime = path, mtime
+        array = _tiff_zarr(path, mtime)
+        self.shape, self.dtype, self.chunks = array.shape, array.dtype, array.chunks
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key):
+        return _tiff_zarr(self.path, self.mtime)[key]
+
+    def __getstate__(self):
+        return {k: self.__dict__[k] for k in ("path", "mtime", "shape", "dtype", "chunks")}
+
+
+@functools.lru_cache(maxsize=8)
+def _tiff_zarr(path: str, mtime: int):
+    return zarr.open_array(tifffile.imread(path, aszarr=True, level=0), mode="r")
+
+
+def _open_zarr(path: Path, channel: int | None, level: int = 0) -> LazyImage:
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # not a store, or a damaged one
@@ -137,7 +166,9 @@ def _open_zarr(path: Path, channel: int | None) -> LazyImage:
         hint = f" (it holds arrays {', '.join(arrays[:3])}: give one of them)" if arrays else ""
         raise CellmixerError(f"{path}: a Zarr group without OME-Zarr 'multiscales' metadata{hint}.")
     first = multiscales[0]
-    dataset = first["datasets"][0]
+    if not 0 <= level < len(first["datasets"]):
+        raise CellmixerError(f"{path}: no pyramid level {level} (it has {len(first['datasets'])}).")
+    dataset = first["datasets"][level]
     axes_meta = first.get("axes") or [{"name": n} for n in "tczyx"[-node[dataset["path"]].ndim:]]
     axes = "".join((a["name"] if isinstance(a, dict) else str(a))[0].lower() for a in axes_meta)
     array = da.from_zarr(node[dataset["path"]])
