@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -154,3 +155,51 @@ def test_tiff_input_is_read_lazily(image, tmp_path):
                                   chunking=Chunking(chunk_size=CHUNK), pixel_size=(0.5, 0.5), progress=False)
     assert summary["objects"] == ndi.label(image > 150)[1]
     assert open_lazy(tmp_path / "t.ome.zarr").pixel_size == (0.5, 0.5)
+
+
+def test_predict_command_takes_ome_zarr_and_equals_the_whole_image(trained, tmp_path):
+    """`cellmixer predict` on an OME-Zarr: chunked on dask, the class map equal to the pixel to the map of
+    the same image predicted whole."""
+    from cellmixer.cli import main
+    from cellmixer.io import write_ome_zarr
+
+    model, folder = trained
+    image = blobs((300, 420), seed=4)
+    write_ome_zarr(tmp_path / "in" / "plate.ome.zarr", image, pixel_size=(0.3, 0.3), chunk_size=128)
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), str(tmp_path / "in" / "plate.ome.zarr"), "--output", str(out),
+                 "--tile-size", "64", "--chunk-size", "128", "--scheduler", "threads", "--quiet"]) == 0
+    chunked = read_ome_zarr_labels(out / "plate.ome.zarr", "classes").compute()
+    np.testing.assert_array_equal(chunked, model.predict(image, tile_size=64))
+    assert open_lazy(out / "plate.ome.zarr").pixel_size == (0.3, 0.3)
+    assert (out / "plate_overlay.png").is_file() and (out / "predictions.csv").is_file()
+
+
+def test_unreachable_scheduler_is_one_line():
+    pytest.importorskip("distributed")
+    with pytest.raises(CellmixerError, match="--scheduler tcp://127.0.0.1:9: no dask scheduler answers there"):
+        with dask_scheduler("tcp://127.0.0.1:9"):
+            pass
+
+
+def _kill_worker_once(region, window, statistics, *, flag):
+    """A chunk task whose first attempt on the chunk at the origin kills its worker process."""
+    if window.area[0][0] == 0 and window.area[1][0] == 0 and not flag.exists():
+        flag.write_text("killed")
+        os._exit(1)
+    return threshold_objects(region, window, statistics, level=150)
+
+
+def test_a_worker_killed_mid_run_does_not_stop_the_run(image, tmp_path):
+    """On a LocalCluster of two worker processes, one dies in its chunk: the chunk is done again elsewhere."""
+    pytest.importorskip("distributed")
+    flag = tmp_path / "killed"
+    task = ChunkTask(functools.partial(_kill_worker_once, flag=flag), name="cells", instances=True, tile_context=0,
+                     halo=45)
+    with dask_scheduler("local", workers=2):
+        summary = predict_chunked(image, task, tmp_path / "a.ome.zarr", chunking=Chunking(chunk_size=CHUNK),
+                                  progress=False)
+    assert flag.exists()
+    np.testing.assert_array_equal(read_ome_zarr_labels(tmp_path / "a.ome.zarr", "cells").compute(),
+                                  as_raster_order(ndi.label(image > 150)[0]))
+    assert summary["objects"] == ndi.label(image > 150)[1]
