@@ -49,7 +49,8 @@ def make_image(path: Path, megapixels: float, seed: int = 0) -> tuple[int, int]:
     return side, side
 
 
-def run_one(mode: str, image: Path, out: Path, *, threads: int, chunk: int, scheduler: str, workers: int) -> dict:
+def run_one(mode: str, image: Path, out: Path, *, threads: int, chunk: int, scheduler: str, workers: int,
+            width: int) -> dict:
     """One measurement in this process."""
     import torch
 
@@ -57,7 +58,7 @@ def run_one(mode: str, image: Path, out: Path, *, threads: int, chunk: int, sche
     from cellmixer.io import open_lazy, read_image, write_tiff
 
     torch.set_num_threads(threads)
-    model = SegmentationModel.new(["a", "b"], seed=0)
+    model = SegmentationModel.new(["a", "b"], seed=0, width=width)
     tiling = Tiling(tile_size=512, batch_size=4)
     start = time.perf_counter()
     if mode == "memory":
@@ -73,7 +74,7 @@ def run_one(mode: str, image: Path, out: Path, *, threads: int, chunk: int, sche
     side = tifffile.TiffFile(image).pages[0].shape
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # kB -> GB
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
-    return {"mode": mode, "scheduler": scheduler if mode == "chunked" else None, "workers": workers,
+    return {"mode": mode, "scheduler": scheduler if mode == "chunked" else None, "workers": workers, "width": width,
             "megapixels": round(side[0] * side[1] / 1e6, 2), "shape": list(side), "chunk": chunk,
             "wall_s": round(wall, 2), "mpx_per_s": round(side[0] * side[1] / 1e6 / wall, 3),
             "peak_rss_gb": round(rss, 3), "peak_rss_worker_gb": round(children, 3), **extra}
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--scheduler", default="threads", help="threads, local or an address")
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster workers (--scheduler local)")
+    parser.add_argument("--width", type=int, default=32, help="U-Net width (32: the default network)")
     parser.add_argument("--work", default="/tmp/cellmixer-bench-scale")
     parser.add_argument("--output", default="bench/results/scale.json")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "IMAGE"), help=argparse.SUPPRESS)
@@ -100,7 +102,7 @@ def main() -> None:
         # chunked on threads: each chunk's torch runs on one thread, the chunks in parallel
         threads = args.threads if mode == "memory" or args.scheduler != "threads" else 1
         result = run_one(mode, Path(image), out, threads=threads, chunk=args.chunk, scheduler=args.scheduler,
-                         workers=args.workers)
+                         workers=args.workers, width=args.width)
         if mode == "chunked" and args.scheduler == "threads":
             result["workers"] = args.threads
         print(json.dumps(result))
@@ -116,7 +118,7 @@ def main() -> None:
                 continue
             command = [sys.executable, __file__, "--one", mode, str(image), "--threads", str(args.threads),
                        "--chunk", str(args.chunk), "--scheduler", args.scheduler, "--workers", str(args.workers),
-                       "--work", str(work)]
+                       "--width", str(args.width), "--work", str(work)]
             env = {**os.environ, "DASK_NUM_WORKERS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             if done.returncode != 0:
