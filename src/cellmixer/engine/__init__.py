@@ -39,6 +39,7 @@ from ._chunked import (
     overview,
     predict_chunked,
     semantic_task,
+    zarr_output,
 )
 from ._instances import COCO_DATASET_FILE, InstanceWriter, label_dtype, tiff_calibration, write_labels
 from ._method import (
@@ -94,6 +95,7 @@ __all__ = [
     "overview",
     "predict_chunked",
     "semantic_task",
+    "zarr_output",
     "tile_context",
     "CHECKPOINT_DIR",
     "FLIPS_ONLY",

@@ -579,6 +579,11 @@ def open_large(item, *, channel=None, chunking: Chunking) -> LazyImage | None:
     return lazy
 
 
+def zarr_output(out, stem: str) -> Path:
+    """``<out>/<stem>.ome.zarr``, the OME-Zarr of a large image (``a.ome`` -> ``a.ome.zarr``, not ``a.ome.ome.zarr``)."""
+    return Path(out) / f"{stem.removesuffix('.ome')}.ome.zarr"
+
+
 def overview(path, name: str, *, max_side: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """The image and the label image ``name`` of an OME-Zarr at the first pyramid level no larger than
     ``max_side`` on a side, as numpy arrays: for overlays of images too large to show whole."""

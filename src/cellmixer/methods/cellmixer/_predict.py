@@ -21,6 +21,7 @@ from ...engine import (
     run_images,
     semantic_task,
     write_labels,
+    zarr_output,
 )
 from ...io import (
     add_legend,
@@ -158,7 +159,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
         if probabilities:
             raise CellmixerError(f"{path}: --probabilities is not written for images predicted in chunks (Zarr, or "
                                  "larger than --chunk-size); leave it out, or raise --chunk-size.")
-        zarr_path = out / f"{stem}.ome.zarr"
+        zarr_path = zarr_output(out, stem)
         summary = run.predict(lazy, semantic_task(model, tiling, source=model_source), zarr_path,
                               overwrite=overwrite, progress=progress)
         if overlays:

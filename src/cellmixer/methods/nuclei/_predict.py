@@ -27,6 +27,7 @@ from ...engine import (
     overview,
     run_images,
     write_labels,
+    zarr_output,
 )
 from ...io import instance_overlay, write_csv, write_png
 from ...ops import instances_from_classes
@@ -109,7 +110,7 @@ def write_large_instances(run: ChunkedRun, out: Path, stem: str, lazy, task: Chu
                           overwrite: bool, progress: bool) -> dict:
     """A large image's instances: ``<stem>.ome.zarr`` (image and labels), ``<stem>_objects.csv`` and an
     overlay of a pyramid level; returns its summary row."""
-    zarr_path = out / f"{stem}.ome.zarr"
+    zarr_path = zarr_output(out, stem)
     summary = run.predict(lazy, task, zarr_path, overwrite=overwrite, progress=progress)
     fields = [*object_fields(), *[k for k in (summary["table"][0] if summary["table"] else {}) if
                                   k not in object_fields()]]
