@@ -8,7 +8,7 @@ TIFF of the given size (generated once, row band by row band, so that writing it
 - ``chunked``: ``predict_chunked`` from the TIFF read lazily, written to OME-Zarr with its pyramid, on
   dask's threads (``--workers`` threads) or a LocalCluster (``--scheduler local``).
 
-The network is the default U-Net (width 32, depth 4) with random weights: speed and memory do not depend
+The network is the default U-Net (width 16, depth 4) with random weights: speed and memory do not depend
 on what it learned. Prints one line per run and writes JSON (``--output``).
 
     python bench/scale.py --sizes 1 16 --threads 2 --output bench/results/scale.json
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--scheduler", default="threads", help="threads, local or an address")
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster workers (--scheduler local)")
-    parser.add_argument("--width", type=int, default=32, help="U-Net width (32: the default network)")
+    parser.add_argument("--width", type=int, default=16, help="U-Net width (16: the default network)")
     parser.add_argument("--work", default="/tmp/cellmixer-bench-scale")
     parser.add_argument("--output", default="bench/results/scale.json")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "IMAGE"), help=argparse.SUPPRESS)
