@@ -49,6 +49,11 @@ def make_image(path: Path, megapixels: float, seed: int = 0) -> tuple[int, int]:
     return side, side
 
 
+def blank_map(region, window, statistics):
+    """A chunk task without a network: what remains is the scheduler, the reading and the writing."""
+    return np.zeros(window.area_shape, np.uint8)
+
+
 def run_one(mode: str, image: Path, out: Path, *, threads: int, chunk: int, scheduler: str, workers: int,
             width: int) -> dict:
     """One measurement in this process."""
@@ -61,7 +66,15 @@ def run_one(mode: str, image: Path, out: Path, *, threads: int, chunk: int, sche
     model = SegmentationModel.new(["a", "b"], seed=0, width=width)
     tiling = Tiling(tile_size=512, batch_size=4)
     start = time.perf_counter()
-    if mode == "memory":
+    if mode == "overhead":
+        from cellmixer.engine import ChunkTask
+
+        task = ChunkTask(blank_map, name="classes", instances=False, tile_context=0, num_classes=1)
+        with dask_scheduler(scheduler, workers=workers):
+            summary = predict_chunked(open_lazy(image), task, out / "blank.ome.zarr", overwrite=True, progress=False,
+                                      chunking=Chunking(chunk_size=chunk))
+        extra = {"chunks": summary["chunks"]}
+    elif mode == "memory":
         labels = model.predict(read_image(image), tiling=tiling)
         write_tiff(out / "labels.tif", labels, overwrite=True)
         extra = {}
@@ -74,16 +87,18 @@ def run_one(mode: str, image: Path, out: Path, *, threads: int, chunk: int, sche
     side = tifffile.TiffFile(image).pages[0].shape
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # kB -> GB
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
-    return {"mode": mode, "scheduler": scheduler if mode == "chunked" else None, "workers": workers, "width": width,
+    return {"mode": mode, "scheduler": scheduler if mode != "memory" else None, "workers": workers, "width": width,
             "megapixels": round(side[0] * side[1] / 1e6, 2), "shape": list(side), "chunk": chunk,
             "wall_s": round(wall, 2), "mpx_per_s": round(side[0] * side[1] / 1e6 / wall, 3),
-            "peak_rss_gb": round(rss, 3), "peak_rss_worker_gb": round(children, 3), **extra}
+            "peak_rss_gb": round(rss, 3), "peak_rss_worker_gb": round(children, 3), **extra,
+            **({"s_per_chunk": round(wall / extra["chunks"], 4)} if mode == "overhead" else {})}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 16, 100, 400], help="megapixels")
-    parser.add_argument("--modes", nargs="+", default=["memory", "chunked"], choices=["memory", "chunked"])
+    parser.add_argument("--modes", nargs="+", default=["memory", "chunked"], choices=["memory", "chunked", "overhead"],
+                        help="overhead: chunks without a network (scheduler, reading, writing), per chunk")
     parser.add_argument("--memory-up-to", type=float, default=100, help="largest size for the in-memory path (Mpx)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (in-memory) / dask threads (chunked)")
     parser.add_argument("--chunk", type=int, default=4096)
@@ -103,7 +118,7 @@ def main() -> None:
         threads = args.threads if mode == "memory" or args.scheduler != "threads" else 1
         result = run_one(mode, Path(image), out, threads=threads, chunk=args.chunk, scheduler=args.scheduler,
                          workers=args.workers, width=args.width)
-        if mode == "chunked" and args.scheduler == "threads":
+        if mode != "memory" and args.scheduler == "threads":
             result["workers"] = args.threads
         print(json.dumps(result))
         return
@@ -127,7 +142,8 @@ def main() -> None:
             result = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{mode:8s} {result['megapixels']:7.1f} Mpx  {result['wall_s']:8.1f} s  "
                   f"{result['mpx_per_s']:6.3f} Mpx/s  peak RSS {result['peak_rss_gb']:.2f} GB "
-                  f"(workers {result['peak_rss_worker_gb']:.2f} GB)", flush=True)
+                  f"(workers {result['peak_rss_worker_gb']:.2f} GB)  {result.get('chunks', 1)} chunks "
+                  f"[{args.scheduler}]", flush=True)
             results.append(result)
     report = {"benchmark": "scale", "command": " ".join(sys.argv), "machine": {
         "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},

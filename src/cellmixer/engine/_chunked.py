@@ -38,6 +38,7 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
+import tifffile
 from dask.callbacks import Callback
 import torch
 import zarr
@@ -426,7 +427,9 @@ def predict_chunked(image: LazyImage | np.ndarray | da.Array, task: ChunkTask, o
     data = data.rechunk(tuple(_axis_chunks(n, chunk, margin) for n in shape))
     starts = [_starts(c) for c in data.chunks]
     statistics = task.statistics(data)
-    source = str(lazy.path.resolve()) if lazy is not None else dask.base.tokenize(data)
+    # The image a stopped run worked on: its path and modification time, or the data's own token.
+    source = (f"{lazy.path.resolve()}@{lazy.path.stat().st_mtime_ns}" if lazy is not None else
+              dask.base.tokenize(data))
     token = _settings_token(source=source, shape=shape, chunk=chunk, margin=margin, name=task.name,
                             statistics=statistics, key=task.key)
     work = output.with_name(f".{output.name}{WORK_SUFFIX}")
@@ -570,13 +573,21 @@ def open_large(item, *, channel=None, chunking: Chunking) -> LazyImage | None:
         return None
     if not is_zarr(path) and path.suffix.lower() not in (".tif", ".tiff"):
         return None
+    if not is_zarr(path) and max(_tiff_plane_shape(path, plane)) <= chunking.chunk_size:
+        return None
     index = plane.image.channel_index(channel) if plane is not None else channel
     lazy = open_lazy(path, channel=index)
-    if not is_zarr(path) and max(lazy.shape) <= chunking.chunk_size:
-        return None
     if lazy.pixel_size is None and plane is not None and plane.image.pixel_size is not None:
         lazy = dataclasses.replace(lazy, pixel_size=tuple(plane.image.pixel_size), unit="micrometer")
     return lazy
+
+
+def _tiff_plane_shape(path: Path, plane) -> tuple[int, int]:
+    """(Y, X) of a TIFF, from its metadata: what the input already knows, else the file's first page."""
+    if plane is not None:
+        return tuple(plane.image.shape)
+    with tifffile.TiffFile(path) as tif:
+        return tuple(tif.pages[0].shape[:2])
 
 
 def zarr_output(out, stem: str) -> Path:
