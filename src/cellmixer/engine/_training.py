@@ -22,6 +22,7 @@ from ..io import atomic_path, prepare_output_dir
 from ..models import CONFIG_FILE, WEIGHTS_FILE, VisionTransformer, load_pretrained_encoder
 from ._checkpoint import read_checkpoint_meta, restore_checkpoint, save_checkpoint
 from ._device import PRECISIONS, autocast, describe_device, resolve_device, resolve_precision, to_device
+from ._distributed import Distributed
 from ._method import method_by_task
 from ._record import write_training_record
 
@@ -189,11 +190,17 @@ class Optimization:
         What else the checkpoint must remember to rebuild the run (classes, architecture, settings).
     device : str or torch.device
         Where the network trains; checkpoints hold CPU tensors, so a run resumes on any device.
+    distributed : Distributed, optional
+        This process's place in a run of several (torchrun): it trains on its share of each batch
+        in DistributedDataParallel, and only process 0 writes checkpoints.
     """
 
-    def __init__(self, network, config, checkpoint_dir: Path, meta: dict, *, device="cpu"):
+    def __init__(self, network, config, checkpoint_dir: Path, meta: dict, *, device="cpu",
+                 distributed: Distributed | None = None):
         self.device = resolve_device(device)
         self.network = network.to(self.device)
+        self.distributed = distributed
+        self.trained = distributed.wrap(self.network, self.device) if distributed else self.network
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir)
         self.meta = meta
@@ -212,6 +219,8 @@ class Optimization:
             self.best = {**stored["best"], "state": state}
 
     def checkpoint(self) -> None:
+        if self.distributed is not None and not self.distributed.is_main:
+            return  # process 0 writes the run's checkpoint
         best = None
         if self.best is not None:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +249,7 @@ class Optimization:
         ``loss_fn(logits, targets)`` the loss. ``validate(network)``, if given, returns the loss on
         held-out data; it runs at every checkpoint, and the best weights are kept (:attr:`best`).
         """
-        config, network, opt = self.config, self.network, self.optimizer
+        config, network, opt = self.config, self.trained, self.optimizer
         start_time = time.perf_counter() if start_time is None else start_time
         device = self.device
         # float16 needs its gradients scaled against underflow; a disabled scaler is a plain step.
@@ -254,6 +263,8 @@ class Optimization:
                 for group in opt.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 images, targets = next_batch(self.rng, config.batch_size)
+                if self.distributed is not None:
+                    images, targets = self.distributed.share(images, targets)
                 x = to_device(images, device, channels_last=True)
                 with autocast(config.precision, device):
                     logits = network(x)
@@ -351,7 +362,21 @@ class Training:
 
     # ------------------------------------------------------------------ the outline
     def fit(self):
-        """Train (or resume), save the model folder and its record; returns the model."""
+        """Train (or resume), save the model folder and its record; returns the model. Under torchrun,
+        each process trains on its share of every batch and process 0 saves (see engine._distributed)."""
+        distributed = Distributed.from_environment()
+        if distributed is None:
+            return self._fit(None)
+        self.device = distributed.device(self.device)
+        distributed.check_batch(self.config.batch_size)
+        distributed.start(self.device)
+        self.progress = self.progress and distributed.is_main
+        try:
+            return self._fit(distributed)
+        finally:
+            distributed.stop()
+
+    def _fit(self, distributed: Distributed | None):
         config = self.config
         out = prepare_output_dir(self.output)
         checkpoint_dir = out / CHECKPOINT_DIR
@@ -376,11 +401,13 @@ class Training:
             model.config["task"] = self.task
         if meta is None:  # a resumed run has its weights in the checkpoint
             load_pretrained(model.network, config)
-        torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        processes = distributed.world_size if distributed else 1
+        torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // processes))
         next_batch, loss_fn, validate = self.objective(model)
         checkpoint_meta = {key: model.config[key] for key in self.checkpoint_keys if key in model.config}
         checkpoint_meta.update(self.checkpoint_extras(), training=asdict(config))
-        run = Optimization(model.network, config, checkpoint_dir, checkpoint_meta, device=self.device)
+        run = Optimization(model.network, config, checkpoint_dir, checkpoint_meta, device=self.device,
+                           distributed=distributed)
         if meta is not None:
             run.resume(meta)
         run.run(next_batch, loss_fn, validate=validate, desc=self.description, progress=self.progress,
@@ -396,6 +423,10 @@ class Training:
         record["final_loss"] = float(np.mean([h["loss"] for h in history[-50:]])) if history else None
         record["wall_time_s"] = round(time.perf_counter() - self.start_time, 1)
         model.config["training"] = record
+        if distributed is not None:
+            record["processes"] = distributed.world_size
+            if not distributed.is_main:
+                return model  # process 0 writes the model folder
         model.save(out, overwrite=True)
         write_training_record(out, history, ylabel=self.loss_name, title=self.title())
         return model
