@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test,formats,napari,bioimageio]"
+	$(BIN)/python -m pip install --quiet -e ".[test,formats,napari,bioimageio,distributed]"
 	touch $@
 
 install: $(BIN)/.installed

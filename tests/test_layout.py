@@ -35,6 +35,7 @@ OPTIONAL_IMPORTS: dict[str, str] = {
     "bioio": "reading CZI, ND2, LIF and OME-Zarr (io/_read.py), the extra cellmixer[formats]",
     "bioimageio": "`cellmixer export --bioimageio` (bioimageio.spec; extra [bioimageio])",
     "napari": "`cellmixer view` (extra [napari])",
+    "distributed": "--scheduler: a dask LocalCluster or a cluster's address (extra cellmixer[distributed])",
 }
 
 

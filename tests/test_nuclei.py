@@ -341,3 +341,49 @@ def test_training_names_a_constant_image(nuclei_dir, tmp_path):
     tifffile.imwrite(images / "flat.tif", np.full((64, 64), 9, np.uint16))
     with pytest.raises(CellmixerError, match="flat.tif.*constant"):
         train_nuclei(images, tmp_path / "m", iterations=2, progress=False)
+
+
+# ----------------------------------------------------------------------------- large images in chunks
+def test_large_image_in_chunks_equals_the_whole_image_nucleus_for_nucleus(nucleus_model, tmp_path):
+    """The InstanSeg round trip on the nucleus method: nuclei on and across every chunk border, the same
+    nuclei (same pixels, same raster-order numbers) whole and in chunks; the same table."""
+    from cellmixer.engine import Chunking, Tiling, dask_scheduler, predict_chunked
+    from cellmixer.io import read_ome_zarr_labels
+    from cellmixer.methods.nuclei._predict import nuclei_task
+
+    from .test_chunked import as_raster_order
+
+    model, folder = nucleus_model
+    image, _ = synthetic_nuclei(shape=(300, 340), count=120, seed=7)
+    tiling = Tiling(batch_size=4)
+    task = nuclei_task(model, tiling, source=folder, remove_border=True, min_area=5)
+    with dask_scheduler("threads"):
+        summary = predict_chunked(image, task, tmp_path / "n.ome.zarr", chunking=Chunking(chunk_size=128, halo=60),
+                                  progress=False)
+    whole = as_raster_order(segment_nuclei(model, image, tiling=tiling, remove_border=True, min_area=5))
+    chunked = read_ome_zarr_labels(tmp_path / "n.ome.zarr", "nuclei").compute()
+    assert whole.max() > 40 and summary["objects_cut"] == 0
+    for border in (128, 256):
+        assert len(np.intersect1d(whole[border - 1], whole[border])) > 1
+    assert len(np.intersect1d(whole[:, 127], whole[:, 128])) > 1
+    np.testing.assert_array_equal(chunked, whole)
+
+
+def test_predict_writes_large_images_as_ome_zarr(nucleus_model, tmp_path):
+    """`nuclei predict` sends TIFFs larger than a chunk to the chunked path: OME-Zarr, table, overlay."""
+    _, folder = nucleus_model
+    image, _ = synthetic_nuclei(shape=(300, 340), count=120, seed=7)
+    tifffile.imwrite(tmp_path / "big.tif", image, tile=(64, 64))
+    tifffile.imwrite(tmp_path / "small.tif", image[:100, :100])
+    out = tmp_path / "out"
+    assert main(["nuclei", "predict", str(folder), str(tmp_path / "big.tif"), str(tmp_path / "small.tif"),
+                 "--output", str(out), "--chunk-size", "200", "--halo", "40", "--scheduler", "threads",
+                 "--quiet"]) == 0
+    assert (out / "big.ome.zarr").is_dir() and not (out / "big_labels.tif").exists()
+    assert (out / "small_labels.tif").is_file()
+    with open(out / "nuclei.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(out / "big_objects.csv") as fh:
+        objects = list(csv.DictReader(fh))
+    assert int(rows[0]["objects"]) == len(objects) > 40
+    assert (out / "big_overlay.png").is_file()

@@ -280,3 +280,19 @@ def test_images_of_another_pixel_size_than_the_training_images_are_refused(train
     ok = console("typed", "predict", str(model_folder), str(tmp_path / "half.tif"), "--pixel-size", "0.65",
                  "--output", str(tmp_path / "o2"), "--quiet")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_nuclei_from_a_nucleus_model_and_cells_from_a_detector(trained, model_kinds, coculture_files):
+    model, _ = trained
+    image = tifffile.imread(coculture_files / "A1" / "field_phase.tif").astype(np.float32)
+    stain = tifffile.imread(coculture_files / "A1" / "field_DAPI.tif").astype(np.float32)
+    by_model = segment_typed(model, image, nuclear=stain, nuclei=str(model_kinds["nuclei"]), cells="nuclei")
+    assert by_model.labels.shape == image.shape and by_model.nuclei is not None
+    seeded = segment_typed(model, image, nuclear=stain, diameter_range=(3, 20), cells=str(model_kinds["centroids"]))
+    nuclei = nuclei_of_stain(stain, diameter_range=(3, 20))
+    assert 0 < len(seeded) <= nuclei.max()
+    assert ((seeded.nuclei > 0) <= (seeded.labels > 0)).all()
+    with pytest.raises(Exception, match="not a cell-centre detector"):
+        segment_typed(model, image, nuclear=stain, cells=str(model_kinds["nuclei"]))
+    with pytest.raises(Exception, match="--nuclei"):
+        segment_typed(model, image, nuclear=stain, nuclei="otsu")

@@ -13,6 +13,7 @@ from ..methods.cellmixer import (
     train,
 )
 from ._options import (
+    add_chunking_options,
     add_data_options,
     add_foreground_options,
     add_nuclear_options,
@@ -21,6 +22,7 @@ from ._options import (
     add_settings,
     add_tiling_options,
     add_training_options,
+    chunking_args,
     foreground_params,
     network_kwargs,
     nuclear_kwargs,
@@ -67,6 +69,7 @@ def add_parsers(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     add_data_options(p, classes=False, planes=True)
     add_tiling_options(p)
+    add_chunking_options(p)
     add_output_options(p, resume=True)
     p.add_argument("--probabilities", action="store_true", help="also write <name>_probabilities.tif")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
@@ -113,7 +116,7 @@ def run(args, progress: bool) -> None:
                        **plane_kwargs(args),
                        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                        probabilities=args.probabilities, overlays=args.overlays, precision=args.precision,
-                       device=args.device, augment=args.augment,
+                       device=args.device, augment=args.augment, chunking=chunking_args(args),
                        overwrite=args.overwrite, resume=args.resume, progress=progress)
         print(f"predicted {len(rows)} images -> {args.output}")
     elif args.command == "evaluate":

@@ -5,12 +5,14 @@ from __future__ import annotations
 from ..methods.nuclei import NucleiTrainingConfig, evaluate_nuclei, label_nuclei, predict_nuclei, train_nuclei
 from ..ops import CLASSICAL_METHODS, ClassicalSettings, InstanceSettings
 from ._options import (
+    add_chunking_options,
     add_data_options,
     add_network_options,
     add_output_options,
     add_settings,
     add_tiling_options,
     add_training_options,
+    chunking_args,
     network_kwargs,
     plane_kwargs,
     settings_args,
@@ -64,6 +66,7 @@ def add_parsers(sub) -> None:
     instance_options(p)
     add_data_options(p, classes=False, planes=True)
     add_tiling_options(p, tile_size_option=False)
+    add_chunking_options(p)
     add_output_options(p, resume=True)
     p.add_argument("--classes", action="store_true", help="also write <name>_classes.tif (3-class map)")
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
@@ -99,7 +102,7 @@ def run(args, progress: bool) -> None:
                               overlap=args.overlap, batch_size=args.batch_size, precision=args.precision,
                               device=args.device, augment=args.augment, remove_border=args.remove_border, min_area=args.min_area,
                               classes=args.classes, overlays=args.overlays, overwrite=args.overwrite,
-                              resume=args.resume, progress=progress)
+                              chunking=chunking_args(args), resume=args.resume, progress=progress)
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} nuclei) -> {args.output}")
     elif args.step == "evaluate":
         result = evaluate_nuclei(args.predictions, args.truth, truth_suffix=args.truth_suffix,

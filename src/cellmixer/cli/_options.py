@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from .._errors import CellmixerError
 from .._settings import default_of, flags_of, spec
-from ..engine import DEVICES, PRECISIONS, OptimizationSettings, Tiling
+from ..engine import DEVICES, PRECISIONS, Chunking, OptimizationSettings, Tiling
 from ..io import PROJECTIONS, parse_channel
 from ..models import ARCHITECTURES, VIT_SIZES, ArchitectureOptions, architecture_options
 from ..ops import ForegroundParams
@@ -173,6 +173,18 @@ def add_tiling_options(parser, *, tile_size_option: bool = True):
     add_device_options(group, default_of(next(f for f in fields(Tiling) if f.name == "precision")))
     add_settings(group, Tiling, ["augment"])
     return group
+
+
+def add_chunking_options(parser) -> None:
+    """The "large images" group: the fields of :class:`cellmixer.engine.Chunking` (chunk size, halo,
+    dask scheduler) of Zarr inputs and TIFFs larger than a chunk, predicted chunk by chunk."""
+    add_settings(parser.add_argument_group(
+        "large images (Zarr, OME-Zarr, and TIFFs larger than a chunk: predicted chunk by chunk on dask, written "
+        "as <name>.ome.zarr)"), Chunking)
+
+
+def chunking_args(args) -> Chunking:
+    return Chunking(**settings_args(args, Chunking))
 
 
 def add_output_options(parser, *, output_required: bool = True, default=None, resume: bool = False) -> None:

@@ -1,7 +1,8 @@
 """What every method shares: the device and arithmetic (``resolve_device``, ``autocast``), the model
 folder with prediction by tiles (:class:`SegmentationModel`, its settings :class:`Tiling`), the training
 outline (optimisation loop, checkpoints, resume, record), the outline of file-in/file-out prediction
-(:func:`run_images`) and the writers of instance results."""
+(:func:`run_images`), prediction of large images chunk by chunk on dask (:func:`predict_chunked`) and
+the writers of instance results."""
 
 from .._settings import (
     check_settings,
@@ -25,6 +26,21 @@ from ._device import (
     resolve_precision,
     to_device,
 )
+from ._chunked import (
+    ChunkedRun,
+    Chunking,
+    ChunkTask,
+    ModelRef,
+    dask_scheduler,
+    drop_image_border,
+    model_context,
+    object_fields,
+    open_large,
+    overview,
+    predict_chunked,
+    semantic_task,
+    zarr_output,
+)
 from ._instances import COCO_DATASET_FILE, InstanceWriter, label_dtype, tiff_calibration, write_labels
 from ._method import (
     METHODS,
@@ -43,10 +59,12 @@ from ._tiling import (
     DEFAULT_TILE_SIZE,
     PRECISION_HELP,
     Tiling,
+    Window,
     as_tiling,
     auto_tile_size,
     blend_window,
     predict_probabilities,
+    tile_context,
     tile_starts,
     tile_statistics,
     upsample_probabilities,
@@ -64,6 +82,21 @@ from ._training import (
 )
 
 __all__ = [
+    "ChunkTask",
+    "ChunkedRun",
+    "Chunking",
+    "ModelRef",
+    "Window",
+    "dask_scheduler",
+    "drop_image_border",
+    "model_context",
+    "object_fields",
+    "open_large",
+    "overview",
+    "predict_chunked",
+    "semantic_task",
+    "zarr_output",
+    "tile_context",
     "CHECKPOINT_DIR",
     "FLIPS_ONLY",
     "LabelledImage",

@@ -122,7 +122,10 @@ def recover_checkpoint(folder: Path) -> None:
         # killed between the two renames (the new one is complete), or while writing the very first one
         for candidate in (new, old):
             if candidate.is_dir() and _complete(candidate):
-                os.rename(candidate, folder)
+                try:
+                    os.rename(candidate, folder)
+                except FileNotFoundError:  # another process of the run (torchrun) recovered it first
+                    pass
                 break
     for leftover in (new, old):
         shutil.rmtree(leftover, ignore_errors=True)

@@ -212,8 +212,10 @@ class InstanceWriter:
         """Take back the COCO entries of an image that an interrupted run wrote (its recorded row, with
         ``--resume``), in the order of the inputs: the run's COCO file is then that of a run never
         interrupted."""
-        self.images.append(row["_coco_dataset"]["image"])
-        self.annotations += row["_coco_dataset"]["annotations"]
+        done = row.get("_coco_dataset")  # (a large image predicted in chunks has its own files)
+        if done is not None:
+            self.images.append(done["image"])
+            self.annotations += done["annotations"]
 
     def finish(self) -> Path:
         """Write ``coco_dataset.json``: every image written, the categories, every object's polygons."""

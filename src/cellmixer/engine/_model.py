@@ -29,6 +29,7 @@ from ._device import module_device, resolve_device, resolve_precision
 from ._normalization import input_statistics
 from ._tiling import (
     Tiling,
+    Window,
     as_tiling,
     auto_tile_size,
     predict_probabilities,
@@ -306,7 +307,8 @@ class SegmentationModel:
 
     @takes_settings(Tiling)
     def predict(self, image: np.ndarray, *, tiling: Tiling | None = None, probabilities=False,
-                progress: bool = False, **tiling_options):
+                progress: bool = False, window: Window | None = None, statistics: tuple | None = None,
+                **tiling_options):
         """Label every pixel of ``image`` with a class (0 = background).
 
         Parameters
@@ -339,6 +341,14 @@ class SegmentationModel:
             little more accurate).
         progress : bool
             Show a progress bar over tiles.
+        window : Window, optional
+            ``image`` is a part of a larger image (a chunk with its context): predict
+            ``window.area`` with the whole image's tiles, bit for bit as the whole image would be
+            (models with an input scale other than 1 predict the part as an image of its own,
+            equal up to the blending of tiles, see docs/benchmarks.md). The results have the area's shape.
+        statistics : (offset, scale), optional
+            The normalization of the whole image (:meth:`input_statistics`); default: that of
+            ``image`` (give it with ``window``).
 
         Returns
         -------
@@ -347,21 +357,30 @@ class SegmentationModel:
         """
         tiling = as_tiling(tiling, **tiling_options)
         image = np.asarray(image)
-        offset, scale = self.input_statistics(image)
+        offset, scale = self.input_statistics(image) if statistics is None else statistics
         tile_size = tiling.tile_size
         if self.config["normalization"].get("method") == "tile":
             tile_size = self.config["normalization"]["tile_size"]
         elif tile_size == "auto":
             tile_size = self.tile_size
         tiling = as_tiling(tiling, tile_size=tile_size, precision=resolve_precision(tiling.precision, self.device))
-        probs = np.empty((self.num_classes, *image.shape), np.float32) if probabilities is True else (
+        shape = image.shape if window is None else window.area_shape
+        probs = np.empty((self.num_classes, *shape), np.float32) if probabilities is True else (
             probabilities if probabilities is not False and probabilities is not None else None)
         options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tiling=tiling, progress=progress)
         if self.input_scale == 1.0:
-            labels = predict_probabilities(self.network, image, probabilities=probs, **options)
+            labels = predict_probabilities(self.network, image, probabilities=probs, window=window, **options)
         else:
             small = rescale_image(image, self.input_scale)
             small_probs = np.empty((self.num_classes, *small.shape), np.float32)
             predict_probabilities(self.network, small, probabilities=small_probs, **options)
-            labels = upsample_probabilities(small_probs, image.shape, probabilities=probs)
+            if window is None:
+                labels = upsample_probabilities(small_probs, image.shape, probabilities=probs)
+            else:  # the part predicted as an image of its own, then its area cut out
+                whole = np.empty((self.num_classes, *image.shape), np.float32)
+                upsample_probabilities(small_probs, image.shape, probabilities=whole)
+                part = whole[(slice(None), *window.local(image.shape))]
+                labels = part.argmax(axis=0).astype(np.uint8)
+                if probs is not None:
+                    probs[:] = part
         return (labels, probs) if probabilities is True else labels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import dask.array as da
 import numpy as np
 
 from ..ops import ForegroundParams, background_stats, extract_foreground
@@ -12,24 +13,37 @@ from ..ops import ForegroundParams, background_stats, extract_foreground
 MAX_STATS_PIXELS = 16_000_000
 
 
-def _foreground_of_large_image(image: np.ndarray, params: ForegroundParams) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground mask of a block-averaged copy, with the matching strided sample of ``image``."""
+def _foreground_of_large_image(image, params: ForegroundParams) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground mask of a block-averaged copy, with the matching strided sample of ``image`` (numpy
+    or a lazy dask array, read chunk by chunk)."""
     f = math.ceil(math.sqrt(image.size / MAX_STATS_PIXELS))
     h, w = (image.shape[0] // f) * f, (image.shape[1] // f) * f
+    if isinstance(image, da.Array):
+        part = image[:h, :w].astype(np.float32)
+        part = part.rechunk(tuple(max(f, c // f * f) for c in (part.chunksize[0], part.chunksize[1])))
+        small = da.coarsen(np.mean, part, {0: f, 1: f}).compute()
+        return extract_foreground(small, **_scaled(params, f).to_dict()), np.asarray(image[:h:f, :w:f], np.float32)
     small = image[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
-    scaled = ForegroundParams(**{
+    mask = extract_foreground(small, **_scaled(params, f).to_dict())
+    return mask, image[:h:f, :w:f].astype(np.float32)
+
+
+def _scaled(params: ForegroundParams, f: int) -> ForegroundParams:
+    """The foreground settings for an image block-averaged by ``f``."""
+    return ForegroundParams(**{
         **params.to_dict(),
         "sigma_pre": params.sigma_pre / f, "sigma_post": params.sigma_post / f,
         "erosion_size": max(1, round(params.erosion_size / f)),
         "min_object_area": round(params.min_object_area / f**2), "max_hole_area": round(params.max_hole_area / f**2),
         "block_size": max(3, round(params.block_size / f)),
     })
-    mask = extract_foreground(small, **scaled.to_dict())
-    return mask, image[:h:f, :w:f].astype(np.float32)
 
 
-def input_statistics(image: np.ndarray, normalization: dict) -> tuple[float | None, float | None]:
+def input_statistics(image, normalization: dict) -> tuple[float | None, float | None]:
     """Offset and scale such that ``(image - offset) / scale`` is the network input.
+
+    ``image`` is a numpy array or a lazy dask array (a large image, read once, chunk by chunk; the
+    statistics of images above 16 Mpx come from a block-averaged copy, for both).
 
     ``normalization`` is the model's setting: ``{"method": "background", "foreground": {...}}``
     (mean and standard deviation of the background found by the unsupervised foreground
@@ -43,12 +57,13 @@ def input_statistics(image: np.ndarray, normalization: dict) -> tuple[float | No
         if image.size > MAX_STATS_PIXELS:
             mask, sample = _foreground_of_large_image(image, params)
         else:
-            sample = np.asarray(image, dtype=np.float32)
+            sample = np.asarray(image, dtype=np.float32)  # a dask array of this size is read whole
             mask = extract_foreground(sample, **params.to_dict())
         return background_stats(sample, mask)
     if method == "percentile":
         step = max(1, int(math.sqrt(image.size / 1_000_000)))
-        lo, hi = np.percentile(image[::step, ::step], [normalization.get("low", 1.0), normalization.get("high", 99.8)])
+        lo, hi = np.percentile(np.asarray(image[::step, ::step]),
+                               [normalization.get("low", 1.0), normalization.get("high", 99.8)])
         return float(lo), float(max(hi - lo, 1e-6))
     if method == "tile":
         return None, None

@@ -136,14 +136,24 @@ def _softmax(network, logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.softmax(part.float(), dim=1) for part in torch.split(logits, list(groups), dim=1)], dim=1)
 
 
-def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: bool = False) -> np.ndarray:
+def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: bool = False,
+         batch_size: int | None = None) -> np.ndarray:
     """Softmax of the network on a batch of tiles; with ``augment``, averaged over the 8 flips and
-    rotations of the square (each prediction turned back before averaging)."""
+    rotations of the square (each prediction turned back before averaging).
+
+    A batch shorter than ``batch_size`` is filled up with blank tiles (their output dropped): every
+    forward pass then has the same shape, and a tile's result does not depend on which tiles share
+    its batch (oneDNN and cuDNN choose their algorithm by shape), so chunks of an image and the
+    whole image give bit-identical probabilities.
+    """
+    count = len(tiles)
+    if batch_size is not None and count < batch_size:
+        tiles = [*tiles, *[np.zeros_like(tiles[0])] * (batch_size - count)]
     device = module_device(network)
     x = to_device(np.stack(tiles)[:, None], device)
     with torch.inference_mode(), autocast(precision, device):
         if not augment:
-            return _softmax(network, network(x.contiguous(memory_format=torch.channels_last))).cpu().numpy()
+            return _softmax(network, network(x.contiguous(memory_format=torch.channels_last))).cpu().numpy()[:count]
         total = 0
         for k in range(4):
             for flip in (False, True):
@@ -152,7 +162,7 @@ def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: boo
                 p = _softmax(network, network(t.contiguous(memory_format=torch.channels_last)))
                 p = torch.flip(p, dims=(3,)) if flip else p
                 total = total + torch.rot90(p, -k, dims=(2, 3))
-        return (total / 8).cpu().numpy()
+        return (total / 8).cpu().numpy()[:count]
 
 
 def _read_tile(image, y: int, x: int, height: int, width: int, offset: float | None,
@@ -173,8 +183,65 @@ def _read_tile(image, y: int, x: int, height: int, width: int, offset: float | N
     return tile
 
 
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Where an array sits in a larger image, and which part of that image is wanted from it.
+
+    Prediction on a window places its tiles where they fall on the whole image, so that the
+    result on ``area`` is bit for bit the whole image's: the array must hold the rows and columns of
+    every tile that touches ``area`` (``area`` widened by one tile side, see :func:`tile_context`).
+
+    Attributes
+    ----------
+    origin : (int, int)
+        Row and column of the array's first pixel in the image.
+    shape : (int, int)
+        The whole image's shape.
+    area : ((int, int), (int, int))
+        ``((row_start, row_stop), (col_start, col_stop))`` of the wanted result, in image pixels.
+
+    Examples
+    --------
+    >>> w = Window.whole((300, 400))
+    >>> w.area, w.area_shape
+    (((0, 300), (0, 400)), (300, 400))
+    """
+
+    origin: tuple[int, int]
+    shape: tuple[int, int]
+    area: tuple[tuple[int, int], tuple[int, int]]
+
+    @classmethod
+    def whole(cls, shape) -> "Window":
+        """The whole of an image of ``shape``."""
+        return cls((0, 0), tuple(shape), ((0, shape[0]), (0, shape[1])))
+
+    @property
+    def area_shape(self) -> tuple[int, int]:
+        (a0, a1), (b0, b1) = self.area
+        return a1 - a0, b1 - b0
+
+    def local(self, array_shape) -> tuple[slice, slice]:
+        """The slices of ``area`` in the coordinates of the array (of ``array_shape``)."""
+        (a0, a1), (b0, b1) = self.area
+        oy, ox = self.origin
+        if a0 < oy or b0 < ox or a1 > oy + array_shape[0] or b1 > ox + array_shape[1]:
+            raise ValueError(f"window: area {self.area} is not inside the array at {self.origin} of "
+                             f"shape {tuple(array_shape)}")
+        return slice(a0 - oy, a1 - oy), slice(b0 - ox, b1 - ox)
+
+
+def tile_context(network, tiling: Tiling) -> int:
+    """How far beyond a window's area the tiles that touch it reach: its tile side (the receptive field
+    of the prediction, which is bounded by the tile)."""
+    multiple = getattr(network, "size_multiple", 1)
+    size = auto_tile_size(network) if tiling.tile_size == "auto" else tiling.tile_size
+    return 0 if size is None else max(multiple, size // multiple * multiple)
+
+
 def predict_probabilities(network, image: np.ndarray, *, offset: float | None, scale: float | None, num_classes: int,
-                          tiling: Tiling | None = None, probabilities=None, progress: bool = False) -> np.ndarray:
+                          tiling: Tiling | None = None, probabilities=None, progress: bool = False,
+                          window: Window | None = None) -> np.ndarray:
     """Class labels of ``image`` (argmax of blended softmax), optionally filling ``probabilities``.
 
     The image is extended at its bottom and right (mirrored) to a multiple of the network's
@@ -195,33 +262,43 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float | None, s
     tiling : Tiling, optional
         Tile size (``'auto'``: :func:`auto_tile_size`; ``None``: the whole image in one pass),
         overlap, batch size, precision and test-time augmentation; default ``Tiling()``.
-    probabilities : array of shape (num_classes, H, W), optional
-        Filled with the blended class probabilities (may be a memory-mapped file).
+    probabilities : array of shape (num_classes, h, w), optional
+        Filled with the blended class probabilities (may be a memory-mapped file); (h, w) is the
+        image's shape, or the window's area.
     progress : bool
         Show a progress bar over tiles.
+    window : Window, optional
+        ``image`` is part of a larger image: predict ``window.area`` of it, with the tiles (and
+        batches) the whole image would have there, so that the result equals the whole image's
+        to the bit. Default: the whole of ``image``.
 
     Returns
     -------
-    labels : (H, W) uint8 ndarray
+    labels : (h, w) uint8 ndarray
     """
     tiling = Tiling() if tiling is None else tiling
     what = f"predicting a {image.shape[0]}x{image.shape[-1]} image" + (
         " in one pass" if tiling.tile_size is None else f" in batches of {tiling.batch_size} tiles")
     with out_of_memory(what, "give a smaller --tile-size or --batch-size"):
         return _predict_probabilities(network, image, offset=offset, scale=scale, num_classes=num_classes,
-                                      tiling=tiling, probabilities=probabilities, progress=progress)
+                                      tiling=tiling, probabilities=probabilities, progress=progress, window=window)
 
 
-def _predict_probabilities(network, image, *, offset, scale, num_classes, tiling, probabilities, progress):
+def _predict_probabilities(network, image, *, offset, scale, num_classes, tiling, probabilities, progress, window):
+    window = Window.whole(image.shape) if window is None else window
     tile_size = auto_tile_size(network) if tiling.tile_size == "auto" else tiling.tile_size
     precision, augment, batch_size = tiling.precision, tiling.augment, tiling.batch_size
-    height, width = image.shape
+    height, width = window.shape
+    (a0, a1), (b0, b1) = window.area
+    oy, ox = window.origin
     multiple = getattr(network, "size_multiple", 1)
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
-    labels = np.empty((height, width), np.uint8)
+    labels = np.empty(window.area_shape, np.uint8)
     if tile_size is None or (padded_h <= tile_size and padded_w <= tile_size):
+        if window.origin != (0, 0) or tuple(image.shape) != (height, width):
+            raise ValueError("window: an image predicted in one pass must be given whole")
         tile = _read_tile(image, 0, 0, padded_h, padded_w, offset, scale)
-        p = _run(network, [tile], precision, augment)[0][:, :height, :width]
+        p = _run(network, [tile], precision, augment)[0][:, a0:a1, b0:b1]
         labels[:] = p.argmax(axis=0)
         if probabilities is not None:
             probabilities[:] = p
@@ -229,34 +306,51 @@ def _predict_probabilities(network, image, *, offset, scale, num_classes, tiling
     tile = max(multiple, tile_size // multiple * multiple)
     th, tw = min(tile, padded_h), min(tile, padded_w)
     stride = lambda t: max(multiple, round(t * (1 - tiling.overlap) / multiple) * multiple)  # noqa: E731
-    ys = tile_starts(padded_h, th, stride(th))
-    xs = tile_starts(padded_w, tw, stride(tw))
-    window = blend_window(th, tw)
-    # Accumulators hold one band of `th` rows starting at `top`; finished rows are emitted and
-    # the band moves down, so memory grows with the image width only.
-    acc = np.zeros((num_classes, th, padded_w), np.float32)
-    weight = np.zeros((th, padded_w), np.float32)
-    bar = progress_bar(total=len(ys) * len(xs), desc="tiles", unit="tile", enabled=progress)
-    for row, top in enumerate(ys):
-        for start in range(0, len(xs), batch_size):
-            chunk = xs[start:start + batch_size]
-            tiles = [_read_tile(image, top, x, th, tw, offset, scale) for x in chunk]
-            for x, p in zip(chunk, _run(network, tiles, precision, augment)):
-                acc[:, :, x:x + tw] += p * window
-                weight[:, x:x + tw] += window
-            bar.update(len(chunk))
-        bottom = ys[row + 1] if row + 1 < len(ys) else padded_h
-        done = bottom - top
-        rows = min(bottom, height) - top
-        if rows > 0:
-            p = acc[:, :rows, :width] / weight[:rows, :width]
-            labels[top:top + rows] = p.argmax(axis=0)
+    # The whole image's tiles; of them, those that touch the area.
+    ys = [y for y in tile_starts(padded_h, th, stride(th)) if y < a1 and y + th > a0]
+    xs = [x for x in tile_starts(padded_w, tw, stride(tw)) if x < b1 and x + tw > b0]
+    if (ys[0] < oy or xs[0] < ox or (ys[-1] + th > oy + image.shape[0] and oy + image.shape[0] < height)
+            or (xs[-1] + tw > ox + image.shape[1] and ox + image.shape[1] < width)):
+        raise ValueError(f"window: the array at {window.origin} of shape {image.shape} does not hold the tiles of "
+                         f"area {window.area}; widen it by tile_context()")
+    left = xs[0]
+    window_weights = blend_window(th, tw)
+    # Accumulators hold one band of `th` rows starting at the current tile row; finished rows are
+    # emitted and the band moves down, so memory grows with the area's width only. Tiles go through
+    # the network in batches in row-major order, a batch may span two tile rows.
+    acc = np.zeros((num_classes, th, xs[-1] + tw - left), np.float32)
+    weight = np.zeros((th, xs[-1] + tw - left), np.float32)
+    order = [(row, x) for row in range(len(ys)) for x in xs]
+    state = {"row": 0}
+
+    def finish_row(row: int) -> None:
+        """Emit the rows of tile row ``row`` that no later tile touches, and move the band down."""
+        top = ys[row]
+        bottom = ys[row + 1] if row + 1 < len(ys) else top + th
+        lo, hi = max(top, a0), min(bottom, height, a1)
+        if hi > lo:
+            p = acc[:, lo - top:hi - top, b0 - left:b1 - left] / weight[lo - top:hi - top, b0 - left:b1 - left]
+            labels[lo - a0:hi - a0] = p.argmax(axis=0)
             if probabilities is not None:
-                probabilities[:, top:top + rows] = p
+                probabilities[:, lo - a0:hi - a0] = p
+        done = min(bottom - top, th)
         acc[:, : th - done] = acc[:, done:]
         acc[:, th - done:] = 0
         weight[: th - done] = weight[done:]
         weight[th - done:] = 0
+
+    bar = progress_bar(total=len(order), desc="tiles", unit="tile", enabled=progress)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        tiles = [_read_tile(image, ys[row] - oy, x - ox, th, tw, offset, scale) for row, x in batch]
+        for (row, x), p in zip(batch, _run(network, tiles, precision, augment, batch_size)):
+            while state["row"] < row:
+                finish_row(state["row"])
+                state["row"] += 1
+            acc[:, :, x - left:x - left + tw] += p * window_weights
+            weight[:, x - left:x - left + tw] += window_weights
+        bar.update(len(batch))
+    finish_row(len(ys) - 1)
     bar.close()
     return labels
 

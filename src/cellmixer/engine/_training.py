@@ -35,6 +35,7 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._device import PRECISIONS, autocast, describe_device, resolve_device, resolve_precision, to_device
+from ._distributed import Distributed
 from ._method import method_by_task
 from ._model import check_model_config
 from ._record import CURVE_FILE, LOG_FILE, write_training_record
@@ -254,11 +255,17 @@ class Optimization:
         What else the checkpoint must remember to rebuild the run (classes, architecture, settings).
     device : str or torch.device
         Where the network trains; checkpoints hold CPU tensors, so a run resumes on any device.
+    distributed : Distributed, optional
+        This process's place in a run of several (torchrun): it trains on its share of each batch
+        in DistributedDataParallel, and only process 0 writes checkpoints.
     """
 
-    def __init__(self, network, config, checkpoint_dir: Path, meta: dict, *, device="cpu"):
+    def __init__(self, network, config, checkpoint_dir: Path, meta: dict, *, device="cpu",
+                 distributed: Distributed | None = None):
         self.device = resolve_device(device)
         self.network = network.to(self.device)
+        self.distributed = distributed
+        self.trained = distributed.wrap(self.network, self.device) if distributed else self.network
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir)
         self.meta = meta
@@ -279,11 +286,20 @@ class Optimization:
     def checkpoint(self) -> None:
         """Write the training state as one unit (:func:`save_checkpoint`); weights that are no longer
         finite are refused instead."""
-        if not all(bool(torch.isfinite(p).all()) for p in self.network.parameters()):
+        if not all(bool(torch.isfinite(p).all()) for p in self.network.parameters()):  # the same in every process
             self._diverged("the weights are no longer finite numbers")
+        if self.distributed is not None and not self.distributed.is_main:
+            return  # process 0 writes the run's checkpoint
         save_checkpoint(self.checkpoint_dir, network=self.network, optimizer=self.optimizer, rng=self.rng,
                         iteration=self.iteration, history=self.history, meta=self.meta, best=self.best)
         self.checkpointed = self.iteration
+
+    def _finite(self, loss) -> bool:
+        """Whether the loss is finite in every process (each has its share of the batch): all stop together."""
+        finite = torch.isfinite(loss.detach()).all().to(torch.int32)
+        if self.distributed is not None:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        return bool(finite)
 
     def _diverged(self, what: str):
         """Stop a run whose loss or weights became NaN or infinite, naming the likely cause."""
@@ -313,7 +329,7 @@ class Optimization:
         ``loss_fn(logits, targets)`` the loss. ``validate(network)``, if given, returns the loss on
         held-out data; it runs at every checkpoint, and the best weights are kept (:attr:`best`).
         """
-        config, network, opt = self.config, self.network, self.optimizer
+        config, network, opt = self.config, self.trained, self.optimizer
         start_time = time.perf_counter() if start_time is None else start_time
         device = self.device
         # float16 needs its gradients scaled against underflow; a disabled scaler is a plain step.
@@ -327,13 +343,15 @@ class Optimization:
                 for group in opt.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 images, targets = next_batch(self.rng, config.batch_size)
+                if self.distributed is not None:
+                    images, targets = self.distributed.share(images, targets)
                 with out_of_memory(f"training batch of {len(images)} crops of {images.shape[-2]}x{images.shape[-1]} "
                                    "pixels", "lower --batch-size or --crop-size"):
                     x = to_device(images, device, channels_last=True)
                     with autocast(config.precision, device):
                         logits = network(x)
                     loss = loss_fn(logits, to_device(targets, device))
-                    if not bool(torch.isfinite(loss)):  # before the step: the weights stay as they were
+                    if not self._finite(loss):  # before the step: the weights stay as they were
                         self._diverged(f"the loss is {loss.item()}")
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -444,15 +462,31 @@ class Training:
     def fit(self):
         """Train (or resume), save the model folder and its record; returns the model. The model
         folder is locked while it runs (:func:`cellmixer.io.prepare_output_dir`); what the run says
-        about its settings is said once its inputs are checked (:func:`notes_held`)."""
-        with output_locks():
+        about its settings is said once its inputs are checked (:func:`notes_held`). Under torchrun,
+        each process trains on its share of every batch and process 0 saves (see engine._distributed)."""
+        distributed = Distributed.from_environment()
+        if distributed is None:
+            return self._fit(None)
+        self.device = distributed.device(self.device)
+        distributed.check_batch(self.config.batch_size)
+        distributed.start(self.device)
+        self.progress = self.progress and distributed.is_main
+        try:
+            return self._fit(distributed)
+        finally:
+            distributed.stop()
+
+    def _fit(self, distributed: Distributed | None):
+        # Process 0 holds the folder's lock for the run (the others of a torchrun run read and train only).
+        main = distributed is None or distributed.is_main
+        with output_locks() if main else contextlib.nullcontext():
             with notes_held():
-                out, model, run, (next_batch, loss_fn, validate) = self._start()
+                out, model, run, (next_batch, loss_fn, validate) = self._start(distributed)
             run.run(next_batch, loss_fn, validate=validate, desc=self.description, progress=self.progress,
                     start_time=self.start_time)
-            return self._finish(out, model, run)
+            return self._finish(out, model, run, distributed)
 
-    def _start(self):
+    def _start(self, distributed: Distributed | None):
         """Everything before the optimisation loop: the folder, the resumed run or the refusal, the data,
         the model, the objective."""
         config = self.config
@@ -499,14 +533,16 @@ class Training:
             model.config["task"] = self.task
         if meta is None:  # a resumed run has its weights in the checkpoint
             load_pretrained(model.network, config)
-        torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        processes = distributed.world_size if distributed else 1
+        torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // processes))
         next_batch, loss_fn, validate = self.objective(model)
         checkpoint_meta = {key: model.config[key] for key in self.checkpoint_keys if key in model.config}
         checkpoint_meta.update(self.checkpoint_extras(), training=asdict(config))
-        run = Optimization(model.network, config, checkpoint_dir, checkpoint_meta, device=self.device)
+        run = Optimization(model.network, config, checkpoint_dir, checkpoint_meta, device=self.device,
+                           distributed=distributed)
         if meta is not None:
             run.resume(meta)
-        elif self.overwrite:
+        elif self.overwrite and (distributed is None or distributed.is_main):
             # The old run goes as this one starts (its inputs are checked by now): killed before its first
             # checkpoint, this run leaves nothing of the old one to be resumed or mistaken for its result.
             remove_checkpoint(checkpoint_dir)
@@ -514,7 +550,7 @@ class Training:
                 (out / name).unlink(missing_ok=True)
         return out, model, run, (next_batch, loss_fn, validate)
 
-    def _finish(self, out, model, run):
+    def _finish(self, out, model, run, distributed: Distributed | None):
         """The model folder of a run that reached its iterations: the weights kept, config, record."""
         config = self.config
         if run.best is not None:
@@ -528,6 +564,10 @@ class Training:
         record["final_loss"] = float(np.mean([h["loss"] for h in history[-50:]])) if history else None
         record["wall_time_s"] = round(time.perf_counter() - self.start_time, 1)
         model.config["training"] = record
+        if distributed is not None:
+            record["processes"] = distributed.world_size
+            if not distributed.is_main:
+                return model  # process 0 writes the model folder
         model.save(out, overwrite=True)
         write_training_record(out, history, ylabel=self.loss_name, title=self.title())
         return model

@@ -51,6 +51,7 @@ from ._write import (
     write_text,
     write_tiff,
 )
+from ._zarr import LazyImage, is_zarr, open_lazy, pyramid_levels, read_ome_zarr_labels, write_ome_zarr
 
 __all__ = [
     "FORMATS_EXTRA",
@@ -112,4 +113,10 @@ __all__ = [
     "write_rois",
     "write_text",
     "write_tiff",
+    "LazyImage",
+    "is_zarr",
+    "open_lazy",
+    "pyramid_levels",
+    "read_ome_zarr_labels",
+    "write_ome_zarr",
 ]

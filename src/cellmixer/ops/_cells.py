@@ -12,6 +12,8 @@ from ._classical import ClassicalSettings, classical_labels
 from ._graphcut import fuse_cells, graph_cut, smoothness_weights
 
 CELL_METHODS = ("nuclei", "grow", "graphcut")
+# Cells grow at half resolution in images at least this large on their short side.
+GROW_FULL_RESOLUTION_BELOW = 512
 # A nucleus is brighter than its surroundings by at least this many standard deviations of the camera noise.
 NOISE_LEVELS = 6.0
 
@@ -163,8 +165,28 @@ def cells_from_nuclei(nuclei, foreground, *, method: str = "grow", image=None, m
     allowed = ((foreground >= 0.5) | (nuclei > 0)) & _reach(nuclei, max_distance)
     if method == "grow":
         landscape = _edges(image) if image is not None else ndi.distance_transform_edt(nuclei == 0)
-        return watershed(landscape, nuclei, mask=allowed).astype(np.int32)
+        return _grow(nuclei, landscape, allowed)
     return _graph_cut_cells(nuclei, foreground, allowed, image, max_distance, smoothness)
+
+
+def _grow(nuclei: np.ndarray, landscape: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Seeded watershed of ``landscape`` from the nuclei inside ``allowed``; on large images at half
+    resolution (cell borders need no finer step, and the flooding is 4x faster), each nucleus kept whole."""
+    step = 2 if min(nuclei.shape) >= GROW_FULL_RESOLUTION_BELOW else 1
+    if step == 1:
+        return watershed(landscape, nuclei, mask=allowed).astype(np.int32)
+    markers = nuclei[::step, ::step].copy()
+    # a nucleus too small to be sampled still seeds its cell, at its centre
+    missing = np.setdiff1d(np.unique(nuclei), np.unique(markers))
+    if missing.size:
+        centres = ndi.center_of_mass(np.ones_like(nuclei), nuclei, missing)
+        for label, (y, x) in zip(missing, np.reshape(centres, (-1, 2))):
+            markers[min(int(y) // step, markers.shape[0] - 1), min(int(x) // step, markers.shape[1] - 1)] = label
+    small = watershed(landscape[::step, ::step], markers, mask=allowed[::step, ::step] | (markers > 0))
+    cells = np.repeat(np.repeat(small, step, axis=0), step, axis=1)[:nuclei.shape[0], :nuclei.shape[1]]
+    cells = np.where(allowed, cells, 0)
+    cells[nuclei > 0] = nuclei[nuclei > 0]
+    return cells.astype(np.int32)
 
 
 def _graph_cut_cells(nuclei, foreground, allowed, image, max_distance, smoothness) -> np.ndarray:

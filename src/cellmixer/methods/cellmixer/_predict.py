@@ -10,7 +10,20 @@ import tifffile
 from scipy import ndimage as ndi
 
 from ..._settings import takes_settings
-from ...engine import Tiling, as_tiling, load_model, run_images, write_labels
+from ..._errors import CellmixerError
+from ...engine import (
+    ChunkedRun,
+    Chunking,
+    SegmentationModel,
+    Tiling,
+    as_tiling,
+    load_model,
+    overview,
+    run_images,
+    semantic_task,
+    write_labels,
+    zarr_output,
+)
 from ...io import (
     add_legend,
     atomic_path,
@@ -55,7 +68,7 @@ def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndar
 def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | None = None,
             project: str | None = None, pixel_size=None, probabilities: bool = False, overlays: bool = True,
             device: str = "auto", overwrite: bool = False, resume: bool = False, progress: bool = True,
-            tiling: Tiling | None = None, **tiling_options) -> list[dict]:
+            tiling: Tiling | None = None, chunking: Chunking | None = None, **tiling_options) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
 
     Parameters
@@ -95,6 +108,12 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
     tile_size, overlap, batch_size, precision, augment :
         Sliding-window settings, network arithmetic and test-time augmentation (see
         :class:`cellmixer.engine.Tiling` and :meth:`SegmentationModel.predict`).
+    chunking : Chunking, optional
+        Large images (Zarr and OME-Zarr inputs, TIFFs larger than ``chunking.chunk_size`` on a
+        side) are predicted chunk by chunk on dask, never read whole, and written as
+        ``<name>.ome.zarr`` (the image and ``labels/classes``, with pyramids) instead of the label
+        TIFF, equal to the pixel to the whole image's map; their ``<class>_regions`` are left
+        empty (see :class:`cellmixer.engine.Chunking`).
 
     Returns
     -------
@@ -102,6 +121,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
         The rows of ``predictions.csv``.
     """
     tiling = as_tiling(tiling, **tiling_options)
+    model_source = None if isinstance(model, SegmentationModel) else str(model)
     model = load_model(model, methods=("cellmixer",), device=device)
     out = Path(output)
     channel, channel_option = model.input_channel(channel)
@@ -117,6 +137,9 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
                 *([f"{stem}_overlay.png"] if overlays else [])]
 
     def process(item, stem):
+        lazy = run.open(item, channel=channel)
+        if lazy is not None:
+            return predict_large(item, stem, lazy)
         image = item.read(channel, option=channel_option)
         check_not_constant(image, item)
         size = item.plane.image.pixel_size
@@ -138,9 +161,27 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
         return {"height": image.shape[0], "width": image.shape[1],
                 **region_summary(labels, names)}
 
+    def predict_large(path, stem, lazy):
+        if probabilities:
+            raise CellmixerError(f"{path}: --probabilities is not written for images predicted in chunks (Zarr, or "
+                                 "larger than --chunk-size); leave it out, or raise --chunk-size.")
+        zarr_path = zarr_output(out, stem)
+        summary = run.predict(lazy, semantic_task(model, tiling, source=model_source), zarr_path,
+                              overwrite=overwrite or resume, progress=progress)  # --resume: chunked anew
+        if overlays:
+            small, labels = overview(zarr_path, "classes")
+            write_png(out / f"{stem}_overlay.png", class_overlay(small, labels, names), overwrite=overwrite)
+        pixels = np.asarray(summary["pixels"], np.float64)
+        row = {"height": lazy.shape[0], "width": lazy.shape[1]}
+        for k, name in enumerate(names, start=1):
+            row.update({f"{name}_fraction": round(float(pixels[k] / pixels.sum()), 6), f"{name}_regions": ""})
+        return row
+
     settings = {"model": str(model.folder), "channel": channel, "project": project, "pixel_size": pixel_size,
                 "probabilities": probabilities, "overlays": overlays,
                 **dataclasses.asdict(tiling)}  # what the outputs depend on: --resume continues only the same run
-    return run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
-                      process=process, summary_file=SUMMARY_FILE, settings=settings, on_inputs=count,
-                      overwrite=overwrite, resume=resume, progress=progress, bar_for_one=False, desc="predicting")
+    with ChunkedRun(chunking) as run:
+        return run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                          process=process, summary_file=SUMMARY_FILE, settings=settings, on_inputs=count,
+                          overwrite=overwrite, resume=resume, progress=progress, bar_for_one=False,
+                          desc="predicting")

@@ -154,8 +154,8 @@ class CellMixerTraining(Training):
         if config.scale == "auto":
             found = auto_scale(self.dataset.paths, nuclear=self.nuclear, nuclear_channel=self.nuclear_channel)
             config.scale = 1.0 if found is None else found
-            note(f"--scale auto: {config.scale:g}" + (" (no nuclear stain given)" if found is None else
-                                                     f" (nuclei of the stain {AUTO_NUCLEUS_DIAMETER:g} pixels wide)"))
+            if found is not None and self.progress:
+                note(f"--scale auto: {found:g} (nuclei of the stain become {AUTO_NUCLEUS_DIAMETER:g} pixels wide)")
         self.images = load_pseudolabelled(self.dataset, foreground=self.foreground, channel=self.channel,
                                           scale=config.scale, min_size=config.crop_size,
                                           boundary_ignore=config.boundary_ignore,

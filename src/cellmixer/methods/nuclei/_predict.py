@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -10,18 +11,30 @@ from ..._errors import CellmixerError
 from ..._settings import takes_settings
 from ..._version import __version__
 from ...engine import (
+    ChunkedRun,
+    Chunking,
+    ChunkTask,
     InstanceWriter,
+    ModelRef,
     SegmentationModel,
     Tiling,
+    Window,
     as_tiling,
+    drop_image_border,
     load_model,
+    model_context,
+    object_fields,
+    overview,
     run_images,
     write_labels,
+    zarr_output,
 )
-from ...io import locks_outputs
+from ...io import instance_overlay, locks_outputs, write_csv, write_png
 from ...ops import InstanceSettings, instances_from_classes
 
 SUMMARY_FILE, SETTINGS_FILE = "nuclei.csv", "nuclei.json"
+# Room for the largest nucleus around each chunk of a large image (pixels): twice a large nucleus at 20x.
+NUCLEUS_HALO = 96
 
 
 def load_nucleus_model(model, *, device=None) -> SegmentationModel:
@@ -75,12 +88,49 @@ def segment_nuclei(model, image: np.ndarray, *, tiling: Tiling | None = None, re
     return (labels, classes) if return_classes else labels
 
 
+def segment_nuclei_chunk(region: np.ndarray, window: Window, statistics, *, model: ModelRef, tiling: Tiling,
+                         remove_border: bool, min_area: int) -> np.ndarray:
+    """:func:`segment_nuclei` on a window of a large image (the chunk task of :func:`nuclei_task`)."""
+    classes = model.get(load_nucleus_model).predict(region, tiling=tiling, window=window, statistics=statistics)
+    labels = instances_from_classes(classes, min_area=min_area)
+    return drop_image_border(labels, window) if remove_border else labels
+
+
+def nuclei_task(model: SegmentationModel, tiling: Tiling, *, source=None, remove_border: bool = False,
+                min_area: int = 0) -> ChunkTask:
+    """The nuclei of a large image, chunk by chunk (:func:`cellmixer.engine.predict_chunked`)."""
+    segment = functools.partial(segment_nuclei_chunk, model=ModelRef.of(model, source), tiling=tiling,
+                                remove_border=remove_border, min_area=min_area)
+    return ChunkTask(segment, name="nuclei", instances=True, tile_context=model_context(model, tiling),
+                     halo=NUCLEUS_HALO, statistics=model.input_statistics,
+                     key=repr((source, tiling, remove_border, min_area)))
+
+
+def write_large_instances(run: ChunkedRun, out: Path, stem: str, lazy, task: ChunkTask, *, overlays: bool,
+                          overwrite: bool, progress: bool) -> dict:
+    """A large image's instances: ``<stem>.ome.zarr`` (image and labels), ``<stem>_objects.csv`` and an
+    overlay of a pyramid level; returns its summary row."""
+    zarr_path = zarr_output(out, stem)
+    summary = run.predict(lazy, task, zarr_path, overwrite=overwrite, progress=progress)
+    fields = [*object_fields(), *[k for k in (summary["table"][0] if summary["table"] else {}) if
+                                  k not in object_fields()]]
+    write_csv(out / f"{stem}_objects.csv", summary["table"], overwrite=overwrite, fieldnames=fields)
+    if overlays:
+        image, labels = overview(zarr_path, task.name)
+        write_png(out / f"{stem}_overlay.png", instance_overlay(image, labels), overwrite=overwrite)
+    areas = [row["area"] for row in summary["table"]]
+    pixels = lazy.shape[0] * lazy.shape[1]
+    return {"objects": summary["objects"], "foreground_fraction": round(float(sum(areas)) / pixels, 6),
+            "mean_area": round(float(np.mean(areas)), 2) if areas else 0.0}
+
+
 @locks_outputs
 @takes_settings(Tiling)
 def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | str | None = None,
                    project: str | None = None, pixel_size=None, remove_border: bool = False, min_area: int = 0,
                    classes: bool = False, overlays: bool = True, device: str = "auto", overwrite: bool = False,
                    resume: bool = False, progress: bool = True, tiling: Tiling | None = None,
+                   chunking: Chunking | None = None,
                    **tiling_options) -> list[dict]:
     """Segment the nuclei of every input image and write label images, tables, ROIs and overlays.
 
@@ -91,6 +141,10 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
     ``<name>_overlay.png`` and, with ``classes``, ``<name>_classes.tif`` (the 3-class map before
     post-processing); plus ``coco_dataset.json``, ``nuclei.csv`` (one row per image) and
     ``nuclei.json`` (settings).
+
+    Large images (Zarr and OME-Zarr inputs, TIFFs larger than ``chunking.chunk_size`` on a side)
+    are predicted chunk by chunk on dask, never read whole, nuclei stitched across chunk borders:
+    ``<name>.ome.zarr`` (the image and ``labels/nuclei``, with pyramids) replaces the label TIFF.
 
     Parameters
     ----------
@@ -115,6 +169,8 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
         Continue an interrupted run into ``output`` (same options): images done are skipped.
     tiling, tile_size, overlap, batch_size, precision, augment :
         Sliding window and arithmetic (see :func:`segment_nuclei`).
+    chunking : Chunking, optional
+        Chunk size, halo and dask scheduler of large images (:class:`cellmixer.engine.Chunking`).
 
     Returns
     -------
@@ -134,6 +190,11 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
         return [*writer.outputs(stem), *([f"{stem}_classes.tif"] if classes else [])]
 
     def process(item, stem):
+        lazy = run.open(item, channel=channel)
+        if lazy is not None:
+            task = nuclei_task(model, tiling, source=model_source, remove_border=remove_border, min_area=min_area)
+            return write_large_instances(run, out, stem, lazy, task, overlays=overlays,
+                                         overwrite=overwrite or resume, progress=progress)  # --resume: anew
         image = item.read(channel, option=channel_option)
         labels, class_map = segment_nuclei(model, image, tiling=tiling, remove_border=remove_border,
                                            min_area=min_area, return_classes=True)
@@ -146,9 +207,10 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
                 "cellmixer_version": __version__, "overlap": tiling.overlap, "precision": tiling.precision,
                 "augment": tiling.augment, "remove_border": remove_border, "min_area": min_area, "channel": channel,
                 "project": project}
-    rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
-                      process=process, summary_file=SUMMARY_FILE, settings_file=SETTINGS_FILE, settings=settings,
-                      extra_files=writer.run_outputs, overwrite=overwrite, resume=resume, restore=writer.restore,
-                      progress=progress, desc="segmenting nuclei")
+    with ChunkedRun(chunking) as run:
+        rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                          process=process, summary_file=SUMMARY_FILE, settings_file=SETTINGS_FILE, settings=settings,
+                          extra_files=writer.run_outputs, overwrite=overwrite, resume=resume,
+                          restore=writer.restore, progress=progress, desc="segmenting nuclei")
     writer.finish()
     return rows

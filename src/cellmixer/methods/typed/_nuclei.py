@@ -9,9 +9,9 @@ import numpy as np
 
 from ..._errors import CellmixerError
 from ..._settings import check_settings, setting, setting_like
-from ...engine import SegmentationModel, load_model, method_of
+from ...engine import SegmentationModel, load_model
 from ...methods.centroids import segment_cells
-from ...methods.nuclei import load_nucleus_model, segment_nuclei
+from ...methods.nuclei import segment_nuclei
 from ...ops import (
     CELL_METHODS,
     ClassicalSettings,
@@ -52,7 +52,7 @@ def nucleus_source(nuclei, route: NuclearRoute, *, device=None):
     if isinstance(nuclei, str) and nuclei in NUCLEUS_SOURCES:
         return lambda stain: nuclei_of_stain(stain, diameter_range=route.diameter_range, method=route.method)
     if isinstance(nuclei, SegmentationModel) or (Path(nuclei) / "config.json").is_file():
-        model = load_nucleus_model(load_model(nuclei, methods=("nuclei",), device=device, option="--nuclei"))
+        model = load_model(nuclei, methods=("nuclei",), device=device, option="--nuclei")
         return lambda stain: segment_nuclei(model, stain)
     raise CellmixerError(f"--nuclei {nuclei}: give 'classical' or a nucleus model folder (`cellmixer nuclei train`).")
 
@@ -69,8 +69,6 @@ def cell_source(cells, route: NuclearRoute, *, device=None):
         return grow
     if isinstance(cells, SegmentationModel) or (Path(cells) / "config.json").is_file():
         model = load_model(cells, methods=("centroids",), device=device, option="--cells")
-        if method_of(model).name != "centroids":
-            raise CellmixerError(f"--cells {cells}: give a cell-centre detector (`cellmixer centroids train`).")
 
         def detector(nuclei, foreground, image):
             return segment_cells(model, image, seeds=nuclei).labels
