@@ -7,7 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from ..._errors import CellmixerError
-from ...io import IMAGE_SUFFIXES, check_overwrite, locks_outputs, prepare_output_dir, read_labels, write_csv, write_json, write_text
+from ...io import (
+    IMAGE_SUFFIXES,
+    check_overwrite,
+    locks_outputs,
+    prepare_output_dir,
+    read_labels,
+    write_csv,
+    write_json,
+    write_text,
+)
 from ...metrics import dice_per_class, instance_scores
 from ...ops import three_class_targets
 
