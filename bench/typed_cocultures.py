@@ -334,7 +334,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--types", nargs=2, default=["3T3", "MCF10A"])
-    parser.add_argument("--rows", nargs="+", default=None, help="rows to run (default: all)")
+    parser.add_argument("--rows", nargs="*", default=None, help="rows to run (default: all; none with --model)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=FOLDER",
                         help="also score an existing model folder")
     parser.add_argument("--cells", default="grow", help="cell bodies of the route (nuclei, grow, graphcut)")
@@ -522,6 +522,8 @@ ROWS: dict = {
     "mosaic": model_row("mosaic", {"mixing": "mosaic", "photometric": False}),
     "both": model_row("both", {"mixing": "both", "photometric": False}),
     "both + photometric": model_row("both_photometric", {"mixing": "both", "photometric": True}),
+    "both + photometric + flat field": model_row("both_photometric_flatfield", {"mixing": "both", "photometric": True,
+                                                                               "normalization": "flatfield"}),
 }
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellmixer.demo import synthetic_culture, synthetic_nuclear_stain
+from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture, synthetic_nuclear_stain
 from cellmixer.engine import SegmentationModel, method_of
 from cellmixer.methods.cellmixer import CropSampler, PseudoLabelledImage
 from cellmixer.methods.typed import cells_of_nuclei, predict_typed, segment_typed
@@ -296,3 +296,42 @@ def test_nuclei_from_a_nucleus_model_and_cells_from_a_detector(trained, model_ki
         segment_typed(model, image, nuclear=stain, cells=str(model_kinds["nuclei"]))
     with pytest.raises(Exception, match="--nuclei"):
         segment_typed(model, image, nuclear=stain, nuclei="otsu")
+
+
+# ------------------------------------------------------------------------------ flat-field normalization
+
+
+def test_flat_field_cancels_uneven_light_and_exposure():
+    from cellmixer.ops import extract_foreground, normalize_by_background, normalize_by_flat_field
+
+    image, instances, _ = synthetic_culture("spindle", shape=(192, 192), seed=3)
+    image = image.astype(np.float32) + 200
+    light = np.linspace(0.5, 1.5, image.shape[1], dtype=np.float32)[None, :]  # light falls off to the left
+    cells = extract_foreground(image, **DEMO_FOREGROUND.to_dict())
+    lit = image * light
+    left, right = np.s_[:, :48], np.s_[:, -48:]
+    background = ~cells
+
+    def sides(normalized):
+        return float(normalized[left][background[left]].mean()), float(normalized[right][background[right]].mean())
+
+    flat = normalize_by_flat_field(lit, cells, sigma=16)
+    plain = normalize_by_background(lit, cells)
+    assert abs(np.subtract(*sides(flat))) < 0.5 < abs(np.subtract(*sides(plain)))
+    np.testing.assert_allclose(normalize_by_flat_field(0.25 * lit, cells, sigma=16), flat, atol=1e-3)
+
+
+def test_a_flat_field_model_predicts_alike_at_any_exposure_and_is_not_exported(culture_dir, tiny, tmp_path, console):
+    from cellmixer.methods.cellmixer import train
+
+    model = train(culture_dir, tmp_path / "flat", seed=0, normalization="flatfield", **tiny)
+    config = json.loads((tmp_path / "flat" / "config.json").read_text())
+    assert config["normalization"]["method"] == "flatfield" and config["normalization"]["sigma"] > 0
+    model = SegmentationModel.load(tmp_path / "flat")
+    image, _, _ = synthetic_culture("spindle", shape=(96, 96), seed=4)
+    image = image.astype(np.float32) + 100
+    np.testing.assert_allclose(model.predict(0.3 * image), model.predict(image), atol=1e-3)
+    result = console("export", str(tmp_path / "flat"), "--bioimageio", str(tmp_path / "flat.zip"))
+    assert result.returncode == 2 and "flat field" in result.stderr and "--normalization background" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "flat.zip").exists()

@@ -55,7 +55,7 @@ def add_parsers(sub) -> None:
                        description="Train from folders of homogeneous cultures; the folder name is the only label.")
     p.add_argument("data", help="folder with one sub-folder of images per cell type")
     group = p.add_argument_group("method")
-    add_settings(group, TrainingConfig, ["mode", "mixing", "lam", "mix_probability", "photometric"])
+    add_settings(group, TrainingConfig, ["mode", "mixing", "lam", "mix_probability", "normalization", "photometric"])
     add_nuclear_options(group)
     add_settings(add_network_options(p), TrainingConfig, ["scale"])
     add_training_options(p, TrainingConfig, own=("tversky_alpha", "tversky_beta", "boundary_ignore"))

@@ -26,7 +26,7 @@ from ..models import (
 )
 from ..ops import ForegroundParams, rescale_image
 from ._device import module_device, resolve_device, resolve_precision
-from ._normalization import input_statistics
+from ._normalization import flat_field_input, input_statistics
 from ._tiling import (
     Tiling,
     Window,
@@ -40,7 +40,8 @@ from ._tiling import (
 # Label images are uint8: 0 is background, 1..255 the classes.
 MAX_CLASSES = 255
 # The keys of each normalization method (besides "method"); see engine.input_statistics.
-NORMALIZATION_KEYS = {"background": {"foreground"}, "percentile": {"low", "high"}, "tile": {"tile_size"}}
+NORMALIZATION_KEYS = {"background": {"foreground"}, "flatfield": {"foreground", "sigma"}, "percentile": {"low", "high"},
+                      "tile": {"tile_size"}}
 
 
 def _class_names_need(names) -> str | None:
@@ -116,8 +117,12 @@ def check_model_config(config, path, *, fix: str = "restore the file from the tr
             key = (unknown or missing)[0]
             raise CellmixerError(f"\"normalization.{key}\" " + ("is not a setting of the method " + method
                                                                   if unknown else "is missing"))
-        if method == "background":
+        if method in ("background", "flatfield"):
             check_mapping(ForegroundParams, normalization["foreground"], key="normalization.foreground")
+            sigma = normalization.get("sigma", 64.0)
+            if method == "flatfield" and (isinstance(sigma, bool) or not isinstance(sigma, (int, float))
+                                          or not 1 <= sigma <= 4096):
+                raise CellmixerError(f"\"normalization.sigma\" is {json.dumps(sigma)}: give pixels between 1 and 4096")
         elif method == "tile":
             check_value(_TILE_SIZE, normalization["tile_size"], key="normalization.tile_size")
         else:
@@ -357,6 +362,9 @@ class SegmentationModel:
         """
         tiling = as_tiling(tiling, **tiling_options)
         image = np.asarray(image)
+        if self.config["normalization"].get("method") == "flatfield":
+            # the image (or a chunk with its context) divided by its own background level: no whole-image statistic
+            image, statistics = flat_field_input(image, self.config["normalization"]), (0.0, 1.0)
         offset, scale = self.input_statistics(image) if statistics is None else statistics
         tile_size = tiling.tile_size
         if self.config["normalization"].get("method") == "tile":

@@ -7,7 +7,7 @@ import math
 import dask.array as da
 import numpy as np
 
-from ..ops import ForegroundParams, background_stats, extract_foreground
+from ..ops import ForegroundParams, background_stats, extract_foreground, normalize_by_flat_field
 
 # Statistics of larger images are taken on a sub-sampled copy: same values, bounded memory.
 MAX_STATS_PIXELS = 16_000_000
@@ -60,6 +60,8 @@ def input_statistics(image, normalization: dict) -> tuple[float | None, float | 
             sample = np.asarray(image, dtype=np.float32)  # a dask array of this size is read whole
             mask = extract_foreground(sample, **params.to_dict())
         return background_stats(sample, mask)
+    if method == "flatfield":  # the input is normalized pixel by pixel (flat_field_input) before the tiles
+        return 0.0, 1.0
     if method == "percentile":
         step = max(1, int(math.sqrt(image.size / 1_000_000)))
         lo, hi = np.percentile(np.asarray(image[::step, ::step]),
@@ -68,3 +70,19 @@ def input_statistics(image, normalization: dict) -> tuple[float | None, float | 
     if method == "tile":
         return None, None
     raise ValueError(f"unknown normalization method {method!r}")
+
+
+def flat_field_input(image, normalization: dict) -> np.ndarray:
+    """Network input of a ``{"method": "flatfield", "foreground": {...}, "sigma": 64}`` model: the image
+    divided by its background level (a smooth surface through the unsupervised background), centred
+    and scaled by its background's mean and spread (:func:`cellmixer.ops.normalize_by_flat_field`)."""
+    params = ForegroundParams(**normalization.get("foreground", {}))
+    image = np.asarray(image, dtype=np.float32)
+    if image.size > MAX_STATS_PIXELS:
+        mask, _ = _foreground_of_large_image(image, params)
+        f = math.ceil(math.sqrt(image.size / MAX_STATS_PIXELS))
+        mask = np.repeat(np.repeat(mask, f, axis=0), f, axis=1)[:image.shape[0], :image.shape[1]]
+        mask = np.pad(mask, ((0, image.shape[0] - mask.shape[0]), (0, image.shape[1] - mask.shape[1])), mode="edge")
+    else:
+        mask = extract_foreground(image, **params.to_dict())
+    return normalize_by_flat_field(image, mask, sigma=float(normalization.get("sigma", 64.0)))

@@ -236,6 +236,10 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
     if architecture not in NETWORKS:
         raise CellmixerError(f"{source}: a {architecture} network; bioimage.io export supports U-Net models "
                              f"({', '.join(sorted(NETWORKS))}).")
+    if model.config["normalization"].get("method") == "flatfield":
+        # the exported network builds in the background normalization only; a flat field is not ported to torch
+        raise CellmixerError(f"{source}: its input is normalized by a flat field, which bioimage.io export does not "
+                             "build in; export a model trained with --normalization background.")
     kind = method_of(model).name
     channels = output_channels(model)
     network = exported_network(model)

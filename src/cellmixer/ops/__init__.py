@@ -20,7 +20,14 @@ from ._classical import (
 from ._foreground import THRESHOLD_METHODS, ForegroundParams, extract_foreground, gradient_map
 from ._graphcut import SALIENCY_METHODS, fuse_cells, graph_cut, saliency_map, smoothness_weights
 from ._losses import DICE_WEIGHTS, log_dice_loss, tversky_loss
-from ._mixup import background_stats, mix_labels, mix_pair, normalize_by_background
+from ._mixup import (
+    background_field,
+    background_stats,
+    mix_labels,
+    mix_pair,
+    normalize_by_background,
+    normalize_by_flat_field,
+)
 from ._mosaic import mosaic_pair, territory_mosaic
 from ._postprocess import InstanceSettings, instances_from_classes
 from ._resize import rescale_image
@@ -49,6 +56,7 @@ __all__ = [
     "SALIENCY_METHODS",
     "THRESHOLD_METHODS",
     "augment",
+    "background_field",
     "background_stats",
     "cellprofiler_threshold",
     "classical_labels",
@@ -66,6 +74,7 @@ __all__ = [
     "mosaic_pair",
     "territory_mosaic",
     "normalize_by_background",
+    "normalize_by_flat_field",
     "cell_fields",
     "cell_measurements",
     "object_table",

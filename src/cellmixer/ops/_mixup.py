@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 # A background needs this many pixels for its statistics to be trusted; below it, all pixels are used.
 MIN_BACKGROUND_PIXELS = 64
@@ -91,3 +92,98 @@ def mix_pair(image1: np.ndarray, labels1: np.ndarray, image2: np.ndarray, labels
         image2 = normalize_by_background(image2, np.asarray(labels2) > 0)
     mixed = np.float32(lam) * image1 + np.float32(1 - lam) * image2
     return mixed.astype(np.float32, copy=False), mix_labels(labels1, labels2)
+
+
+def background_field(image: np.ndarray, foreground: np.ndarray, *, sigma: float = 64.0) -> np.ndarray:
+    """The image's background level at every pixel: a smooth surface through its background pixels.
+
+    At each pixel, a plane fitted to the background pixels around it by least squares weighted by a
+    Gaussian of ``sigma`` pixels (a first-order normalized convolution: exact for a linear fall-off of
+    the light, at the image's edges too), on a block-averaged copy for speed; where a region holds too
+    few background pixels (a confluent patch), the Gaussian widens until it reaches some.
+
+    Examples
+    --------
+    >>> image = np.tile(np.linspace(100, 200, 64, dtype=np.float32), (64, 1))   # light from the right
+    >>> cells = np.zeros(image.shape, bool); cells[20:40, 20:40] = True; image[cells] += 500
+    >>> field = background_field(image, cells, sigma=8)
+    >>> bool(abs(field[30, 30] - 147) < 2), bool(abs(field[10, 63] - 200) < 2)
+    (True, True)
+    """
+    image = np.asarray(image, np.float32)
+    background = ~np.asarray(foreground, bool)
+    if background.sum() < MIN_BACKGROUND_PIXELS:
+        background = np.ones(image.shape, bool)
+    f = max(1, int(sigma // 8))
+    h, w = image.shape
+    ph, pw = -h % f, -w % f
+    padded = np.pad(image * background, ((0, ph), (0, pw)), mode="constant").astype(np.float64)
+    weight = np.pad(background.astype(np.float64), ((0, ph), (0, pw)), mode="constant")
+    total = padded.reshape(padded.shape[0] // f, f, -1, f).sum(axis=(1, 3))
+    count = weight.reshape(weight.shape[0] // f, f, -1, f).sum(axis=(1, 3))
+    means = total[count > 0] / count[count > 0]
+    low, high = float(means.min()), float(means.max())
+    level = np.zeros(total.shape, np.float64)
+    missing = np.ones(total.shape, bool)
+    spread = sigma / f
+    for _ in range(6):  # widen where the background is too scarce
+        level, fitted = _local_plane(total, count, spread, level, missing, f)
+        missing &= ~fitted
+        if not missing.any():
+            break
+        spread *= 2
+    if missing.any():
+        level[missing] = float(image[background].mean())
+    level = np.clip(level, low, high)  # a plane does not extrapolate beyond the background it saw
+    zoomed = ndi.zoom(level, f, order=1, grid_mode=True, mode="nearest")[:h, :w]
+    return np.maximum(zoomed, 1e-6 * max(float(np.abs(image).max()), 1.0)).astype(np.float32)
+
+
+def _local_plane(total, count, spread, level, missing, f):
+    """Weighted least-squares plane ``a + b y + c x`` through the block sums around each block
+    (Gaussian weights, zero outside the image), evaluated there; the mean where a plane is not
+    determined. Returns the updated level and where it was fitted."""
+    yy, xx = np.meshgrid((np.arange(total.shape[0]) - total.shape[0] / 2) / spread,
+                         (np.arange(total.shape[1]) - total.shape[1] / 2) / spread, indexing="ij")
+
+    def smooth(a):
+        return ndi.gaussian_filter(a, spread, mode="constant", cval=0.0)
+
+    s0, sy, sx = smooth(count), smooth(count * yy), smooth(count * xx)
+    syy, sxy, sxx = smooth(count * yy * yy), smooth(count * xx * yy), smooth(count * xx * xx)
+    t0, ty, tx = smooth(total), smooth(total * yy), smooth(total * xx)
+    fitted = missing & (s0 > 0.05 * f * f)
+    # moments about each block's own position, so that the plane's value there is its intercept
+    my, mx = sy - yy * s0, sx - xx * s0
+    cyy = syy - 2 * yy * sy + yy * yy * s0
+    cxx = sxx - 2 * xx * sx + xx * xx * s0
+    cxy = sxy - yy * sx - xx * sy + xx * yy * s0
+    uy, ux = ty - yy * t0, tx - xx * t0
+    matrix = np.stack([np.stack([s0, my, mx], -1), np.stack([my, cyy, cxy], -1), np.stack([mx, cxy, cxx], -1)], -2)
+    rhs = np.stack([t0, uy, ux], -1)
+    det = np.linalg.det(matrix)
+    solvable = fitted & (np.abs(det) > 1e-6 * np.maximum(s0, 1e-12) ** 3)
+    level = level.copy()
+    if solvable.any():
+        level[solvable] = np.linalg.solve(matrix[solvable], rhs[solvable][..., None])[..., 0, 0]
+    flat = fitted & ~solvable
+    level[flat] = t0[flat] / s0[flat]
+    return level, fitted
+
+
+def normalize_by_flat_field(image: np.ndarray, foreground: np.ndarray, *, sigma: float = 64.0) -> np.ndarray:
+    """The image divided by its background level (:func:`background_field`), then centred and scaled by
+    its background's mean and spread: uneven illumination, vignetting and any exposure (a gain) cancel.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> image = (1000 + rng.normal(0, 10, (64, 64))).astype(np.float32)
+    >>> cells = np.zeros(image.shape, bool); cells[20:30, 20:30] = True; image[cells] += 300
+    >>> a = normalize_by_flat_field(image, cells); b = normalize_by_flat_field(0.3 * image, cells)
+    >>> bool(np.allclose(a, b, atol=1e-4)), round(float(a[~cells].std()), 1)
+    (True, 1.0)
+    """
+    image = np.asarray(image, np.float32)
+    ratio = image / background_field(image, foreground, sigma=sigma) - np.float32(1)
+    return normalize_by_background(ratio, foreground)

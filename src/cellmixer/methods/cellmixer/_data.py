@@ -20,11 +20,18 @@ from ...ops import (
     extract_foreground,
     mix_pair,
     normalize_by_background,
+    normalize_by_flat_field,
     nuclei_of_stain,
     rescale_image,
     split_foreground,
     territory_mosaic,
 )
+
+
+# Flat-field normalization: the background level is a Gaussian-weighted average of background pixels within
+# about this many pixels (wider than cells, narrower than the illumination's changes).
+FLAT_FIELD_SIGMA = 64.0
+NORMALIZATIONS = ("background", "flatfield")
 
 
 @dataclass
@@ -39,7 +46,7 @@ class PseudoLabelledImage:
 
 
 def pseudolabel_image(image: np.ndarray, class_index: int, foreground: ForegroundParams, *,
-                      boundary_ignore: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                      boundary_ignore: int = 0, normalization: str = "background") -> tuple[np.ndarray, np.ndarray]:
     """Normalized image and its label map: the unsupervised foreground, labelled with the image's class.
 
     With ``boundary_ignore`` > 0, pixels within that distance of the mask's outline (inside or
@@ -53,6 +60,8 @@ def pseudolabel_image(image: np.ndarray, class_index: int, foreground: Foregroun
         band = ndi.binary_dilation(mask, square, iterations=boundary_ignore) & ~ndi.binary_erosion(
             mask, square, iterations=boundary_ignore, border_value=1)
         labels[band] = IGNORE
+    if normalization == "flatfield":
+        return normalize_by_flat_field(image, mask, sigma=FLAT_FIELD_SIGMA), labels
     return normalize_by_background(image, mask), labels
 
 
@@ -67,8 +76,8 @@ def cell_seeds(mask: np.ndarray, stain: np.ndarray | None = None, *, diameter_ra
 
 def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams = ForegroundParams(),
                         channel: int | None = None, scale: float = 1.0, min_size: int = 0,
-                        boundary_ignore: int = 0, seeds: bool = False, nuclear=None, nuclear_channel=None,
-                        progress: bool = True) -> list[PseudoLabelledImage]:
+                        boundary_ignore: int = 0, normalization: str = "background", seeds: bool = False,
+                        nuclear=None, nuclear_channel=None, progress: bool = True) -> list[PseudoLabelledImage]:
     """Read every image of ``dataset`` and label its foreground with the image's class.
 
     Pseudo-labels are found at the image's own resolution, then image and labels are resized by
@@ -91,7 +100,8 @@ def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams =
                 f"{path}: image is {image.shape[0]}x{image.shape[1]} pixels{scaled}, smaller than the crop size "
                 f"{min_size}; use --crop-size {max(16, size // 16 * 16)} or less, or remove the image."
             )
-        normalized, labels = pseudolabel_image(image, k, foreground, boundary_ignore=boundary_ignore)
+        normalized, labels = pseudolabel_image(image, k, foreground, boundary_ignore=boundary_ignore,
+                                               normalization=normalization)
         cells = None
         if seeds:
             stain = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)

@@ -13,7 +13,7 @@ from ...engine import OptimizationSettings, SegmentationModel, Training, stored_
 from ..._progress import note
 from ...io import ImageDataset, describe_images, discover_dataset, locks_outputs, open_image, read_nuclear
 from ...ops import AugmentParams, ForegroundParams, median_diameter, nuclei_of_stain, tversky_loss
-from ._data import MIXINGS, CropSampler, load_pseudolabelled
+from ._data import FLAT_FIELD_SIGMA, MIXINGS, NORMALIZATIONS, CropSampler, load_pseudolabelled
 
 
 # scale "auto": the factor that makes the median nucleus this many pixels wide for the network (the DeepCell
@@ -78,6 +78,10 @@ class TrainingConfig(OptimizationSettings):
                                    "side by side and touching, as in a confluent co-culture; cut around the nuclei "
                                    "of --nuclear-replace/--nuclear-channel, or around the foreground's cells), or "
                                    "both", choices=MIXINGS)
+    normalization: str = setting("background", "network input: each image centred and scaled by its background "
+                                               "(background), or first divided by its background level, so that "
+                                               "uneven light, vignetting and exposure cancel (flatfield)",
+                                 choices=NORMALIZATIONS)
     photometric: bool = setting(False, "also augment uneven illumination, contrast from half to twice and bright "
                                        "and dark contrast apart (images of other days, microscopes, exposures)")
 
@@ -158,7 +162,7 @@ class CellMixerTraining(Training):
                 note(f"--scale auto: {found:g} (nuclei of the stain become {AUTO_NUCLEUS_DIAMETER:g} pixels wide)")
         self.images = load_pseudolabelled(self.dataset, foreground=self.foreground, channel=self.channel,
                                           scale=config.scale, min_size=config.crop_size,
-                                          boundary_ignore=config.boundary_ignore,
+                                          boundary_ignore=config.boundary_ignore, normalization=config.normalization,
                                           seeds=config.mode == "cellmixer" and config.mixing != "blend",
                                           nuclear=self.nuclear, nuclear_channel=self.nuclear_channel,
                                           progress=self.progress)
@@ -166,7 +170,10 @@ class CellMixerTraining(Training):
     def new_model(self):
         model = SegmentationModel.new(
             self.dataset.classes, architecture=self.architecture, channel=self.channel, input_scale=self.config.scale,
-            seed=self.config.seed, normalization={"method": "background", "foreground": self.foreground.to_dict()},
+            seed=self.config.seed, normalization={"method": self.config.normalization,
+                                                  "foreground": self.foreground.to_dict(),
+                                                  **({"sigma": FLAT_FIELD_SIGMA}
+                                                     if self.config.normalization == "flatfield" else {})},
             **self.model_options)
         model.config["pixel_size"] = training_pixel_size(self.dataset.paths)
         return model
