@@ -234,7 +234,7 @@ def main(argv=None) -> int:
             dataset, out / "models" / mode, **network, lr_schedule=args.lr_schedule,
             mix_probability=args.mix_probability, boundary_ignore=args.boundary_ignore, foreground=params,
             tversky_alpha=args.tversky[0], tversky_beta=args.tversky[1],
-            seed=args.seed, overwrite=True,
+            seed=args.seed, overwrite=True, mixing="blend", photometric=False,  # the paper's mixup, as published
             checkpoint_every=max(250, network["iterations"] // 4))
         timings[f"train_{mode}_s"] = t()
         t = Timer()

@@ -517,7 +517,7 @@ EXPERIMENT = dict(optimizer="adam", lr_schedule="poly", crop_size=192)
 
 ROWS: dict = {
     "peer": peer_row,
-    "baseline": model_row("baseline", {"mode": "baseline"}),
+    "baseline": model_row("baseline", {"mode": "baseline", "photometric": False}),
     "cellmixer (blend)": model_row("cellmixer_blend", {"mixing": "blend", "photometric": False}),
     "mosaic": model_row("mosaic", {"mixing": "mosaic", "photometric": False}),
     "both": model_row("both", {"mixing": "both", "photometric": False}),

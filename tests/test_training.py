@@ -284,7 +284,7 @@ def test_train_writes_a_model_folder(tiny_run):
     assert config["architecture"]["width"] == 4 and config["architecture"]["depth"] == 2
     training = config["training"]
     assert training["iterations"] == 6 and training["batch_size"] == 2 and training["crop_size"] == 32
-    assert training["mode"] == "cellmixer" and training["optimizer"] == "sgd" and training["lam"] == 0.5
+    assert training["mode"] == "cellmixer" and training["optimizer"] == "adam" and training["lam"] == 0.5
     assert training["learning_rate"] == 1e-3 and training["momentum"] > 0 and training["weight_decay"] == 0
     assert training["images_per_class"] == {"epithelial": 2, "roundcell": 2, "spindle": 2}
     assert np.isfinite(training["final_loss"])
@@ -315,9 +315,12 @@ def test_same_seed_same_weights(culture_dir, tiny_run, tmp_path, tiny):
     assert any(not torch.equal(v, other[k]) for k, v in state_of(folder).items())
 
 
-def test_resume_equals_an_uninterrupted_run(culture_dir, tiny_run, tmp_path, tiny):
-    _, full = tiny_run  # 6 iterations in one go
-    part = tmp_path / "part"
+def test_resume_equals_an_uninterrupted_run(culture_dir, tmp_path, tiny):
+    # at a constant rate: a poly schedule decays to the run's last iteration, so 2 iterations extended to 6
+    # are another run
+    tiny = {**tiny, "lr_schedule": "constant"}
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(culture_dir, full, seed=0, **tiny)
     train(culture_dir, part, seed=0, **{**tiny, "iterations": 2})
     with open(part / "training_log.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 2

@@ -154,7 +154,7 @@ class CropSampler:
             raise ValueError(f"mode must be 'cellmixer' or 'baseline', got {mode!r}")
         if mixing not in MIXINGS:
             raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
-        if mixing != "blend" and any(item.seeds is None for item in images):
+        if mode == "cellmixer" and mixing != "blend" and any(item.seeds is None for item in images):
             raise ValueError("mosaic mixtures need the cell seeds of every image (load_pseudolabelled(seeds=True))")
         self.crop_size = crop_size
         self.mode = mode

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..._errors import CellmixerError
-from ..._settings import given_settings, setting, settings_from, takes_settings
+from ..._settings import given_settings, setting, setting_like, settings_from, takes_settings
 from ...engine import OptimizationSettings, SegmentationModel, Training, stored_architecture
 from ..._progress import note
 from ...io import ImageDataset, describe_images, discover_dataset, locks_outputs, open_image, read_nuclear
@@ -59,10 +59,14 @@ def auto_scale(paths, *, nuclear=None, nuclear_channel=None, sample: int = 4) ->
 
 @dataclass
 class TrainingConfig(OptimizationSettings):
-    """Training settings (saved in the model's ``config.json``). Defaults follow the CellMixer paper
-    (SGD, learning rate 1e-3, momentum, no weight decay, Tversky loss, lam = 0.5) at CPU-sized
-    iterations, batch and crop."""
+    """Training settings (saved in the model's ``config.json``). The loss and the mixup weight follow the
+    CellMixer paper (Tversky loss, lam = 0.5); the optimisation (Adam at 1e-3 with poly decay, crops of
+    192) and the mixtures (blend and mosaic, photometric augmentation) were chosen on
+    ``bench/typed_cocultures.py`` and fit a 2-core CPU (docs/benchmarks.md)."""
 
+    crop_size: int = setting_like(OptimizationSettings, "crop_size", 192)
+    optimizer: str = setting_like(OptimizationSettings, "optimizer", "adam")
+    lr_schedule: str = setting_like(OptimizationSettings, "lr_schedule", "poly")
     mode: str = setting("cellmixer", "train on artificial mixtures (cellmixer) or homogeneous crops (baseline)",
                         choices=("cellmixer", "baseline"))
     lam: float = setting(0.5, "mixup weight of the first culture (0.5 blends both equally)", above=0, below=1)
@@ -74,7 +78,7 @@ class TrainingConfig(OptimizationSettings):
     scale: float | str = setting("auto", "resize images by this factor for the network, e.g. 0.5 for large cells; "
                                       "auto: nuclei of the stain become about 14 pixels wide (1 without a stain)",
                                  check=_scale_need, parse=_scale_text)
-    mixing: str = setting("blend", "how two cultures are mixed: blend (CellMixer's mixup), mosaic (cells of both "
+    mixing: str = setting("both", "how two cultures are mixed: blend (CellMixer's mixup), mosaic (cells of both "
                                    "side by side and touching, as in a confluent co-culture; cut around the nuclei "
                                    "of --nuclear-replace/--nuclear-channel, or around the foreground's cells), or "
                                    "both", choices=MIXINGS)
@@ -82,7 +86,7 @@ class TrainingConfig(OptimizationSettings):
                                                "(background), or first divided by its background level, so that "
                                                "uneven light, vignetting and exposure cancel (flatfield)",
                                  choices=NORMALIZATIONS)
-    photometric: bool = setting(False, "also augment uneven illumination, contrast from half to twice and bright "
+    photometric: bool = setting(True, "also augment uneven illumination, contrast from half to twice and bright "
                                        "and dark contrast apart (images of other days, microscopes, exposures)")
 
     def validate(self) -> None:
