@@ -451,7 +451,10 @@ def nucleus_features(phase: np.ndarray, stain: np.ndarray, nuclei: np.ndarray) -
 
 
 def peer_row(args, fields, cocultures) -> dict:
-    from sklearn.ensemble import RandomForestClassifier
+    try:
+        from sklearn.ensemble import RandomForestClassifier
+    except ImportError:
+        sys.exit("the peer row needs scikit-learn: .venv/bin/pip install -e '.[bench]' (or give --rows without peer)")
 
     timer = Timer()
     x, y = [], []
