@@ -607,13 +607,21 @@ def overview(path, name: str, *, max_side: int = 4096) -> tuple[np.ndarray, np.n
 
 
 class ChunkedRun:
-    """The large images of one command: which inputs go in chunks, and the dask scheduler, started at
-    the first one and closed at the end (``with ChunkedRun(chunking) as run: ...``)."""
+    """The dask side of one command: which inputs are large (predicted in chunks), and the dask scheduler,
+    started at its first use (a large image, or the images of a plate) and closed at the end
+    (``with ChunkedRun(chunking) as run: ...``). ``channel``: the channel the command reads."""
 
-    def __init__(self, chunking: Chunking | None = None):
+    def __init__(self, chunking: Chunking | None = None, *, channel=None):
         self.chunking = chunking or Chunking()
+        self.channel = channel
         self._stack = contextlib.ExitStack()
         self._started = False
+        self._client = None
+
+    def __reduce__(self):
+        # A copy sent to a worker with a command's work (a plate on a cluster) never starts a scheduler
+        # there: the client keeps the large images.
+        return ChunkedRun, (self.chunking,), {"channel": self.channel}
 
     def __enter__(self) -> "ChunkedRun":
         return self
@@ -622,12 +630,27 @@ class ChunkedRun:
         self._stack.close()
 
     def open(self, item, *, channel=None) -> LazyImage | None:
-        """See :func:`open_large`."""
-        return open_large(item, channel=channel, chunking=self.chunking)
+        """See :func:`open_large` (``channel`` defaults to the run's)."""
+        return open_large(item, channel=self.channel if channel is None else channel, chunking=self.chunking)
+
+    def start(self):
+        """Start the scheduler (once); returns its ``dask.distributed`` client, or None (threads)."""
+        if not self._started:
+            self._client = self._stack.enter_context(dask_scheduler(self.chunking.scheduler))
+            self._started = True
+        return self._client
+
+    def image_client(self):
+        """The client whose workers take the images of a plate, one task per image (started here), or None:
+        the images go one after the other in this process. Images go to workers when ``--scheduler`` names
+        worker processes (``local`` or an address), not by default: one process already keeps the cores
+        busy on a few images (torch uses them all), and a cluster costs seconds to start and a copy of
+        the model per worker."""
+        if self.chunking.scheduler in (None, "threads", "synchronous"):
+            return None
+        return self.start()
 
     def predict(self, image, task: ChunkTask, output, **options) -> dict:
         """:func:`predict_chunked` on this run's scheduler."""
-        if not self._started:
-            self._stack.enter_context(dask_scheduler(self.chunking.scheduler))
-            self._started = True
+        self.start()
         return predict_chunked(image, task, output, chunking=self.chunking, **options)

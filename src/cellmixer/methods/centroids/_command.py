@@ -107,8 +107,8 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
 
     rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
                       process=process, summary_file=SUMMARY_FILE, settings_file=SETTINGS_FILE,
-                      extra_files=writer.run_outputs, overwrite=overwrite, resume=resume, progress=progress,
-                      desc="segmenting cells",
+                      extra_files=writer.run_outputs, overwrite=overwrite, resume=resume, gather=writer.gather,
+                      progress=progress, desc="segmenting cells",
                       settings={"model": source, "cellmixer_version": __version__, "channel": channel,
                                 "project": project, "settings": dict(settings),
                                 "model_defaults": model.config.get("centroids", {})})

@@ -315,13 +315,11 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
     def process(item, stem):
         image, stain = read(item)
         cells = segment(image, stain, stem)
-        before = len(writer.annotations)
         row = write_typed(out, item, image, cells, stain=stain, writer=writer, image_id=image_ids[stem])
-        row["_coco_results"] = coco_results(cells, image_id=image_ids[stem], file_name=writer.images[-1]["file_name"],
+        # what the run gathers of this image (gather below), recorded with its row for --resume
+        row["_coco_results"] = coco_results(cells, image_id=image_ids[stem],
+                                            file_name=row["_coco_dataset"]["image"]["file_name"],
                                             category_ids=category_ids)
-        results.extend(row["_coco_results"])
-        # what the run gathers of this image, recorded with its row for --resume (restore below)
-        row["_coco_dataset"] = {"image": writer.images[-1], "annotations": writer.annotations[before:]}
         return row
 
     settings = {
@@ -342,9 +340,9 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
                         **{k: v if isinstance(v, (str, int, float, tuple)) else type(v).__name__
                            for k, v in asdict(NuclearRoute(**route_options)).items()})
 
-    def restore(row):  # an image done by an interrupted run (--resume): what this run gathers of it
-        writer.restore(row)
-        results.extend(row["_coco_results"])
+    def gather(row):  # in the order of the inputs, each image's COCO entries
+        writer.gather(row)
+        results.extend(row.get("_coco_results", ()))
 
     rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
                       process=process, summary_file=COUNTS_FILE, summary_fields=["image", "cells", *names],
@@ -352,7 +350,7 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
                       extra_files=[RESULTS_FILE, FOLDER_COUNTS_FILE, *writer.run_outputs,
                                    *([f"{ADAPTED_MODEL}/config.json"] if config is not None else [])],
                       on_inputs=number, before_work=adapt if config is not None else None,
-                      overwrite=overwrite, resume=resume, restore=restore, progress=progress, desc="typed cells")
+                      overwrite=overwrite, resume=resume, gather=gather, progress=progress, desc="typed cells")
     write_json(out / RESULTS_FILE, results, overwrite=overwrite)
     write_csv(out / FOLDER_COUNTS_FILE, counts_per_folder(rows, names), overwrite=overwrite,
               fieldnames=["folder", "images", "cells", *names, *[f"{n}_fraction" for n in names]])
