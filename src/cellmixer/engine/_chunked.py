@@ -76,12 +76,14 @@ class Chunking:
         Room for the largest object beyond a chunk, in pixels: objects larger than this may be
         cut at chunk borders (the run reports how many). ``None``: the method's default.
     scheduler : str or None
-        Where chunks (and the images of a plate) run: a ``dask.distributed`` scheduler address
+        Where chunks and the images of a plate run: a ``dask.distributed`` scheduler address
         (``tcp://host:8786``; a SLURM cluster with dask-jobqueue, see docs/scale.md), ``'local'``
         (a LocalCluster with one single-threaded worker process per core), ``'threads'`` (threads
-        of this process) or ``'synchronous'`` (one at a time, for debugging). ``None``: ``'local'``
-        where ``dask.distributed`` is installed (``pip install cellmixer[distributed]``), else
-        ``'threads'``.
+        of this process) or ``'synchronous'`` (one at a time, for debugging). With an address or
+        ``'local'``, the images of a run go to the workers, one task per image
+        (:func:`cellmixer.engine.run_images`); otherwise they go one after the other in this
+        process. ``None``: images here, and the chunks of large images on ``'local'`` where
+        ``dask.distributed`` is installed (``pip install cellmixer[distributed]``), else ``'threads'``.
 
     Examples
     --------
@@ -97,9 +99,11 @@ class Chunking:
                               at_least=64)
     halo: int | None = setting(None, "room around each chunk for the largest object, in pixels (default: the "
                                      "method's)", kind=int, at_least=0, metavar="PIXELS")
-    scheduler: str | None = setting(None, "dask scheduler: a dask.distributed address (tcp://host:8786), 'local' "
-                                          "(a LocalCluster, one worker per core: the default with "
-                                          "cellmixer[distributed]), 'threads' or 'synchronous'", kind=str,
+    scheduler: str | None = setting(None, "dask scheduler: a dask.distributed address (tcp://host:8786) or 'local' "
+                                          "(a LocalCluster, one worker per core): the images go to its workers, one "
+                                          "task each, and so do the chunks of large images; 'threads' or "
+                                          "'synchronous': this process (default: images one after the other here, "
+                                          "chunks on 'local' with cellmixer[distributed])", kind=str,
                                     check=_scheduler_need, metavar="ADDRESS")
 
     def __post_init__(self):
@@ -609,11 +613,13 @@ def overview(path, name: str, *, max_side: int = 4096) -> tuple[np.ndarray, np.n
 class ChunkedRun:
     """The dask side of one command: which inputs are large (predicted in chunks), and the dask scheduler,
     started at its first use (a large image, or the images of a plate) and closed at the end
-    (``with ChunkedRun(chunking) as run: ...``). ``channel``: the channel the command reads."""
+    (``with ChunkedRun(chunking) as run: ...``). ``channel``: the channel the command reads;
+    ``chunked``: False for a command that reads every image whole (only its plates go to the cluster)."""
 
-    def __init__(self, chunking: Chunking | None = None, *, channel=None):
+    def __init__(self, chunking: Chunking | None = None, *, channel=None, chunked: bool = True):
         self.chunking = chunking or Chunking()
         self.channel = channel
+        self.chunked = chunked
         self._stack = contextlib.ExitStack()
         self._started = False
         self._client = None
@@ -621,7 +627,7 @@ class ChunkedRun:
     def __reduce__(self):
         # A copy sent to a worker with a command's work (a plate on a cluster) never starts a scheduler
         # there: the client keeps the large images.
-        return ChunkedRun, (self.chunking,), {"channel": self.channel}
+        return ChunkedRun, (self.chunking,), {"channel": self.channel, "chunked": self.chunked}
 
     def __enter__(self) -> "ChunkedRun":
         return self
@@ -630,7 +636,9 @@ class ChunkedRun:
         self._stack.close()
 
     def open(self, item, *, channel=None) -> LazyImage | None:
-        """See :func:`open_large` (``channel`` defaults to the run's)."""
+        """See :func:`open_large` (``channel`` defaults to the run's); None for a command not ``chunked``."""
+        if not self.chunked:
+            return None
         return open_large(item, channel=self.channel if channel is None else channel, chunking=self.chunking)
 
     def start(self):

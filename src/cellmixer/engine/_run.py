@@ -213,9 +213,11 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
                 check_overwrite([out / name for name in run_files + [n for stem in stems for n in outputs(stem)]],
                                 overwrite=overwrite)
             record.start(settings, done)
+        pending = [item for item in found if item.stem not in done]
+        # the cluster is reached before any work: an address that does not answer is said at once
+        client = cluster.image_client() if cluster is not None and pending else None
         if before_work is not None:
             before_work(found, out)
-        pending = [item for item in found if item.stem not in done]
         bar = progress_bar(total=len(found), initial=len(found) - len(pending), desc=desc, unit="image",
                            enabled=progress and (bar_for_one or len(found) > 1))
 
@@ -225,7 +227,6 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
             bar.update(1)
 
         work = ImageWork(process, outputs, out, clear=not overwrite)
-        client = cluster.image_client() if cluster is not None and pending else None
         if client is None:
             for item in pending:
                 finished(item, work(item))
