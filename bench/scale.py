@@ -146,6 +146,15 @@ def run_one(mode: str, image: Path, out: Path, *, threads: int, chunk: int, sche
             **({"s_per_chunk": round(wall / extra["chunks"], 4)} if mode == "overhead" else {})}
 
 
+def measure(command: list[str], env: dict) -> dict | None:
+    """One measurement in a fresh process (``command``, with ``env`` added): its JSON line, or None if it failed."""
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **env}, check=False)
+    if done.returncode != 0:
+        print(done.stderr[-2000:], file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 16, 100, 400], help="megapixels")
@@ -194,12 +203,9 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", f"plate-{mode}", "-", "--threads", str(args.threads),
                        "--workers", str(args.workers), "--width", str(args.width), "--work", str(work),
                        "--plate-fields", str(args.plate_fields)]
-            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads if mode == "sequential" else 1)}
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-            if done.returncode != 0:
-                print(done.stderr[-2000:], file=sys.stderr)
+            result = measure(command, {"OMP_NUM_THREADS": str(args.threads if mode == "sequential" else 1)})
+            if result is None:
                 continue
-            result = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{result['mode']:16s} {result['images']} fields  {result['wall_s']:8.1f} s  "
                   f"{result['images_per_s']:.3f} images/s  (cluster start {result['cluster_start_s']:.1f} s)",
                   flush=True)
@@ -216,12 +222,9 @@ def main() -> None:
             command = [sys.executable, __file__, "--one", mode, str(image), "--threads", str(args.threads),
                        "--chunk", str(args.chunk), "--scheduler", args.scheduler, "--workers", str(args.workers),
                        "--width", str(args.width), "--work", str(work)]
-            env = {**os.environ, "DASK_NUM_WORKERS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-            if done.returncode != 0:
-                print(done.stderr[-2000:], file=sys.stderr)
+            result = measure(command, {"DASK_NUM_WORKERS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)})
+            if result is None:
                 continue
-            result = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{mode:8s} {result['megapixels']:7.1f} Mpx  {result['wall_s']:8.1f} s  "
                   f"{result['mpx_per_s']:6.3f} Mpx/s  peak RSS {result['peak_rss_gb']:.2f} GB "
                   f"(workers {result['peak_rss_worker_gb']:.2f} GB)  {result.get('chunks', 1)} chunks "
