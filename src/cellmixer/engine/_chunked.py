@@ -27,6 +27,7 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -177,7 +178,14 @@ def dask_scheduler(scheduler: str | None = None, *, workers: int | None = None):
             with Client(cluster) as client:
                 yield client
         finally:
-            cluster.close()
+            # at the end of the run, a worker that exits slowly is killed: no warning for that
+            nanny = logging.getLogger("distributed.nanny")
+            level = nanny.level
+            nanny.setLevel(logging.ERROR)
+            try:
+                cluster.close()
+            finally:
+                nanny.setLevel(level)
         return
     if scheduler in ("threads", "synchronous"):
         with dask.config.set(scheduler=scheduler):

@@ -201,6 +201,9 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
             if on_inputs is not None:
                 on_inputs(found)
             stems = [item.stem for item in found]
+            # the cluster is reached before the output folder is made: an address that does not answer
+            # changes nothing on disk
+            client = cluster.image_client() if cluster is not None and found else None
             out = prepare_output_dir(output)
             record = RunRecord(out)
             run_files = [*extra_files, summary_file, *([settings_file] if settings_file else [])]
@@ -214,8 +217,6 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
                                 overwrite=overwrite)
             record.start(settings, done)
         pending = [item for item in found if item.stem not in done]
-        # the cluster is reached before any work: an address that does not answer is said at once
-        client = cluster.image_client() if cluster is not None and pending else None
         if before_work is not None:
             before_work(found, out)
         bar = progress_bar(total=len(found), initial=len(found) - len(pending), desc=desc, unit="image",
@@ -227,7 +228,7 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
             bar.update(1)
 
         work = ImageWork(process, outputs, out, clear=not overwrite)
-        if client is None:
+        if client is None or not pending:
             for item in pending:
                 finished(item, work(item))
         else:
