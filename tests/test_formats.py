@@ -250,6 +250,7 @@ def test_instance_writer_tables_rois_geojson_and_coco(tmp_path):
     types = np.array([0, 1, 1, 0, 1, 0])
     writer = InstanceWriter(out, type_names=["jurkat", "k562"], table_suffix="_cells.csv")
     row = writer.write(item, dapi.astype(np.float32), labels, types=types, scores=np.linspace(0.5, 1, 6))
+    writer.gather(row)
     writer.finish()
     assert row["objects"] == 6
     assert sorted(p.name for p in out.iterdir()) == sorted([*writer.outputs("field.ome"), "coco_dataset.json"])
@@ -309,7 +310,7 @@ def test_instance_writer_tables_rois_geojson_and_coco(tmp_path):
 
 def test_an_image_without_cells_gives_empty_but_valid_files(tmp_path):
     writer = InstanceWriter(tmp_path)
-    writer.write("blank", np.zeros((20, 20), np.float32), np.zeros((20, 20), np.int32))
+    writer.gather(writer.write("blank", np.zeros((20, 20), np.float32), np.zeros((20, 20), np.int32)))
     writer.finish()
     assert roifile.roiread(tmp_path / "blank_rois.zip") == [] or zipfile.ZipFile(tmp_path / "blank_rois.zip").namelist() == []
     jsonschema.validate(json.loads((tmp_path / "blank.geojson").read_text()), QUPATH_SCHEMA)

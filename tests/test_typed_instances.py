@@ -309,7 +309,8 @@ def test_write_typed_files(tmp_path):
                            np.tile([0.7, 0.2], (n, 1)), ["a", "b"])
     image = np.random.default_rng(0).normal(100, 10, labels.shape)
     row = write_typed(tmp_path, "img", image, cells)
-    assert row == {"cells": 4, "a": 2, "b": 2}
+    assert {k: v for k, v in row.items() if not k.startswith("_")} == {"cells": 4, "a": 2, "b": 2}
+    assert len(row["_coco_dataset"]["annotations"]) == 4
     assert np.array_equal(tifffile.imread(tmp_path / "img_labels.tif"), labels)
     assert set(np.unique(tifffile.imread(tmp_path / "img_types.tif"))) == {0, 1, 2}
     with open(tmp_path / "img_cells.csv") as fh:

@@ -23,6 +23,7 @@ from ._options import (
     add_device_options,
     add_nuclear_options,
     add_output_options,
+    add_plate_options,
     add_settings,
     add_training_options,
     architecture_kwargs,
@@ -100,6 +101,7 @@ def add_parsers(sub) -> None:
     add_settings(group, CentroidTiling, ["tile_size"])
     add_device_options(group, default_of(field_of(CentroidTiling, "precision")))
     add_data_options(p, classes=False, planes=True)
+    add_plate_options(p)
     add_output_options(p, resume=True)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
@@ -131,7 +133,7 @@ def run(args, progress: bool) -> None:
     elif args.step == "predict":
         rows = predict_centroids(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
                                  **plane_kwargs(args), overlays=args.overlays, overwrite=args.overwrite,
-                                 resume=args.resume, progress=progress, rescale=args.rescale,
+                                 resume=args.resume, scheduler=args.scheduler, progress=progress, rescale=args.rescale,
                                  batch_size=args.batch_size, tile_size=args.tile_size, precision=args.precision,
                                  device=args.device, **settings_args(args, CentroidSegmentation, given_only=True))
         print(f"segmented {len(rows)} images ({sum(r['objects'] for r in rows)} cells) -> {args.output}")

@@ -183,6 +183,11 @@ def add_chunking_options(parser) -> None:
         "as <name>.ome.zarr)"), Chunking)
 
 
+def add_plate_options(parser) -> None:
+    """``--scheduler`` alone, for commands that read every image whole: where the images go."""
+    add_settings(parser.add_argument_group("many images (a plate) on a dask cluster"), Chunking, ["scheduler"])
+
+
 def chunking_args(args) -> Chunking:
     return Chunking(**settings_args(args, Chunking))
 

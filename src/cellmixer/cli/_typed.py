@@ -12,6 +12,7 @@ from ._options import (
     add_data_options,
     add_nuclear_options,
     add_output_options,
+    add_plate_options,
     add_settings,
     add_tiling_options,
     add_training_options,
@@ -74,6 +75,7 @@ def add_parsers(sub) -> None:
                                                     "coco_results.json")
     add_data_options(p, classes=False, planes=True)
     add_tiling_options(p, tile_size_option=False)
+    add_plate_options(p)
     add_output_options(p, resume=True)
     p.add_argument("--no-overlays", dest="overlays", action="store_false", help="skip the overlay PNGs")
 
@@ -107,7 +109,8 @@ def run(args, progress: bool) -> None:
                              min_distance=args.min_distance,
                              min_area=args.min_area, overlap=args.overlap, batch_size=args.batch_size,
                              precision=args.precision, device=args.device, augment=args.augment, overlays=args.overlays,
-                             overwrite=args.overwrite, resume=args.resume, progress=progress)
+                             overwrite=args.overwrite, resume=args.resume, scheduler=args.scheduler,
+                             progress=progress)
         print(f"found {sum(r['cells'] for r in rows)} typed cells in {len(rows)} images -> {args.output}")
     elif args.step == "evaluate":
         result = evaluate_typed(args.predictions, args.truth, class_from=args.class_from,

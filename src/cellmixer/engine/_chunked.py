@@ -27,6 +27,7 @@ import errno
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -76,12 +77,14 @@ class Chunking:
         Room for the largest object beyond a chunk, in pixels: objects larger than this may be
         cut at chunk borders (the run reports how many). ``None``: the method's default.
     scheduler : str or None
-        Where chunks (and the images of a plate) run: a ``dask.distributed`` scheduler address
+        Where chunks and the images of a plate run: a ``dask.distributed`` scheduler address
         (``tcp://host:8786``; a SLURM cluster with dask-jobqueue, see docs/scale.md), ``'local'``
         (a LocalCluster with one single-threaded worker process per core), ``'threads'`` (threads
-        of this process) or ``'synchronous'`` (one at a time, for debugging). ``None``: ``'local'``
-        where ``dask.distributed`` is installed (``pip install cellmixer[distributed]``), else
-        ``'threads'``.
+        of this process) or ``'synchronous'`` (one at a time, for debugging). With an address or
+        ``'local'``, the images of a run go to the workers, one task per image
+        (:func:`cellmixer.engine.run_images`); otherwise they go one after the other in this
+        process. ``None``: images here, and the chunks of large images on ``'local'`` where
+        ``dask.distributed`` is installed (``pip install cellmixer[distributed]``), else ``'threads'``.
 
     Examples
     --------
@@ -97,9 +100,11 @@ class Chunking:
                               at_least=64)
     halo: int | None = setting(None, "room around each chunk for the largest object, in pixels (default: the "
                                      "method's)", kind=int, at_least=0, metavar="PIXELS")
-    scheduler: str | None = setting(None, "dask scheduler: a dask.distributed address (tcp://host:8786), 'local' "
-                                          "(a LocalCluster, one worker per core: the default with "
-                                          "cellmixer[distributed]), 'threads' or 'synchronous'", kind=str,
+    scheduler: str | None = setting(None, "dask scheduler: a dask.distributed address (tcp://host:8786) or 'local' "
+                                          "(a LocalCluster, one worker per core): the images go to its workers, one "
+                                          "task each, and so do the chunks of large images; 'threads' or "
+                                          "'synchronous': this process (default: images one after the other here, "
+                                          "chunks on 'local' with cellmixer[distributed])", kind=str,
                                     check=_scheduler_need, metavar="ADDRESS")
 
     def __post_init__(self):
@@ -173,7 +178,14 @@ def dask_scheduler(scheduler: str | None = None, *, workers: int | None = None):
             with Client(cluster) as client:
                 yield client
         finally:
-            cluster.close()
+            # at the end of the run, a worker that exits slowly is killed: no warning for that
+            nanny = logging.getLogger("distributed.nanny")
+            level = nanny.level
+            nanny.setLevel(logging.ERROR)
+            try:
+                cluster.close()
+            finally:
+                nanny.setLevel(level)
         return
     if scheduler in ("threads", "synchronous"):
         with dask.config.set(scheduler=scheduler):
@@ -607,13 +619,23 @@ def overview(path, name: str, *, max_side: int = 4096) -> tuple[np.ndarray, np.n
 
 
 class ChunkedRun:
-    """The large images of one command: which inputs go in chunks, and the dask scheduler, started at
-    the first one and closed at the end (``with ChunkedRun(chunking) as run: ...``)."""
+    """The dask side of one command: which inputs are large (predicted in chunks), and the dask scheduler,
+    started at its first use (a large image, or the images of a plate) and closed at the end
+    (``with ChunkedRun(chunking) as run: ...``). ``channel``: the channel the command reads;
+    ``chunked``: False for a command that reads every image whole (only its plates go to the cluster)."""
 
-    def __init__(self, chunking: Chunking | None = None):
+    def __init__(self, chunking: Chunking | None = None, *, channel=None, chunked: bool = True):
         self.chunking = chunking or Chunking()
+        self.channel = channel
+        self.chunked = chunked
         self._stack = contextlib.ExitStack()
         self._started = False
+        self._client = None
+
+    def __reduce__(self):
+        # A copy sent to a worker with a command's work (a plate on a cluster) never starts a scheduler
+        # there: the client keeps the large images.
+        return ChunkedRun, (self.chunking,), {"channel": self.channel, "chunked": self.chunked}
 
     def __enter__(self) -> "ChunkedRun":
         return self
@@ -622,12 +644,29 @@ class ChunkedRun:
         self._stack.close()
 
     def open(self, item, *, channel=None) -> LazyImage | None:
-        """See :func:`open_large`."""
-        return open_large(item, channel=channel, chunking=self.chunking)
+        """See :func:`open_large` (``channel`` defaults to the run's); None for a command not ``chunked``."""
+        if not self.chunked:
+            return None
+        return open_large(item, channel=self.channel if channel is None else channel, chunking=self.chunking)
+
+    def start(self):
+        """Start the scheduler (once); returns its ``dask.distributed`` client, or None (threads)."""
+        if not self._started:
+            self._client = self._stack.enter_context(dask_scheduler(self.chunking.scheduler))
+            self._started = True
+        return self._client
+
+    def image_client(self):
+        """The client whose workers take the images of a plate, one task per image (started here), or None:
+        the images go one after the other in this process. Images go to workers when ``--scheduler`` names
+        worker processes (``local`` or an address), not by default: one process already keeps the cores
+        busy on a few images (torch uses them all), and a cluster costs seconds to start and a copy of
+        the model per worker."""
+        if self.chunking.scheduler in (None, "threads", "synchronous"):
+            return None
+        return self.start()
 
     def predict(self, image, task: ChunkTask, output, **options) -> dict:
         """:func:`predict_chunked` on this run's scheduler."""
-        if not self._started:
-            self._stack.enter_context(dask_scheduler(self.chunking.scheduler))
-            self._started = True
+        self.start()
         return predict_chunked(image, task, output, chunking=self.chunking, **options)

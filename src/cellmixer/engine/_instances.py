@@ -73,7 +73,12 @@ class InstanceWriter:
     (Fiji's ROI Manager: one named polygon per cell, the type as name and group),
     ``<stem>.geojson`` (QuPath 0.4+ detections with classification and measurements, by drag and
     drop) and ``<stem>_overlay.png``; per run, ``coco_dataset.json`` (images, categories,
-    polygon annotations: CVAT's "COCO 1.0" import) after :meth:`finish`.
+    polygon annotations: CVAT's "COCO 1.0" import) after :meth:`finish`, of the images whose rows
+    were given to :meth:`gather`.
+
+    :meth:`write` changes nothing in the writer: it can run on a dask worker (a plate on a
+    cluster, see :func:`cellmixer.engine.run_images`), and the process that writes the run's
+    files gathers its row, in the order of the inputs, whoever wrote the image.
 
     Parameters
     ----------
@@ -93,10 +98,10 @@ class InstanceWriter:
     >>> out = pathlib.Path(tempfile.mkdtemp())
     >>> labels = np.zeros((32, 32), np.int32); labels[4:12, 4:14] = 1; labels[18:28, 15:25] = 2
     >>> writer = InstanceWriter(out, category="nucleus")
-    >>> writer.write("field", np.ones((32, 32), np.float32), labels)["objects"]
-    2
-    >>> sorted(p.name for p in out.iterdir()) == sorted(writer.outputs("field"))
-    True
+    >>> row = writer.write("field", np.ones((32, 32), np.float32), labels)
+    >>> row["objects"], sorted(p.name for p in out.iterdir()) == sorted(writer.outputs("field"))
+    (2, True)
+    >>> writer.gather(row)
     >>> len(json.loads(writer.finish().read_text())["annotations"])
     2
     """
@@ -142,12 +147,13 @@ class InstanceWriter:
         overlay : (H, W, 3) uint8, optional
             The picture to write as the overlay (default: outlines on the image).
         image_id : int, optional
-            Its id in the COCO dataset (default: 1, 2, ... in order of writing).
+            Its id in the COCO dataset (default: 1, 2, ... in the order rows are gathered).
 
         Returns
         -------
         dict
-            ``objects``, ``foreground_fraction``, ``mean_area``.
+            ``objects``, ``foreground_fraction``, ``mean_area``, and ``_coco_dataset``, the image's
+            COCO entries for :meth:`gather`.
         """
         stem = item.stem if isinstance(item, InputImage) else str(item)
         plane = None
@@ -195,27 +201,30 @@ class InstanceWriter:
             picture = overlay if overlay is not None else instance_overlay(image, labels)
             write_png(out / f"{stem}{OVERLAY_SUFFIX}", picture, overwrite=self.overwrite)
 
-        image_id = len(self.images) + 1 if image_id is None else int(image_id)
-        entry = {"id": image_id, "file_name": _coco_name(item), "height": int(labels.shape[0]),
-                 "width": int(labels.shape[1])}
-        annotations = coco_annotations(labels, image_id=image_id, first_id=len(self.annotations) + 1,
-                                       category_ids=[self.category_ids[c] for c in class_of] if n else 1,
-                                       scores=scores)
-        self.images.append(entry)
-        self.annotations += annotations
+        entry = {"id": None if image_id is None else int(image_id), "file_name": _coco_name(item),
+                 "height": int(labels.shape[0]), "width": int(labels.shape[1])}
+        annotations = coco_annotations(labels, image_id=0, category_ids=[self.category_ids[c] for c in class_of]
+                                       if n else 1, scores=scores)  # numbered by gather()
         areas = [row["area"] for row in rows]
         return {"objects": len(rows), "foreground_fraction": round(float(np.count_nonzero(labels)) / labels.size, 6),
                 "mean_area": round(float(np.mean(areas)), 2) if areas else 0.0,
-                "_coco_dataset": {"image": entry, "annotations": annotations}}  # for --resume (:meth:`restore`)
+                "_coco_dataset": {"image": entry, "annotations": annotations}}
 
-    def restore(self, row: dict) -> None:
-        """Take back the COCO entries of an image that an interrupted run wrote (its recorded row, with
-        ``--resume``), in the order of the inputs: the run's COCO file is then that of a run never
-        interrupted."""
+    def gather(self, row: dict) -> None:
+        """Add the COCO entries of an image's row (made by :meth:`write` here, on a worker, or recorded by an
+        interrupted run that ``--resume`` continues) to the run's dataset. Given in the order of the inputs,
+        images are numbered 1, 2, ... (unless :meth:`write` was given their id) and annotations after one
+        another: the COCO file is the same however and wherever its images were done."""
         done = row.get("_coco_dataset")  # (a large image predicted in chunks has its own files)
-        if done is not None:
-            self.images.append(done["image"])
-            self.annotations += done["annotations"]
+        if done is None:
+            return
+        image = dict(done["image"])
+        if image["id"] is None:
+            image["id"] = len(self.images) + 1
+        first = len(self.annotations) + 1
+        self.images.append(image)
+        self.annotations += [{**annotation, "id": first + i, "image_id": image["id"]}
+                             for i, annotation in enumerate(done["annotations"])]
 
     def finish(self) -> Path:
         """Write ``coco_dataset.json``: every image written, the categories, every object's polygons."""

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .._errors import CellmixerError, out_of_memory
+from .._errors import CellmixerError
 from .._progress import notes_held, progress_bar
 from ..io import (
     InputImage,
@@ -19,6 +19,8 @@ from ..io import (
     write_csv,
     write_json,
 )
+from ._chunked import ChunkedRun
+from ._plate import ImageWork, process_on_workers
 
 # One JSON line per image whose outputs are all written, after a first line with the run's settings.
 RUN_RECORD = ".cellmixer-run.jsonl"
@@ -108,8 +110,8 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
                on_inputs: Callable[[list], None] | None = None,
                before_work: Callable[[list, Path], None] | None = None, pattern: str = "*", project: str | None = None,
                pixel_size=None, overwrite: bool = False, resume: bool = False,
-               restore: Callable[[dict], None] | None = None, progress: bool = True, bar_for_one: bool = True,
-               desc: str = "images") -> list[dict]:
+               gather: Callable[[dict], None] | None = None, cluster: ChunkedRun | None = None,
+               progress: bool = True, bar_for_one: bool = True, desc: str = "images") -> list[dict]:
     """Run ``process`` on every 2-D plane of every input image and write the table of its results.
 
     1. Collect the images (:func:`cellmixer.io.collect_inputs`: files and folders, each image with
@@ -122,11 +124,18 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
        the planes an interrupted run with the same ``settings`` completed instead.
     3. ``process(item, item.stem)`` each plane (which writes its own files into ``output``; it
        reads its pixels with ``item.read(channel)`` or :func:`cellmixer.io.read_image`), with a
-       progress bar over images; each plane done is recorded (:class:`RunRecord`).
-    4. Write the rows it returned to ``summary_file`` (CSV; first column ``image``, the path
-       relative to the input folder, then ``plane`` for planes of stacks; keys starting with ``_``
-       are recorded for ``resume`` but left out of the table: what a command gathers over the run)
-       and ``settings`` to ``settings_file`` (JSON), if given.
+       progress bar over images; each plane done is recorded (:class:`RunRecord`). One after the
+       other in this process, or, when ``cluster`` has a scheduler with worker processes (a plate
+       on a cluster), one dask task per plane on its workers (see :mod:`cellmixer.engine._plate`),
+       the large images excepted (this process does them, their chunks on the same workers).
+    4. ``gather(row)`` every row, in the order of the inputs, and write them to ``summary_file``
+       (CSV; first column ``image``, the path relative to the input folder, then ``plane`` for
+       planes of stacks; keys starting with ``_`` are recorded for ``resume`` but left out of the
+       table: what a command gathers over the run) and ``settings`` to ``settings_file`` (JSON),
+       if given.
+
+    ``process`` must change nothing outside its files (it may run on a worker, with a copy of what
+    it refers to): what a command gathers over the run goes into the rows and is taken by ``gather``.
 
     Parameters
     ----------
@@ -164,9 +173,13 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
     resume : bool
         Continue an interrupted run in ``output``: planes whose outputs it completed are skipped
         (their rows are taken from its record), the others done again.
-    restore : callable, optional
-        ``restore(row)`` with the recorded row of each plane skipped, in the order of the inputs:
-        for what a command gathers over the run (e.g. :meth:`InstanceWriter.restore`).
+    gather : callable, optional
+        ``gather(row)`` with the row of every plane, in the order of the inputs, whether it was done
+        here, on a worker, or by the interrupted run ``resume`` continues: for what a command gathers
+        over the run (e.g. :meth:`InstanceWriter.gather`).
+    cluster : ChunkedRun, optional
+        The command's dask scheduler and its large images: with ``--scheduler local`` or an
+        address, the planes go to its workers (the work of ``process`` is sent once to each).
     progress : bool
     bar_for_one : bool
         Show the bar over images for a single image too (False: when ``process`` shows its own).
@@ -188,6 +201,9 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
             if on_inputs is not None:
                 on_inputs(found)
             stems = [item.stem for item in found]
+            # the cluster is reached before the output folder is made: an address that does not answer
+            # changes nothing on disk
+            client = cluster.image_client() if cluster is not None and found else None
             out = prepare_output_dir(output)
             record = RunRecord(out)
             run_files = [*extra_files, summary_file, *([settings_file] if settings_file else [])]
@@ -200,19 +216,36 @@ def run_images(inputs, output, *, outputs: Callable[[str], Sequence[str]], proce
                 check_overwrite([out / name for name in run_files + [n for stem in stems for n in outputs(stem)]],
                                 overwrite=overwrite)
             record.start(settings, done)
+        pending = [item for item in found if item.stem not in done]
         if before_work is not None:
             before_work(found, out)
-        bar = progress_bar(found, desc=desc, unit="image", enabled=progress and (bar_for_one or len(found) > 1))
-        rows = []
-        for item in bar:
-            if item.stem in done and restore is not None:
-                restore(done[item.stem])
-            if item.stem not in done:
-                with out_of_memory(str(item), "give a smaller --tile-size or --batch-size, or split the image"):
-                    row = process(item, item.stem)
-                done[item.stem] = {"image": item.key, **item.where, **{k: v for k, v in row.items() if k != "image"}}
-                record.add(item.stem, done[item.stem])
-            rows.append(done[item.stem])
+        bar = progress_bar(total=len(found), initial=len(found) - len(pending), desc=desc, unit="image",
+                           enabled=progress and (bar_for_one or len(found) > 1))
+
+        def finished(item, row):
+            done[item.stem] = {"image": item.key, **item.where, **{k: v for k, v in row.items() if k != "image"}}
+            record.add(item.stem, done[item.stem])
+            bar.update(1)
+
+        work = ImageWork(process, outputs, out, clear=not overwrite)
+        if client is None or not pending:
+            for item in pending:
+                finished(item, work(item))
+        else:
+            large = [item for item in pending if cluster.open(item) is not None]
+            stems = {item.stem for item in large}
+
+            def here(drain):  # large images: their chunks go to the same workers
+                for item in large:
+                    finished(item, work(item))
+                    drain()
+
+            process_on_workers(client, [item for item in pending if item.stem not in stems], work,
+                               on_done=finished, between=here)
+        bar.close()
+        rows = [done[item.stem] for item in found]
+        for row in rows if gather is not None else ():
+            gather(row)
         table = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
         if summary_fields is not None and any(item.where for item in found):
             summary_fields = ["image", "plane", *[f for f in summary_fields if f not in ("image", "plane")]]

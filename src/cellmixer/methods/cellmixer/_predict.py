@@ -137,7 +137,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
                 *([f"{stem}_overlay.png"] if overlays else [])]
 
     def process(item, stem):
-        lazy = run.open(item, channel=channel)
+        lazy = run.open(item)
         if lazy is not None:
             return predict_large(item, stem, lazy)
         image = item.read(channel, option=channel_option)
@@ -180,8 +180,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
     settings = {"model": str(model.folder), "channel": channel, "project": project, "pixel_size": pixel_size,
                 "probabilities": probabilities, "overlays": overlays,
                 **dataclasses.asdict(tiling)}  # what the outputs depend on: --resume continues only the same run
-    with ChunkedRun(chunking) as run:
+    with ChunkedRun(chunking, channel=channel) as run:
         return run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
                           process=process, summary_file=SUMMARY_FILE, settings=settings, on_inputs=count,
-                          overwrite=overwrite, resume=resume, progress=progress, bar_for_one=False,
+                          overwrite=overwrite, resume=resume, cluster=run, progress=progress, bar_for_one=False,
                           desc="predicting")

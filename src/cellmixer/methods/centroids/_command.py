@@ -10,7 +10,7 @@ import numpy as np
 from ..._errors import CellmixerError
 from ..._settings import split_settings
 from ..._version import __version__
-from ...engine import InstanceWriter, run_images
+from ...engine import ChunkedRun, Chunking, InstanceWriter, run_images
 from ...io import (
     IMAGE_SUFFIXES,
     check_overwrite,
@@ -42,8 +42,8 @@ EVALUATION_FILE = "centroid_evaluation"
 @locks_outputs
 def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int | str | None = None,
                       project: str | None = None, pixel_size=None, overlays: bool = True, device: str = "auto",
-                      overwrite: bool = False, resume: bool = False, progress: bool = True,
-                      **settings) -> list[dict]:
+                      overwrite: bool = False, resume: bool = False, scheduler: str | None = None,
+                      progress: bool = True, **settings) -> list[dict]:
     """Segment the cells of every image with a cell-centre detector and write the results.
 
     Per image (per plane of a z-stack or time series: ``<name>_t003_z002_...``) the files of
@@ -69,6 +69,9 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
     overlays, overwrite, progress : bool
     resume : bool
         Continue an interrupted run into ``output`` (same options): images done are skipped.
+    scheduler : str, optional
+        ``'local'`` or a ``dask.distributed`` address: the images go to the cluster's workers, one task
+        each (a plate; see :func:`cellmixer.engine.run_images`). Default: one after the other here.
     **settings
         Options of :func:`cellmixer.segment_cells` (``threshold``, ``min_area``, ``window``,
         ``foreground_threshold``, ``background_threshold``, ``saliency``, ``data_weight``,
@@ -81,6 +84,7 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
     """
     tiling_options, options = split_settings(settings, CentroidTiling)
     tiling = CentroidTiling(**tiling_options)  # checked here, before any work
+    chunking = Chunking(scheduler=scheduler)
     source = None if not isinstance(model, (str, Path)) else str(model)
     model = load_centroid_model(model, device=device)
     Rescaling(options.get("rescale", 1.0))  # checked before any work, with the detection settings
@@ -105,13 +109,14 @@ def predict_centroids(model, inputs, output, *, pattern: str = "*", channel: int
                   fieldnames=["x", "y"], overwrite=overwrite)
         return row
 
-    rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
-                      process=process, summary_file=SUMMARY_FILE, settings_file=SETTINGS_FILE,
-                      extra_files=writer.run_outputs, overwrite=overwrite, resume=resume, progress=progress,
-                      desc="segmenting cells",
-                      settings={"model": source, "cellmixer_version": __version__, "channel": channel,
-                                "project": project, "settings": dict(settings),
-                                "model_defaults": model.config.get("centroids", {})})
+    with ChunkedRun(chunking, chunked=False) as run:
+        rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                          process=process, summary_file=SUMMARY_FILE, settings_file=SETTINGS_FILE,
+                          extra_files=writer.run_outputs, overwrite=overwrite, resume=resume, gather=writer.gather,
+                          cluster=run, progress=progress, desc="segmenting cells",
+                          settings={"model": source, "cellmixer_version": __version__, "channel": channel,
+                                    "project": project, "settings": dict(settings),
+                                    "model_defaults": model.config.get("centroids", {})})
     writer.finish()
     return rows
 

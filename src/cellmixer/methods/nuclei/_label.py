@@ -167,6 +167,7 @@ def label_nuclei(inputs, output, *, method: str = ClassicalSettings.method, patt
         image = item.read(channel)
         labels, ignore = classical_labels(image, method=method, diameter_range=diameter_range, **options)
         written = writer.write(item, image, labels)
+        writer.gather(written)
         row = {"file": item.key, **item.where, **{k: v for k, v in written.items() if not k.startswith("_")}}
         if consensus:
             write_labels(out / f"{item.stem}_ignore.tif", ignore.astype(np.uint8),

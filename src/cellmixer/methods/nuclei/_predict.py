@@ -190,7 +190,7 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
         return [*writer.outputs(stem), *([f"{stem}_classes.tif"] if classes else [])]
 
     def process(item, stem):
-        lazy = run.open(item, channel=channel)
+        lazy = run.open(item)
         if lazy is not None:
             task = nuclei_task(model, tiling, source=model_source, remove_border=remove_border, min_area=min_area)
             return write_large_instances(run, out, stem, lazy, task, overlays=overlays,
@@ -207,10 +207,10 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
                 "cellmixer_version": __version__, "overlap": tiling.overlap, "precision": tiling.precision,
                 "augment": tiling.augment, "remove_border": remove_border, "min_area": min_area, "channel": channel,
                 "project": project}
-    with ChunkedRun(chunking) as run:
+    with ChunkedRun(chunking, channel=channel) as run:
         rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
                           process=process, summary_file=SUMMARY_FILE, settings_file=SETTINGS_FILE, settings=settings,
                           extra_files=writer.run_outputs, overwrite=overwrite, resume=resume,
-                          restore=writer.restore, progress=progress, desc="segmenting nuclei")
+                          gather=writer.gather, cluster=run, progress=progress, desc="segmenting nuclei")
     writer.finish()
     return rows

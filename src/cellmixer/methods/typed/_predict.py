@@ -13,6 +13,8 @@ from ..._errors import CellmixerError
 from ..._settings import split_settings, takes_settings
 from ..._version import __version__
 from ...engine import (
+    ChunkedRun,
+    Chunking,
     SegmentationModel,
     Tiling,
     as_tiling,
@@ -190,8 +192,8 @@ def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min
 def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, adapt=False, instances=None, coco=None,
                   pattern: str = "*", channel: int | str | None = None, project: str | None = None, pixel_size=None,
                   min_distance: int = 5, min_area: int = 10, overlays: bool = True, device: str = "auto",
-                  overwrite: bool = False, resume: bool = False, progress: bool = True, tiling: Tiling | None = None,
-                  **options) -> list[dict]:
+                  overwrite: bool = False, resume: bool = False, scheduler: str | None = None, progress: bool = True,
+                  tiling: Tiling | None = None, **options) -> list[dict]:
     """Find the cells of every input image with their type, and write them in every usual format.
 
     Per image (per plane of a z-stack or time series: ``<name>_t003_z002_...``):
@@ -243,6 +245,9 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
     overlays, overwrite, progress : bool
     resume : bool
         Continue an interrupted run into ``output`` (same options): images done are skipped.
+    scheduler : str, optional
+        ``'local'`` or a ``dask.distributed`` address: the images go to the cluster's workers, one task
+        each (a plate; see :func:`cellmixer.engine.run_images`). Default: one after the other here.
     tiling, tile_size, overlap, batch_size, precision, augment :
         Sliding window and arithmetic (see :func:`segment_typed`).
 
@@ -254,6 +259,7 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
     route_options, tiling_options = split_settings(options, NuclearRoute)
     route = NuclearRoute(**route_options)
     tiling = as_tiling(tiling, **tiling_options)
+    chunking = Chunking(scheduler=scheduler)  # checked before any work
     model_source = None if isinstance(model, SegmentationModel) else str(model)
     model = load_type_model(model, device=device)
     names = type_names(model)
@@ -315,13 +321,11 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
     def process(item, stem):
         image, stain = read(item)
         cells = segment(image, stain, stem)
-        before = len(writer.annotations)
         row = write_typed(out, item, image, cells, stain=stain, writer=writer, image_id=image_ids[stem])
-        row["_coco_results"] = coco_results(cells, image_id=image_ids[stem], file_name=writer.images[-1]["file_name"],
+        # what the run gathers of this image (gather below), recorded with its row for --resume
+        row["_coco_results"] = coco_results(cells, image_id=image_ids[stem],
+                                            file_name=row["_coco_dataset"]["image"]["file_name"],
                                             category_ids=category_ids)
-        results.extend(row["_coco_results"])
-        # what the run gathers of this image, recorded with its row for --resume (restore below)
-        row["_coco_dataset"] = {"image": writer.images[-1], "annotations": writer.annotations[before:]}
         return row
 
     settings = {
@@ -342,17 +346,19 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
                         **{k: v if isinstance(v, (str, int, float, tuple)) else type(v).__name__
                            for k, v in asdict(NuclearRoute(**route_options)).items()})
 
-    def restore(row):  # an image done by an interrupted run (--resume): what this run gathers of it
-        writer.restore(row)
-        results.extend(row["_coco_results"])
+    def gather(row):  # in the order of the inputs, each image's COCO entries
+        writer.gather(row)
+        results.extend(row.get("_coco_results", ()))
 
-    rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
-                      process=process, summary_file=COUNTS_FILE, summary_fields=["image", "cells", *names],
-                      settings_file=SETTINGS_FILE, settings=settings,
-                      extra_files=[RESULTS_FILE, FOLDER_COUNTS_FILE, *writer.run_outputs,
-                                   *([f"{ADAPTED_MODEL}/config.json"] if config is not None else [])],
-                      on_inputs=number, before_work=adapt if config is not None else None,
-                      overwrite=overwrite, resume=resume, restore=restore, progress=progress, desc="typed cells")
+    with ChunkedRun(chunking, chunked=False) as run:
+        rows = run_images(inputs, out, pattern=pattern, project=project, pixel_size=pixel_size, outputs=outputs,
+                          process=process, summary_file=COUNTS_FILE, summary_fields=["image", "cells", *names],
+                          settings_file=SETTINGS_FILE, settings=settings,
+                          extra_files=[RESULTS_FILE, FOLDER_COUNTS_FILE, *writer.run_outputs,
+                                       *([f"{ADAPTED_MODEL}/config.json"] if config is not None else [])],
+                          on_inputs=number, before_work=adapt if config is not None else None,
+                          overwrite=overwrite, resume=resume, gather=gather, cluster=run, progress=progress,
+                          desc="typed cells")
     write_json(out / RESULTS_FILE, results, overwrite=overwrite)
     write_csv(out / FOLDER_COUNTS_FILE, counts_per_folder(rows, names), overwrite=overwrite,
               fieldnames=["folder", "images", "cells", *names, *[f"{n}_fraction" for n in names]])

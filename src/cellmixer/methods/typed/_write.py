@@ -69,8 +69,9 @@ def write_typed(out, stem, image: np.ndarray, cells: TypedInstances, *, stain=No
     of ``stain``, the nuclear stain, as ``nucleus_mean_intensity``).
 
     ``stem`` is a name or an input (:class:`cellmixer.io.InputImage`, which gives the pixel size
-    and every channel); ``writer`` (:func:`typed_writer`) also collects the run's COCO dataset.
-    Returns the image's row of the count table: ``cells`` and the number of each type.
+    and every channel); ``writer`` is a :func:`typed_writer`. Returns the image's row of the count
+    table: ``cells`` and the number of each type, and its COCO entries (``_coco_dataset``, for
+    :meth:`cellmixer.engine.InstanceWriter.gather`).
     """
     writer = writer or typed_writer(out, cells.type_names, overlays=overlays, overwrite=overwrite)
     name = getattr(stem, "stem", stem)
@@ -82,9 +83,9 @@ def write_typed(out, stem, image: np.ndarray, cells: TypedInstances, *, stain=No
                "uncertain": [bool(v) for v in cells.scores < UNCERTAIN_SCORE]}
     if cells.nuclei is not None:
         columns.update(nucleus_columns(cells, stain, pixel_size=plane.image.pixel_size if plane is not None else None))
-    writer.write(stem, image, cells.labels, types=cells.types, scores=cells.scores, columns=columns,
-                 overlay=typed_overlay(image, cells) if writer.overlays else None, image_id=image_id)
-    return {"cells": len(cells), **cells.counts()}
+    written = writer.write(stem, image, cells.labels, types=cells.types, scores=cells.scores, columns=columns,
+                           overlay=typed_overlay(image, cells) if writer.overlays else None, image_id=image_id)
+    return {"cells": len(cells), **cells.counts(), "_coco_dataset": written["_coco_dataset"]}
 
 
 NUCLEUS_FIELDS = ("area", "area_um2", "centroid_y", "centroid_x", "eccentricity", "solidity", "major_axis_length",
