@@ -94,7 +94,8 @@ def demo(output="demo_output", *, seed: int = 0, iterations: int = 600, batch_si
         t = time.perf_counter()
         models[mode] = train(out / "data" / "train", out / "models" / mode, mode=mode, iterations=iterations,
                              batch_size=batch_size, crop_size=crop_size, optimizer="adam", learning_rate=1e-3,
-                             lr_schedule="poly", foreground=DEMO_FOREGROUND, seed=seed, overwrite=True,
+                             lr_schedule="poly", mixing="blend", photometric=False,  # the paper's comparison
+                             foreground=DEMO_FOREGROUND, seed=seed, overwrite=True,
                              progress=progress)
         timings[f"train_{mode}_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()

@@ -21,6 +21,7 @@ from ..io import (
     instance_features,
     instance_overlay,
     instance_rois,
+    object_polygons,
     write_csv,
     write_json,
     write_png,
@@ -190,12 +191,14 @@ class InstanceWriter:
         by_label = [{}] * n
         for row in rows:
             by_label[row["label"] - 1] = row
+        polygons = object_polygons(labels)  # the outlines, once for the ROIs, the GeoJSON and the COCO file
         with atomic_path(out / f"{stem}{ROIS_SUFFIX}", overwrite=self.overwrite) as tmp:
-            write_rois(tmp, instance_rois(labels, names=class_of, colors=self.colors))
+            write_rois(tmp, instance_rois(labels, names=class_of, colors=self.colors, polygons=polygons))
         key = item.key if isinstance(item, InputImage) else stem
         features = instance_features(labels, names=class_of, colors=self.colors, measurements=by_label,
                                      image_name=f"{key}{plane.suffix if plane is not None else ''}",
-                                     properties={"score": added["score"]} if "score" in added else None)
+                                     properties={"score": added["score"]} if "score" in added else None,
+                                     polygons=polygons)
         write_text(out / f"{stem}{GEOJSON_SUFFIX}", json.dumps(features) + "\n", overwrite=self.overwrite)
         if self.overlays:
             picture = overlay if overlay is not None else instance_overlay(image, labels)
@@ -204,7 +207,7 @@ class InstanceWriter:
         entry = {"id": None if image_id is None else int(image_id), "file_name": _coco_name(item),
                  "height": int(labels.shape[0]), "width": int(labels.shape[1])}
         annotations = coco_annotations(labels, image_id=0, category_ids=[self.category_ids[c] for c in class_of]
-                                       if n else 1, scores=scores)  # numbered by gather()
+                                       if n else 1, scores=scores, polygons=polygons)  # numbered by gather()
         areas = [row["area"] for row in rows]
         return {"objects": len(rows), "foreground_fraction": round(float(np.count_nonzero(labels)) / labels.size, 6),
                 "mean_area": round(float(np.mean(areas)), 2) if areas else 0.0,

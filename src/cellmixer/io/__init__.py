@@ -13,7 +13,7 @@ from ._dataset import (
     skipped_reason,
     warn_if_mask,
 )
-from ._geojson import instance_features, mask_polygons
+from ._geojson import instance_features, mask_polygons, object_polygons
 from ._inputs import InputImage, check_unique_stems, collect_inputs
 from ._labels import as_label_image, label_index, read_labels, relabel_consecutive, remove_border_objects
 from ._overlay import instance_colors, instance_overlay
@@ -94,6 +94,7 @@ __all__ = [
     "list_images",
     "looks_like_mask",
     "mask_polygons",
+    "object_polygons",
     "open_image",
     "overlay_labels",
     "parse_channel",

@@ -7,13 +7,50 @@ import uuid
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import approximate_polygon, find_contours
+from skimage.measure import find_contours
+
+
+def simplify_chain(coords: np.ndarray, tolerance: float) -> np.ndarray:
+    """The Douglas-Peucker simplification of a polygonal chain, the same points as
+    ``skimage.measure.approximate_polygon`` keeps, several times faster (segments too short to split
+    are skipped, distances take a few array operations): outlines of a field's cells in a second.
+
+    Examples
+    --------
+    >>> square = np.array([[0, 0], [0, 1], [0, 2], [1, 2], [2, 2], [2, 1], [2, 0], [1, 0], [0, 0]], float)
+    >>> simplify_chain(square, 0.5).tolist()
+    [[0.0, 0.0], [0.0, 2.0], [2.0, 2.0], [2.0, 0.0], [0.0, 0.0]]
+    """
+    coords = np.asarray(coords, np.float64)
+    if tolerance <= 0 or len(coords) < 3:
+        return coords
+    keep = np.zeros(len(coords), bool)
+    keep[0] = keep[-1] = True
+    stack = [(0, len(coords) - 1)]
+    while stack:
+        start, end = stack.pop()
+        if end - start < 2:
+            continue
+        (r0, c0), (r1, c1) = coords[start], coords[end]
+        dr, dc = r1 - r0, c1 - c0
+        points = coords[start + 1:end]
+        pr, pc = points[:, 0] - r0, points[:, 1] - c0
+        along = pr * dr + pc * dc  # projection on the chord, times its squared length
+        length2 = dr * dr + dc * dc
+        inside = (along > 0) & (along < length2)  # as skimage: perpendicular distance between the ends
+        ends = np.minimum(np.hypot(pr, pc), np.hypot(points[:, 0] - r1, points[:, 1] - c1))
+        distances = np.where(inside, np.abs(pr * dc - pc * dr) / np.sqrt(length2) if length2 > 0 else ends, ends)
+        farthest = int(np.argmax(distances))
+        if distances[farthest] > tolerance:
+            middle = start + 1 + farthest
+            keep[middle] = True
+            stack += [(middle, end), (start, middle)]
+    return coords[keep]
 
 
 def _ring(contour: np.ndarray, offset: tuple[int, int], tolerance: float) -> list | None:
     """A closed, counter-clockwise (x, y) ring in pixel-corner coordinates, or None if degenerate."""
-    if tolerance > 0:
-        contour = approximate_polygon(contour, tolerance)
+    contour = simplify_chain(contour, tolerance)
     # find_contours runs through pixel centres' midpoints at level 0.5; pixel (r, c) covers
     # [c, c + 1] x [r, r + 1] in QuPath's and GeoJSON image coordinates, hence + 0.5.
     xy = np.stack([contour[:, 1] + offset[1] + 0.5, contour[:, 0] + offset[0] + 0.5], axis=1)
@@ -49,6 +86,20 @@ def mask_polygons(mask: np.ndarray, *, offset=(0, 0), tolerance: float = 0.5) ->
     return polygons
 
 
+def object_polygons(labels: np.ndarray, *, tolerance: float = 0.5) -> list:
+    """``(k, box, polygons)`` of each object of a label image (:func:`mask_polygons` of its mask; objects
+    without a polygon left out): computed once per image, shared by every writer of outlines."""
+    labels = np.asarray(labels)
+    found = []
+    for k, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        polygons = mask_polygons(labels[box] == k, offset=(box[0].start, box[1].start), tolerance=tolerance)
+        if polygons:
+            found.append((k, box, polygons))
+    return found
+
+
 def _number(value):
     """A JSON number (QuPath's measurements are numbers; NaN and None are left out)."""
     value = value.item() if hasattr(value, "item") else value
@@ -58,7 +109,7 @@ def _number(value):
 
 
 def instance_features(labels: np.ndarray, *, names, classes=None, colors=None, properties=None,
-                      measurements=None, image_name: str = "", tolerance: float = 0.5) -> dict:
+                      measurements=None, image_name: str = "", tolerance: float = 0.5, polygons=None) -> dict:
     """A GeoJSON FeatureCollection with one QuPath detection per object of a label image.
 
     QuPath 0.4 and later import the file by drag and drop onto the image (or File > Import
@@ -83,6 +134,8 @@ def instance_features(labels: np.ndarray, *, names, classes=None, colors=None, p
         reproducible.
     tolerance : float
         Outlines are simplified to within this many pixels (0 keeps every vertex).
+    polygons : list, optional
+        The objects' :func:`object_polygons`, if already computed.
 
     Returns
     -------
@@ -100,16 +153,10 @@ def instance_features(labels: np.ndarray, *, names, classes=None, colors=None, p
     >>> cell["geometry"]["type"], cell["properties"]["classification"], cell["properties"]["measurements"]
     ('Polygon', {'name': 'nucleus'}, {'area': 12})
     """
-    labels = np.asarray(labels)
     features = []
-    for k, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None:
-            continue
-        polygons = mask_polygons(labels[box] == k, offset=(box[0].start, box[1].start), tolerance=tolerance)
-        if not polygons:
-            continue
-        geometry = ({"type": "Polygon", "coordinates": polygons[0]} if len(polygons) == 1
-                    else {"type": "MultiPolygon", "coordinates": polygons})
+    for k, _, parts in object_polygons(labels, tolerance=tolerance) if polygons is None else polygons:
+        geometry = ({"type": "Polygon", "coordinates": parts[0]} if len(parts) == 1
+                    else {"type": "MultiPolygon", "coordinates": parts})
         name = str(names[k - 1])
         classification = {"name": name}
         if colors is not None and name in colors:

@@ -6,23 +6,19 @@ import zipfile
 
 import numpy as np
 import roifile
-from scipy import ndimage as ndi
 
-from ._geojson import mask_polygons
-
-
-def _outlines(labels: np.ndarray, tolerance: float):
-    """``(k, box, exterior rings of its parts, largest first)`` of each object of a label image."""
-    for k, box in enumerate(ndi.find_objects(np.asarray(labels)), start=1):
-        if box is None:
-            continue
-        polygons = mask_polygons(labels[box] == k, offset=(box[0].start, box[1].start), tolerance=tolerance)
-        if polygons:
-            rings = sorted((np.asarray(p[0], np.float64) for p in polygons), key=len, reverse=True)
-            yield k, box, rings
+from ._geojson import object_polygons
 
 
-def instance_rois(labels: np.ndarray, *, names=None, colors=None, tolerance: float = 0.5) -> list:
+def _outlines(labels: np.ndarray, tolerance: float, polygons=None):
+    """``(k, box, exterior rings of its parts, largest first)`` of each object of a label image
+    (``polygons``: its :func:`object_polygons`, if already computed)."""
+    for k, box, parts in object_polygons(labels, tolerance=tolerance) if polygons is None else polygons:
+        rings = sorted((np.asarray(p[0], np.float64) for p in parts), key=len, reverse=True)
+        yield k, box, rings
+
+
+def instance_rois(labels: np.ndarray, *, names=None, colors=None, tolerance: float = 0.5, polygons=None) -> list:
     """One ImageJ polygon ROI per object of a label image (``roifile.ImagejRoi``), for the ROI Manager.
 
     Each ROI is named ``<class>-<label>`` (``cell-0007``; ``names[k - 1]`` gives the class of
@@ -41,7 +37,7 @@ def instance_rois(labels: np.ndarray, *, names=None, colors=None, tolerance: flo
     width = max(4, len(str(int(labels.max(initial=0)))))
     groups: dict[str, int] = {}
     rois = []
-    for k, _, rings in _outlines(labels, tolerance):
+    for k, _, rings in _outlines(labels, tolerance, polygons):
         name = str(names[k - 1]) if names is not None else "cell"
         group = groups.setdefault(name, len(groups) + 1)
         roi = roifile.ImagejRoi.frompoints(rings[0][:-1], name=f"{name}-{k:0{width}d}")
@@ -63,7 +59,7 @@ def write_rois(path, rois) -> None:
 
 
 def coco_annotations(labels: np.ndarray, *, image_id: int, category_ids, first_id: int = 1, scores=None,
-                     tolerance: float = 0.5) -> list[dict]:
+                     tolerance: float = 0.5, polygons=None) -> list[dict]:
     """COCO annotations (polygons, as CVAT and most annotation tools import them) of a label image.
 
     Parameters
@@ -77,6 +73,10 @@ def coco_annotations(labels: np.ndarray, *, image_id: int, category_ids, first_i
         Id of the first annotation; the others follow.
     scores : sequence of float, optional
         Adds ``score`` (object ``k`` at index ``k - 1``).
+    tolerance : float
+        Outlines are simplified to within this many pixels.
+    polygons : list, optional
+        The objects' :func:`object_polygons`, if already computed.
 
     Returns
     -------
@@ -87,7 +87,7 @@ def coco_annotations(labels: np.ndarray, *, image_id: int, category_ids, first_i
     """
     labels = np.asarray(labels)
     annotations = []
-    for k, box, rings in _outlines(labels, tolerance):
+    for k, box, rings in _outlines(labels, tolerance, polygons):
         category = category_ids if np.ndim(category_ids) == 0 else category_ids[k - 1]
         y, x = box
         entry = {"id": first_id + len(annotations), "image_id": int(image_id), "category_id": int(category),
