@@ -28,8 +28,8 @@ from ...ops import (
 )
 
 
-# Flat-field normalization: the background level is a Gaussian-weighted average of background pixels within
-# about this many pixels (wider than cells, narrower than the illumination's changes).
+# Flat-field normalization: the background level is a plane fitted to the background pixels within about
+# this many pixels (Gaussian weights; wider than cells, narrower than the illumination's changes).
 FLAT_FIELD_SIGMA = 64.0
 NORMALIZATIONS = ("background", "flatfield")
 
