@@ -61,11 +61,11 @@ def auto_scale(paths, *, nuclear=None, nuclear_channel=None, sample: int = 4) ->
 class TrainingConfig(OptimizationSettings):
     """Training settings (saved in the model's ``config.json``). The loss and the mixup weight follow the
     CellMixer paper (Tversky loss, lam = 0.5); the optimisation (Adam at 1e-3 with poly decay, crops of
-    192, 1400 steps) and the mixtures (blend and mosaic, photometric augmentation) were chosen on
+    192, 1300 steps) and the mixtures (blend and mosaic, photometric augmentation) were chosen on
     ``bench/typed_cocultures.py`` and fit a 2-core CPU (docs/benchmarks.md)."""
 
-    # 1400 steps: two types train in under 30 minutes on 2 CPU cores (1.16 s per step, docs/benchmarks.md)
-    iterations: int = setting_like(OptimizationSettings, "iterations", 1400)
+    # 1300 steps: two types train in under 30 minutes on 2 CPU cores (1.3 s per step, docs/benchmarks.md)
+    iterations: int = setting_like(OptimizationSettings, "iterations", 1300)
     crop_size: int = setting_like(OptimizationSettings, "crop_size", 192)
     optimizer: str = setting_like(OptimizationSettings, "optimizer", "adam")
     lr_schedule: str = setting_like(OptimizationSettings, "lr_schedule", "poly")
