@@ -75,7 +75,7 @@ def test_tiled_prediction_equals_whole_image_prediction(trained, coculture, shap
         np.testing.assert_allclose(tiled_probs.sum(axis=0), 1, atol=1e-4)
         np.testing.assert_array_equal(tiled, tiled_probs.argmax(axis=0))
         differ = tiled != whole
-        assert differ.mean() <= 0.002, (tile, differ.mean())  # a few near ties flip
+        assert differ.mean() <= 0.001, (tile, differ.mean())
         # Where the labels differ, the whole-image prediction was itself a near tie.
         assert (margin[differ] < 0.5).all(), (tile, margin[differ].max())
         assert np.abs(tiled_probs - probs).mean() < 0.01
