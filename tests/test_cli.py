@@ -175,6 +175,24 @@ def test_predict(capsys, trained, image_file, tmp_path):
     assert (out_dir / "field_overlay.png").is_file() and (out_dir / "predictions.csv").is_file()
 
 
+@pytest.mark.parametrize("command", [["predict"], ["nuclei", "predict"], ["typed", "predict"],
+                                     ["centroids", "predict"]])
+def test_every_predict_command_takes_threads(capsys, trained, image_file, tmp_path, command, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    taken = []
+    monkeypatch.setattr(torch, "set_num_threads", taken.append)
+    _, model_dir = trained
+    status, _, err = run_cli(capsys, *command, model_dir, image_file, "-o", tmp_path / "out", "--threads", "1", "-q")
+    assert taken == [1], err  # taken once, before the run (whether it then succeeds is another test's matter)
+    assert torch.get_num_threads() == before
+    with pytest.raises(SystemExit) as stop:  # a usage error of the parser: one line, exit 2
+        main([*command, str(model_dir), str(image_file), "-o", str(tmp_path / "bad"), "--threads", "0"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--threads" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_evaluate_prints_the_table(capsys, trained, annotated_dir, tmp_path):
     _, model_dir = trained
     status, out, err = run_cli(capsys, "evaluate", model_dir, "--data", annotated_dir, "-o", tmp_path / "ev",

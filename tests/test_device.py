@@ -403,6 +403,27 @@ def test_model_loads_on_the_cpu_and_moves(trained):
         assert model.device == CPU  # a refused move leaves the model where it was
 
 
+def test_a_model_sent_to_a_worker_lands_on_the_workers_device(trained, monkeypatch):
+    """Plate mode pickles the model to dask workers: it travels as CPU tensors and takes the worker's own
+    device ('auto' there) if it ran on an accelerator here, the CPU if it ran on the CPU."""
+    import pickle
+
+    _, folder = trained
+    model = SegmentationModel.load(folder)
+    image = np.random.default_rng(0).normal(size=(40, 50)).astype(np.float32)
+    saved = pickle.dumps(model)
+    assert b"cuda" not in saved
+    copy = pickle.loads(saved)
+    assert copy.device == CPU and copy.config == model.config and copy.folder == model.folder
+    assert np.array_equal(copy.predict(image), model.predict(image))
+    # Sent from a GPU: the receiver resolves 'auto' (here, with no accelerator, the CPU).
+    moved = []
+    monkeypatch.setattr(SegmentationModel, "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setattr(SegmentationModel, "to", lambda self, device: moved.append(device) or self)
+    pickle.loads(pickle.dumps(model))
+    assert moved == ["auto"]
+
+
 def test_checkpoint_holds_cpu_tensors_equal_to_the_weights(cli_models):
     folder = _model(cli_models, "train")
     state = load_file(str(folder / "checkpoint" / "state.safetensors"))

@@ -10,6 +10,8 @@ import sys
 import traceback
 import warnings
 
+import torch
+
 from .._errors import CellmixerError, is_out_of_memory
 from .._version import __version__
 from ..demo import demo, print_demo_report
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> int:
     progress = not args.quiet
+    if getattr(args, "threads", None):  # a process-wide setting: taken here, before any work (training too)
+        torch.set_num_threads(args.threads)
     if args.command == "demo":
         summary = demo(args.output, seed=args.seed, iterations=args.iterations, overwrite=args.overwrite,
                        progress=progress)

@@ -152,9 +152,11 @@ def foreground_params(args) -> dict:
 
 
 def add_device_options(group, precision: str) -> None:
-    """``--device`` and ``--precision``: where the network runs, and in which arithmetic."""
+    """``--device``, ``--threads`` and ``--precision``: where the network runs, and in which arithmetic."""
     group.add_argument("--device", default="auto", metavar="DEVICE",
                        help=f"{DEVICES}; auto = the first CUDA GPU, else MPS, else the CPU (default: %(default)s)")
+    group.add_argument("--threads", type=thread_count, default=None,
+                       help="CPU threads of this process (default: all cores; give fewer when runs share a machine)")
     group.add_argument("--precision", choices=PRECISIONS, default=precision, action=_STORE,
                        help="network arithmetic; auto = bfloat16 where the CPU supports it natively "
                             "(about 3x faster) and on GPUs that support it, float16 on other GPUs, else float32 "
@@ -222,11 +224,10 @@ def thread_count(text: str) -> int:
 
 def add_training_options(parser, config_class, own=()):
     """The "optimisation" group (the settings every training shares, with ``config_class``'s
-    defaults, and then its ``own`` settings), ``--threads``, ``--device``, ``--precision`` and the
+    defaults, and then its ``own`` settings), ``--device``, ``--threads``, ``--precision`` and the
     "checkpoints" group; returns the "optimisation" group."""
     group = parser.add_argument_group("optimisation")
     add_settings(group, config_class, [*OPTIMISATION, *own])
-    group.add_argument("--threads", type=thread_count, default=None, help="CPU threads (default: all cores)")
     add_device_options(group, default_of(next(f for f in fields(config_class) if f.name == "precision")))
     checkpoints = parser.add_argument_group("checkpoints")
     add_settings(checkpoints, config_class, ["checkpoint_every"])

@@ -185,6 +185,18 @@ class SegmentationModel:
         """Where the network runs."""
         return module_device(self.network)
 
+    # A model sent to another process (a dask worker) travels as its config and CPU weights, and lands on
+    # that process's own accelerator if it was on one here: a worker may have another GPU, or none.
+    def __getstate__(self) -> dict:
+        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+        return {"config": self.config, "folder": self.folder, "state": state, "device": self.device.type}
+
+    def __setstate__(self, saved: dict) -> None:
+        network = build_network(saved["config"]["architecture"])
+        network.load_state_dict(saved["state"])
+        self.__init__(network, saved["config"], folder=saved["folder"],
+                      device="cpu" if saved["device"] == "cpu" else "auto")
+
     @classmethod
     def new(cls, classes, *, architecture: str = "unet", channel: int | None = None, input_scale: float = 1.0,
             normalization: dict | None = None, seed: int = 0, **options) -> "SegmentationModel":
