@@ -186,9 +186,8 @@ def main() -> None:
         mode, image = args.one
         out = work / f"out-{mode}-{Path(image).stem}"
         out.mkdir(parents=True, exist_ok=True)
-        # chunked on threads: each chunk's torch runs on one thread, the chunks in parallel
-        threads = args.threads if mode == "memory" or args.scheduler != "threads" else 1
-        result = run_one(mode, Path(image), out, threads=threads, chunk=args.chunk, scheduler=args.scheduler,
+        # chunked on threads: the chunks in flight share the torch threads (predict_chunked does that)
+        result = run_one(mode, Path(image), out, threads=args.threads, chunk=args.chunk, scheduler=args.scheduler,
                          workers=args.workers, width=args.width)
         if mode != "memory" and args.scheduler == "threads":
             result["workers"] = args.threads

@@ -137,6 +137,33 @@ def test_a_stopped_run_resumes_from_its_finished_chunks(image, tmp_path, monkeyp
     json.dumps(summary["table"][:1])
 
 
+def test_the_chunks_in_flight_share_the_torch_threads_and_give_them_back(image, tmp_path):
+    import dask
+    import torch
+
+    seen = []
+
+    def recorded(region, window, statistics):
+        seen.append(torch.get_num_threads())
+        return threshold_objects(region, window, statistics, level=150)
+
+    task = ChunkTask(recorded, name="cells", instances=True, tile_context=0, halo=45)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with dask_scheduler("threads"), dask.config.set(num_workers=2):
+            predict_chunked(image, task, tmp_path / "many.ome.zarr", chunking=Chunking(chunk_size=CHUNK),
+                            progress=False)
+            assert set(seen) == {1} and len(seen) > 2  # two chunks at a time, one thread each
+            seen.clear()
+            predict_chunked(image, task, tmp_path / "one.ome.zarr", chunking=Chunking(chunk_size=512),
+                            progress=False)
+            assert seen == [2]  # a lone chunk has them all
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_chunk_smaller_than_its_margin_is_refused(image, tmp_path):
     task = ChunkTask(functools.partial(threshold_objects, level=150), name="cells", instances=True,
                      tile_context=96, halo=64)

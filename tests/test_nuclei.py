@@ -354,7 +354,7 @@ def test_large_image_in_chunks_equals_the_whole_image_nucleus_for_nucleus(nucleu
     from .test_chunked import as_raster_order
 
     model, folder = nucleus_model
-    image, _ = synthetic_nuclei(shape=(300, 340), count=120, seed=7)
+    image, _ = synthetic_nuclei(shape=(300, 420), count=150, seed=7)
     tiling = Tiling(batch_size=4)
     task = nuclei_task(model, tiling, source=folder, remove_border=True, min_area=5)
     with dask_scheduler("threads"):
@@ -370,9 +370,9 @@ def test_large_image_in_chunks_equals_the_whole_image_nucleus_for_nucleus(nucleu
 
 
 def test_predict_writes_large_images_as_ome_zarr(nucleus_model, tmp_path):
-    """`nuclei predict` sends TIFFs larger than a chunk to the chunked path: OME-Zarr, table, overlay."""
+    """`nuclei predict` sends TIFFs larger than two chunks to the chunked path: OME-Zarr, table, overlay."""
     _, folder = nucleus_model
-    image, _ = synthetic_nuclei(shape=(300, 340), count=120, seed=7)
+    image, _ = synthetic_nuclei(shape=(300, 420), count=150, seed=7)
     tifffile.imwrite(tmp_path / "big.tif", image, tile=(64, 64))
     tifffile.imwrite(tmp_path / "small.tif", image[:100, :100])
     out = tmp_path / "out"

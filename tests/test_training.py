@@ -201,6 +201,8 @@ def test_load_pseudolabelled_normalizes_and_labels(culture_dir):
         assert item.labels.dtype == np.uint8 and item.image.dtype == np.float32
         background = item.image[~mask]
         assert abs(background.mean()) < 1e-3 and abs(background.std() - 1) < 1e-3
+        raw = read_image(path).astype(np.float64)[~mask]  # how a gain of the raw image moves the normalized one
+        assert item.background_ratio == pytest.approx(raw.mean() / raw.std(), rel=1e-4)
 
 
 # ------------------------------------------------------------------------------------------ augmentation

@@ -69,6 +69,38 @@ def test_mosaic_training_samples_keep_both_types_and_their_labels():
                     mixing="mosaic")
 
 
+def test_a_mosaic_exposes_its_second_culture_apart_then_normalizes_the_whole():
+    from cellmixer.ops import AugmentParams, normalize_by_background
+
+    rng = np.random.default_rng(2)
+    crops = []
+    for k, name in enumerate(("epithelial", "spindle"), start=1):
+        image, instances, _ = synthetic_culture(name, shape=(192, 192), rng=rng)
+        seeds = nuclei_of_stain(synthetic_nuclear_stain(instances, rng=rng), diameter_range=(3, 20))
+        labels = ((instances > 0) * k).astype(np.uint8)
+        crops.append((normalize_by_background(image, labels > 0), labels, seeds))
+    ratio, gain = 20.0, np.float32(0.5)  # the second culture at half the exposure
+    split = AugmentParams(exposure_split_probability=1.0, exposure_split=(0.5, 0.5))
+    exposed = CropSampler([], 3, crop_size=192, mixing="mosaic", augment_params=split)
+    plain = CropSampler([], 3, crop_size=192, mixing="mosaic", augment_params=None)
+    darker = (crops[1][0] * gain + (gain - 1) * np.float32(ratio), *crops[1][1:])
+    both = 0
+    for seed in range(6):
+        image, labels = exposed.mosaic(np.random.default_rng(seed), crops[0], crops[1], ratio)
+        # the same mosaic made by hand: the second crop's gain in normalized units, then one normalization
+        draws = np.random.default_rng(seed)
+        draws.random(), draws.uniform()  # the two draws of the exposure: whether and which gain
+        by_hand, by_hand_labels = plain.mosaic(draws, crops[0], darker)
+        np.testing.assert_array_equal(labels, by_hand_labels)
+        np.testing.assert_allclose(image, normalize_by_background(by_hand, by_hand_labels != 0), atol=1e-5)
+        assert abs(image[labels == 0].mean()) < 1e-4 and abs(image[labels == 0].std() - 1) < 1e-4
+        both += {1, 2} <= set(np.unique(labels).tolist())
+    assert both >= 2
+    # without a background ratio (a flat-field model) no exposure is simulated and no draw is taken
+    unchanged, _ = exposed.mosaic(np.random.default_rng(7), crops[0], crops[1], 0.0)
+    np.testing.assert_array_equal(unchanged, plain.mosaic(np.random.default_rng(7), crops[0], crops[1])[0])
+
+
 # ------------------------------------------------------------------------------------------- nuclei and cells
 
 

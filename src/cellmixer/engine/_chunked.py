@@ -52,7 +52,7 @@ from ..ops import OBJECT_FIELDS, object_table
 from ._model import SegmentationModel
 from ._tiling import Tiling, Window, tile_context
 
-DEFAULT_CHUNK = 4096
+DEFAULT_CHUNK = 2048
 WORK_SUFFIX = ".chunks"
 _FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
 
@@ -70,9 +70,11 @@ class Chunking:
     Attributes
     ----------
     chunk_size : int
-        Side of the square chunks in pixels (default 4096: about 0.3 GB of working memory per
-        chunk in flight). The margin around each chunk (the tiles that touch it and ``halo``)
-        is predicted twice, by it and by its neighbour: larger chunks waste less.
+        Side of the square chunks in pixels (default 2048: about 0.15 GB of working memory per
+        chunk in flight; 400 Mpx in 1.6 GB on two cores). The margin around each chunk (the tiles
+        that touch it and ``halo``) is predicted twice, by it and by its neighbour: larger chunks
+        waste less. TIFFs up to two chunks on a side (4096 px by default) are read whole: there the
+        in-memory path is as fast and as small.
     halo : int or None
         Room for the largest object beyond a chunk, in pixels: objects larger than this may be
         cut at chunk borders (the run reports how many). ``None``: the method's default.
@@ -245,10 +247,19 @@ class ModelRef:
         key = (self.folder, self.device)
         with _LOADED_LOCK:
             if key not in _LOADED:
-                if threading.current_thread() is not threading.main_thread():
-                    torch.set_num_threads(1)  # one core per dask worker thread
+                if _in_dask_worker():
+                    torch.set_num_threads(1)  # one core per thread of a dask.distributed worker
                 _LOADED[key] = load(self.folder, device=self.device)
             return _LOADED[key]
+
+
+def _in_dask_worker() -> bool:
+    try:
+        from distributed import get_worker  # optional: cellmixer[distributed]
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------- the chunks
@@ -288,9 +299,11 @@ def _chunk_key(block_id) -> str:
 
 
 def _run_chunk(region: np.ndarray, *, task: ChunkTask, statistics, shape, starts, margin: int, halo: int,
-               work: str, block_id=None) -> np.ndarray:
+               work: str, threads: int | None = None, block_id=None) -> np.ndarray:
     """One chunk (``region``: the chunk with its margin, cut at the image's edges): predict, write its
     labels into the work array, then its marker. Returns a 1 x 1 block (the chunk's object count)."""
+    if threads:  # torch's threads are counted per thread that calls it: set in the one running this chunk
+        torch.set_num_threads(threads)
     i, j = block_id
     marker = Path(work) / "done" / f"{_chunk_key(block_id)}.json"
     if marker.is_file():  # done by an earlier run (or an earlier attempt of this task)
@@ -449,9 +462,12 @@ def predict_chunked(image: LazyImage | np.ndarray | da.Array, task: ChunkTask, o
         _prepare_work(work, shape=shape, chunk=chunk, dtype=np.int64 if task.instances else np.uint8, token=token)
         done_before = len(list((work / "done").glob("*.json")))
         depth = {axis: margin if len(c) > 1 else 0 for axis, c in enumerate(data.chunks)}
+        # meta given: dask would otherwise call _run_chunk on an empty array here to find it
         blocks = da.map_overlap(_run_chunk, data, depth=depth, boundary="none", trim=False, dtype=np.int64,
+                                meta=np.empty((0, 0), np.int64),
                                 chunks=tuple((1,) * len(c) for c in data.chunks), task=task, statistics=statistics,
-                                shape=shape, starts=starts, margin=margin, halo=halo, work=str(work))
+                                shape=shape, starts=starts, margin=margin, halo=halo, work=str(work),
+                                threads=_threads_per_chunk(data.npartitions))
         _compute_with_progress(blocks, progress=progress, total=blocks.npartitions)
         records = {p.stem: json.loads(p.read_text()) for p in (work / "done").glob("*.json")}
         labels = da.from_zarr(zarr.open_array(str(work / "labels"), mode="r"))
@@ -513,6 +529,21 @@ def _final_layers(task: ChunkTask, labels: da.Array, records: dict, summary: dic
     return layers, properties
 
 
+def _threads_per_chunk(chunks: int) -> int | None:
+    """Torch threads for each chunk when the chunks run in this process: its threads shared among the
+    chunks in flight (all of them for a lone chunk). None on a dask.distributed cluster (its workers
+    have one thread each)."""
+    try:
+        from distributed import get_client  # optional: cellmixer[distributed]
+        get_client()
+        return None
+    except (ImportError, ValueError):
+        pass
+    in_flight = 1 if dask.config.get("scheduler", None) == "synchronous" else min(
+        chunks, dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    return max(1, torch.get_num_threads() // max(1, in_flight))
+
+
 def _compute_with_progress(array: da.Array, *, progress: bool, total: int) -> None:
     """Compute ``array`` (a 1 x 1 block per chunk) on the active scheduler, with a bar over chunks."""
     bar = progress_bar(total=total, desc="chunks", unit="chunk", enabled=progress)
@@ -527,8 +558,12 @@ def _compute_with_progress(array: da.Array, *, progress: bool, total: int) -> No
                 if isinstance(key, tuple) and str(key[0]).startswith("_run_chunk"):
                     bar.update(1)
 
-        with Bar():
-            array.compute()
+        threads = torch.get_num_threads()
+        try:
+            with Bar():
+                array.compute()
+        finally:  # a chunk run in this thread (synchronous) set its share
+            torch.set_num_threads(threads)
     else:
         futures = client.compute(array.to_delayed().ravel().tolist())
         for _ in as_completed(futures):
@@ -577,15 +612,15 @@ def _model_key(model: SegmentationModel, source, *settings) -> str:
 
 def open_large(item, *, channel=None, chunking: Chunking) -> LazyImage | None:
     """The input ``item`` (a path or a :class:`cellmixer.io.InputImage`) as a lazy image when it is to be
-    predicted in chunks (a Zarr or OME-Zarr, or a TIFF larger than a chunk on a side), else None: read it
-    whole, as usual (so are the planes of z-stacks and time series). ``channel``: an index or a name."""
+    predicted in chunks (a Zarr or OME-Zarr, or a TIFF larger than two chunks on a side), else None: read
+    it whole, as usual (so are the planes of z-stacks and time series). ``channel``: an index or a name."""
     path = Path(getattr(item, "path", item))
     plane = getattr(item, "plane", None)
     if plane is not None and plane.suffix:
         return None
     if not is_zarr(path) and path.suffix.lower() not in (".tif", ".tiff"):
         return None
-    if not is_zarr(path) and max(_tiff_plane_shape(path, plane)) <= chunking.chunk_size:
+    if not is_zarr(path) and max(_tiff_plane_shape(path, plane)) <= 2 * chunking.chunk_size:
         return None
     index = plane.image.channel_index(channel) if plane is not None else channel
     lazy = open_lazy(path, channel=index)

@@ -31,16 +31,22 @@ class AugmentParams:
     illumination_amplitude: float = 1.5
     contrast_split_probability: float = 0.0
     contrast_split: tuple[float, float] = (0.6, 1.6)
+    # Mosaics only (the sampler applies it): the second culture's cells exposed by another gain than
+    # the first's, as across the seams of stitched fields or under strong vignetting; the mixture is
+    # then normalized as a whole, as prediction normalizes a field.
+    exposure_split_probability: float = 0.0
+    exposure_split: tuple[float, float] = (0.5, 2.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def photometric(cls) -> "AugmentParams":
-        """The defaults plus uneven illumination, contrast from half to twice, and bright and dark
-        contrast changed apart: for images taken on other days, microscopes and exposures."""
+        """The defaults plus uneven illumination, contrast from half to twice, bright and dark
+        contrast changed apart, and the two cultures of a mosaic exposed apart: for images taken on
+        other days, microscopes and exposures."""
         return cls(intensity_probability=0.8, contrast=(0.5, 2.0), illumination_probability=0.5,
-                   contrast_split_probability=0.5)
+                   contrast_split_probability=0.5, exposure_split_probability=0.5)
 
     @classmethod
     def none(cls) -> "AugmentParams":

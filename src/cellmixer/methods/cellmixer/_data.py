@@ -17,6 +17,7 @@ from ...ops import (
     AugmentParams,
     ForegroundParams,
     augment,
+    background_stats,
     extract_foreground,
     mix_pair,
     normalize_by_background,
@@ -43,6 +44,9 @@ class PseudoLabelledImage:
     class_index: int
     path: Path
     seeds: np.ndarray | None = None  # int32 cell seeds (nuclei) for mosaic mixtures, 0 elsewhere
+    # the raw background's mean over its spread: a gain g of the raw image moves the normalized one
+    # to g * image + (g - 1) * background_ratio (0: exposure changes are not simulated)
+    background_ratio: float = 0.0
 
 
 def pseudolabel_image(image: np.ndarray, class_index: int, foreground: ForegroundParams, *,
@@ -102,6 +106,8 @@ def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams =
             )
         normalized, labels = pseudolabel_image(image, k, foreground, boundary_ignore=boundary_ignore,
                                                normalization=normalization)
+        mean, std = background_stats(image, labels != 0)
+        ratio = mean / std if normalization == "background" else 0.0  # a flat field cancels any gain
         cells = None
         if seeds:
             stain = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
@@ -109,7 +115,7 @@ def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams =
         if scale != 1:
             normalized, labels = rescale_image(normalized, scale), rescale_image(labels, scale, labels=True)
             cells = None if cells is None else rescale_image(cells, scale, labels=True)
-        items.append(PseudoLabelledImage(normalized, labels, k, Path(path), cells))
+        items.append(PseudoLabelledImage(normalized, labels, k, Path(path), cells, ratio))
     return items
 
 
@@ -170,8 +176,9 @@ class CropSampler:
         self.area = np.array([item.image.size for item in images], dtype=np.float64)
         self.num_classes = num_classes
 
-    def _crop(self, rng: np.random.Generator, class_index: int):
-        """(image, labels, seeds or None) of a random crop of a random image of the class."""
+    def _crop(self, rng: np.random.Generator, class_index: int, with_ratio: bool = False):
+        """(image, labels, seeds or None) of a random crop of a random image of the class (and
+        the image's ``background_ratio``)."""
         members = self.by_class[class_index]
         weights = self.area[members] / self.area[members].sum()
         item = self.images[members[rng.choice(len(members), p=weights)]]
@@ -179,11 +186,24 @@ class CropSampler:
         c = self.crop_size
         y, x = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
         sl = (slice(y, y + c), slice(x, x + c))
-        return item.image[sl], item.labels[sl], None if item.seeds is None else item.seeds[sl]
+        crop = item.image[sl], item.labels[sl], None if item.seeds is None else item.seeds[sl]
+        return (crop, item.background_ratio) if with_ratio else crop
 
-    def mosaic(self, rng, first, second) -> tuple[np.ndarray, np.ndarray]:
-        """Two crops ``(image, labels, seeds)`` of one shape composed cell by cell, in a random pattern."""
+    def mosaic(self, rng, first, second, background_ratio: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Two crops ``(image, labels, seeds)`` of one shape composed cell by cell, in a random pattern.
+
+        With the augmentation's ``exposure_split_probability``, the second crop is first exposed by
+        another gain (its image's ``background_ratio`` says how a gain moves its normalized pixels)
+        and the mosaic normalized by its background as a whole, as prediction normalizes a field.
+        """
         (image1, labels1, seeds1), (image2, labels2, seeds2) = first, second
+        params = self.augment_params
+        exposed = bool(params is not None and background_ratio and params.exposure_split_probability
+                       and rng.random() < params.exposure_split_probability)
+        if exposed:
+            low, high = np.log(params.exposure_split)
+            gain = np.float32(np.exp(rng.uniform(low, high)))
+            image2 = image2 * gain + (gain - 1) * np.float32(background_ratio)
         h, w = image1.shape
         centres = [_centres(s) for s in (seeds1, seeds2)]
         pattern = MOSAIC_PATTERNS[rng.integers(len(MOSAIC_PATTERNS))]
@@ -208,7 +228,8 @@ class CropSampler:
             return image1, labels1
         stacks = [np.stack([image1, labels1.astype(np.float32)]), np.stack([image2, labels2.astype(np.float32)])]
         mosaic, _, _ = territory_mosaic(stacks, [seeds1, seeds2], selected)
-        return mosaic[0], np.rint(mosaic[1]).astype(labels1.dtype)
+        image, labels = mosaic[0], np.rint(mosaic[1]).astype(labels1.dtype)
+        return (normalize_by_background(image, labels != 0) if exposed else image), labels
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         first = self.classes[rng.integers(len(self.classes))]
@@ -216,9 +237,9 @@ class CropSampler:
         image, labels = crop[:2]
         if self.mode == "cellmixer" and len(self.classes) > 1 and rng.random() < self.mix_probability:
             others = [k for k in self.classes if k != first]
-            crop2 = self._crop(rng, others[rng.integers(len(others))])
+            crop2, ratio2 = self._crop(rng, others[rng.integers(len(others))], with_ratio=True)
             if self.mixing == "mosaic" or (self.mixing == "both" and rng.random() < 0.5):
-                image, labels = self.mosaic(rng, crop, crop2)
+                image, labels = self.mosaic(rng, crop, crop2, ratio2)
             else:
                 image, labels = mix_pair(image, labels, *crop2[:2], lam=self.lam, normalize=False)
                 image = image / np.float32(math.sqrt(self.lam**2 + (1 - self.lam) ** 2))

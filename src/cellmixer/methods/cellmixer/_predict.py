@@ -109,8 +109,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
         Sliding-window settings, network arithmetic and test-time augmentation (see
         :class:`cellmixer.engine.Tiling` and :meth:`SegmentationModel.predict`).
     chunking : Chunking, optional
-        Large images (Zarr and OME-Zarr inputs, TIFFs larger than ``chunking.chunk_size`` on a
-        side) are predicted chunk by chunk on dask, never read whole, and written as
+        Large images (Zarr and OME-Zarr inputs, TIFFs larger than two chunks,
+        ``2 * chunking.chunk_size``, on a side) are predicted chunk by chunk on dask, never read whole, and written as
         ``<name>.ome.zarr`` (the image and ``labels/classes``, with pyramids) instead of the label
         TIFF, equal to the pixel to the whole image's map; their ``<class>_regions`` are left
         empty (see :class:`cellmixer.engine.Chunking`).
@@ -164,7 +164,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
     def predict_large(path, stem, lazy):
         if probabilities:
             raise CellmixerError(f"{path}: --probabilities is not written for images predicted in chunks (Zarr, or "
-                                 "larger than --chunk-size); leave it out, or raise --chunk-size.")
+                                 "larger than two --chunk-size on a side); leave it out, or raise --chunk-size.")
         zarr_path = zarr_output(out, stem)
         summary = run.predict(lazy, semantic_task(model, tiling, source=model_source), zarr_path,
                               overwrite=overwrite or resume, progress=progress)  # --resume: chunked anew

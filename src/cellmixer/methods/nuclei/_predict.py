@@ -142,7 +142,7 @@ def predict_nuclei(model, inputs, output, *, pattern: str = "*", channel: int | 
     post-processing); plus ``coco_dataset.json``, ``nuclei.csv`` (one row per image) and
     ``nuclei.json`` (settings).
 
-    Large images (Zarr and OME-Zarr inputs, TIFFs larger than ``chunking.chunk_size`` on a side)
+    Large images (Zarr and OME-Zarr inputs, TIFFs larger than two chunks on a side)
     are predicted chunk by chunk on dask, never read whole, nuclei stitched across chunk borders:
     ``<name>.ome.zarr`` (the image and ``labels/nuclei``, with pyramids) replaces the label TIFF.
 
