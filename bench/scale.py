@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--plate-fields", type=int, default=200, help="fields of 1080x1280 of the plate part")
     parser.add_argument("--memory-up-to", type=float, default=100, help="largest size for the in-memory path (Mpx)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (in-memory) / dask threads (chunked)")
-    parser.add_argument("--chunk", type=int, default=4096)
+    parser.add_argument("--chunk", type=int, default=None, help="chunk side (default: the package's)")
     parser.add_argument("--scheduler", default="threads", help="threads, local or an address")
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster workers (--scheduler local)")
     parser.add_argument("--width", type=int, default=16, help="U-Net width (16: the default network)")
@@ -173,6 +173,10 @@ def main() -> None:
     parser.add_argument("--output", default="bench/results/scale.json")
     parser.add_argument("--one", nargs=2, metavar=("MODE", "IMAGE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chunk is None:
+        from cellmixer.engine import Chunking
+
+        args.chunk = Chunking().chunk_size
     work = Path(args.work)
     if args.one and args.one[0].startswith("plate-"):
         import torch

@@ -525,6 +525,7 @@ ROWS: dict = {
     "mosaic": model_row("mosaic", {"mixing": "mosaic", "photometric": False}),
     "both": model_row("both", {"mixing": "both", "photometric": False}),
     "both + photometric": model_row("both_photometric", {"mixing": "both", "photometric": True}),
+    "mosaic + photometric": model_row("mosaic_photometric", {"mixing": "mosaic", "photometric": True}),
     "both + photometric + flat field": model_row("both_photometric_flatfield", {"mixing": "both", "photometric": True,
                                                                                "normalization": "flatfield"}),
 }

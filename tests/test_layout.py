@@ -37,6 +37,13 @@ OPTIONAL_IMPORTS: dict[str, str] = {
     "napari": "`cellmixer view` (extra [napari])",
     "distributed": "--scheduler: a dask LocalCluster or a cluster's address (extra cellmixer[distributed])",
 }
+# Required, but imported on first use (in a function, or by ``cellmixer._lazy.lazy_import``): each costs
+# start-up time that most commands never need.
+DEFERRED_IMPORTS: dict[str, str] = {
+    "dask": "over a second to import; only large images, plates and OME-Zarr use it",
+    "zarr": "only OME-Zarr and chunked prediction use it",
+    "matplotlib": "only the training curve's PNG (engine/_record.py)",
+}
 
 
 def _env() -> dict[str, str]:
@@ -155,7 +162,12 @@ def _modules() -> list[Path]:
 
 
 def _local_imports(tree: ast.AST):
-    """(line, module imported, level) of every import inside a function, ``importlib.import_module`` too."""
+    """(line, module imported, level) of every import inside a function, ``importlib.import_module`` too,
+    and of every ``lazy_import`` (wherever it is: it imports on first use)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "lazy_import":
+            name = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else "?"
+            yield node.lineno, str(name), 0
     for function in ast.walk(tree):
         if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             continue
@@ -172,19 +184,22 @@ def _local_imports(tree: ast.AST):
 
 
 def test_function_imports_are_optional_dependencies_only():
-    """Imports inside functions only of :data:`OPTIONAL_IMPORTS` (never of the package: that hides a cycle)."""
+    """Imports inside functions only of :data:`OPTIONAL_IMPORTS` and :data:`DEFERRED_IMPORTS` (never of the
+    package: that hides a cycle)."""
     assert _modules(), f"no modules under {PACKAGE}"
     offending = []
     for path in _modules():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for line, module, level in _local_imports(tree):
             top = module.split(".")[0]
-            if level or top not in OPTIONAL_IMPORTS:
+            if path.name == "_lazy.py" and module == "?":  # lazy_import itself: its callers are checked
+                continue
+            if level or top not in OPTIONAL_IMPORTS | DEFERRED_IMPORTS:
                 offending.append(f"{path.relative_to(ROOT)}:{line}: {'.' * level}{module}")
     # Each function's imports appear once per enclosing function: report each line once.
     offending = sorted(set(offending))
     assert not offending, ("imports inside functions (move them to the top of the module, or add an optional "
-                           "dependency to OPTIONAL_IMPORTS with the reason):\n" + "\n".join(offending))
+                           "dependency to OPTIONAL_IMPORTS or DEFERRED_IMPORTS with the reason):\n" + "\n".join(offending))
 
 
 # --- one folder per method ------------------------------------------------------------------------------

@@ -37,20 +37,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dask
-import dask.array as da
 import numpy as np
 import tifffile
-from dask.callbacks import Callback
 import torch
-import zarr
 
 from .._errors import CellmixerError
+from .._lazy import lazy_import
 from .._progress import progress_bar
 from .._settings import check_settings, setting
 from ..io import LazyImage, atomic_path, is_zarr, open_lazy, read_ome_zarr_labels, write_ome_zarr
 from ..ops import OBJECT_FIELDS, object_table
 from ._model import SegmentationModel
 from ._tiling import Tiling, Window, tile_context
+
+da = lazy_import("dask.array")
+zarr = lazy_import("zarr")
 
 DEFAULT_CHUNK = 2048
 WORK_SUFFIX = ".chunks"
@@ -553,6 +554,8 @@ def _compute_with_progress(array: da.Array, *, progress: bool, total: int) -> No
     except (ImportError, ValueError):
         client = None
     if client is None:
+        from dask.callbacks import Callback
+
         class Bar(Callback):
             def _posttask(self, key, result, dsk, state, id):
                 if isinstance(key, tuple) and str(key[0]).startswith("_run_chunk"):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
-import dask.array as da
 import numpy as np
 
+from .._lazy import lazy_import
 from ..ops import ForegroundParams, background_stats, extract_foreground, normalize_by_flat_field
+
+da = lazy_import("dask.array")
 
 # Statistics of larger images are taken on a sub-sampled copy: same values, bounded memory.
 MAX_STATS_PIXELS = 16_000_000

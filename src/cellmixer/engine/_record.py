@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..io import atomic_path, write_csv
 
@@ -26,6 +25,8 @@ def moving_average(values, window: int) -> np.ndarray:
 def plot_training_curve(path: Path, iterations, losses, *, validation=None, ylabel: str = "Tversky loss",
                         title: str = "", overwrite: bool = True) -> Path:
     """Loss per iteration, its moving average and, if given, ``validation = (iterations, losses)``."""
+    from matplotlib.figure import Figure  # here: matplotlib takes half a second to import
+
     # A Figure without pyplot: no GUI backend is touched (napari, Jupyter), and nothing to close.
     fig = Figure(figsize=(6, 3.5), dpi=120)
     ax = fig.subplots()

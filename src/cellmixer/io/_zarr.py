@@ -18,13 +18,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import tifffile
-import zarr
 
 from .._errors import CellmixerError
+from .._lazy import lazy_import
 from ._read import IMAGE_SUFFIXES, read_image
+
+da = lazy_import("dask.array")
+zarr = lazy_import("zarr")
 
 ZARR_SUFFIXES = (".zarr",)
 # NGFF version -> Zarr format. The metadata is written as ome-zarr-py writes it (checked against its reader in

@@ -88,8 +88,9 @@ class TrainingConfig(OptimizationSettings):
                                                "(background), or first divided by its background level, so that "
                                                "uneven light, vignetting and exposure cancel (flatfield)",
                                  choices=NORMALIZATIONS)
-    photometric: bool = setting(True, "also augment uneven illumination, contrast from half to twice and bright "
-                                       "and dark contrast apart (images of other days, microscopes, exposures)")
+    photometric: bool = setting(True, "also augment uneven illumination, contrast from half to twice, bright "
+                                       "and dark contrast apart, and the two cultures of a mosaic at exposures "
+                                       "up to 2x apart (images of other days, microscopes, exposures)")
 
     def validate(self) -> None:
         super().validate()
@@ -276,8 +277,9 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     mixing : {'blend', 'mosaic', 'both'}
         How two cultures are mixed (see :class:`cellmixer.methods.cellmixer.CropSampler`).
     photometric : bool
-        Augment uneven illumination and contrast changes too (images of other days, microscopes,
-        exposures).
+        Augment uneven illumination and contrast changes too, and expose the two cultures of half
+        the mosaics apart (gain 0.5 to 2, the mosaic then normalized as a whole): images of other
+        days, microscopes, exposures.
     lam : float
         Mixup weight ``I = lam * I1 + (1 - lam) * I2``.
     mix_probability : float
