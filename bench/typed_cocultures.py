@@ -343,7 +343,8 @@ def main() -> None:
     parser.add_argument("--adapt", action="store_true", help="with --model: adapt it to the test co-cultures first")
     parser.add_argument("--iterations", type=int, default=None, help="override every row's iterations")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test co-cultures and the peer's forest")
+    parser.add_argument("--train-seed", type=int, default=0, help="seed of the models' training (its spread: run 0, 1, 2)")
     parser.add_argument("--output", type=Path, default=RESULTS / "typed_cocultures")
     parser.add_argument("--json", type=Path, default=RESULTS / "typed_cocultures.json")
     args = parser.parse_args()
@@ -498,8 +499,8 @@ def model_row(name: str, train_options: dict, route: dict | None = None):
     """Train a CellMixer model with the package's defaults changed by ``train_options`` (reused when its
     folder exists), then type the test co-cultures with the route (``route`` changes its defaults)."""
     def row(args, fields, cocultures) -> dict:
-        folder = args.output / "models" / name
-        options = {**EXPERIMENT, **train_options}
+        folder = args.output / "models" / (name if not args.train_seed else f"{name}_seed{args.train_seed}")
+        options = {**EXPERIMENT, **train_options, "seed": args.train_seed}
         if args.iterations:
             options["iterations"] = args.iterations
         timer = Timer()
