@@ -50,8 +50,10 @@ class PseudoLabelledImage:
 
 
 def pseudolabel_image(image: np.ndarray, class_index: int, foreground: ForegroundParams, *,
-                      boundary_ignore: int = 0, normalization: str = "background") -> tuple[np.ndarray, np.ndarray]:
-    """Normalized image and its label map: the unsupervised foreground, labelled with the image's class.
+                      boundary_ignore: int = 0,
+                      normalization: str = "background") -> tuple[np.ndarray, np.ndarray, float]:
+    """Normalized image, its label map (the unsupervised foreground, labelled with the image's class)
+    and its ``background_ratio`` (:class:`PseudoLabelledImage`; 0 for a flat field, which cancels any gain).
 
     With ``boundary_ignore`` > 0, pixels within that distance of the mask's outline (inside or
     outside) are labelled 255 and not counted by the loss: gradient-based masks are least certain
@@ -65,8 +67,9 @@ def pseudolabel_image(image: np.ndarray, class_index: int, foreground: Foregroun
             mask, square, iterations=boundary_ignore, border_value=1)
         labels[band] = IGNORE
     if normalization == "flatfield":
-        return normalize_by_flat_field(image, mask, sigma=FLAT_FIELD_SIGMA), labels
-    return normalize_by_background(image, mask), labels
+        return normalize_by_flat_field(image, mask, sigma=FLAT_FIELD_SIGMA), labels, 0.0
+    mean, std = background_stats(image, mask)
+    return normalize_by_background(image, mask), labels, mean / std
 
 
 def cell_seeds(mask: np.ndarray, stain: np.ndarray | None = None, *, diameter_range=(10, 50)) -> np.ndarray:
@@ -104,10 +107,8 @@ def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams =
                 f"{path}: image is {image.shape[0]}x{image.shape[1]} pixels{scaled}, smaller than the crop size "
                 f"{min_size}; use --crop-size {max(16, size // 16 * 16)} or less, or remove the image."
             )
-        normalized, labels = pseudolabel_image(image, k, foreground, boundary_ignore=boundary_ignore,
-                                               normalization=normalization)
-        mean, std = background_stats(image, labels != 0)
-        ratio = mean / std if normalization == "background" else 0.0  # a flat field cancels any gain
+        normalized, labels, ratio = pseudolabel_image(image, k, foreground, boundary_ignore=boundary_ignore,
+                                                      normalization=normalization)
         cells = None
         if seeds:
             stain = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
@@ -176,9 +177,9 @@ class CropSampler:
         self.area = np.array([item.image.size for item in images], dtype=np.float64)
         self.num_classes = num_classes
 
-    def _crop(self, rng: np.random.Generator, class_index: int, with_ratio: bool = False):
-        """(image, labels, seeds or None) of a random crop of a random image of the class (and
-        the image's ``background_ratio``)."""
+    def _crop(self, rng: np.random.Generator, class_index: int):
+        """(image, labels, seeds or None) of a random crop of a random image of the class, and the
+        image's ``background_ratio``."""
         members = self.by_class[class_index]
         weights = self.area[members] / self.area[members].sum()
         item = self.images[members[rng.choice(len(members), p=weights)]]
@@ -186,8 +187,7 @@ class CropSampler:
         c = self.crop_size
         y, x = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
         sl = (slice(y, y + c), slice(x, x + c))
-        crop = item.image[sl], item.labels[sl], None if item.seeds is None else item.seeds[sl]
-        return (crop, item.background_ratio) if with_ratio else crop
+        return (item.image[sl], item.labels[sl], None if item.seeds is None else item.seeds[sl]), item.background_ratio
 
     def mosaic(self, rng, first, second, background_ratio: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Two crops ``(image, labels, seeds)`` of one shape composed cell by cell, in a random pattern.
@@ -233,11 +233,11 @@ class CropSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         first = self.classes[rng.integers(len(self.classes))]
-        crop = self._crop(rng, first)
+        crop, _ = self._crop(rng, first)
         image, labels = crop[:2]
         if self.mode == "cellmixer" and len(self.classes) > 1 and rng.random() < self.mix_probability:
             others = [k for k in self.classes if k != first]
-            crop2, ratio2 = self._crop(rng, others[rng.integers(len(others))], with_ratio=True)
+            crop2, ratio2 = self._crop(rng, others[rng.integers(len(others))])
             if self.mixing == "mosaic" or (self.mixing == "both" and rng.random() < 0.5):
                 image, labels = self.mosaic(rng, crop, crop2, ratio2)
             else:
