@@ -342,6 +342,8 @@ def main() -> None:
                                                       "'{\"augment\": true}' or '{\"stain\": false}'")
     parser.add_argument("--adapt", action="store_true", help="with --model: adapt it to the test co-cultures first")
     parser.add_argument("--iterations", type=int, default=None, help="override every row's iterations")
+    parser.add_argument("--train", default="{}", help="JSON of training options that override every model row's, "
+                                                      "e.g. '{\"batch_size\": 4}' (give its own --output)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0, help="seed of the test co-cultures and the peer's forest")
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the models' training (its spread: run 0, 1, 2)")
@@ -503,6 +505,7 @@ def model_row(name: str, train_options: dict, route: dict | None = None):
         options = {**EXPERIMENT, **train_options, "seed": args.train_seed}
         if args.iterations:
             options["iterations"] = args.iterations
+        options.update(json.loads(args.train))
         timer = Timer()
         if not (folder / "config.json").exists():
             cellmixer.train(training_folder(args, fields, args.types), folder, pattern="*phase*",
