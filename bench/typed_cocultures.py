@@ -147,8 +147,9 @@ def _selection(pattern: str, centres: np.ndarray, first: bool, shape, rng, islan
     return np.concatenate([[False], inside if first else ~inside])
 
 
-def compose(a: Field, b: Field, pattern: str, condition: str, rng) -> CoCulture:
-    """A co-culture of ``a``'s and ``b``'s cells (same shape), with its true nuclei and their types."""
+def compose(a: Field, b: Field, pattern: str, condition: str, rng, stain_gain: float = 1.0) -> CoCulture:
+    """A co-culture of ``a``'s and ``b``'s cells (same shape), with its true nuclei and their types; in the
+    *one side* condition ``a``'s stain is also at ``stain_gain`` of its exposure."""
     shape = a.phase.shape
     islands = None
     if pattern == "islands":
@@ -160,7 +161,8 @@ def compose(a: Field, b: Field, pattern: str, condition: str, rng) -> CoCulture:
     phase_b = b.phase if condition == "one side" else _match(b.phase, b.foreground, a.phase, a.foreground)
     # The stains as imaged: the same stain and exposure in one well (matching their backgrounds would
     # scale a culture's nuclei by the glow of its cytoplasm).
-    mosaic, _, owner = territory_mosaic([np.stack([phase_a, a.stain]), np.stack([phase_b, b.stain])],
+    stain_a = a.stain * np.float32(stain_gain) if condition == "one side" else a.stain
+    mosaic, _, owner = territory_mosaic([np.stack([phase_a, stain_a]), np.stack([phase_b, b.stain])],
                                         [a.nuclei, b.nuclei], [sel_a, sel_b])
     phase, stain = mosaic
     if condition == "exposure":
@@ -189,7 +191,7 @@ def compose(a: Field, b: Field, pattern: str, condition: str, rng) -> CoCulture:
     return CoCulture(name, phase.astype(np.float32), stain.astype(np.float32), truth, types, ignore)
 
 
-def test_cocultures(fields: dict, types: list[str], seed: int) -> list[CoCulture]:
+def test_cocultures(fields: dict, types: list[str], seed: int, stain_gain: float = 1.0) -> list[CoCulture]:
     rng = np.random.default_rng(seed)
     out = []
     first, second = types
@@ -200,7 +202,7 @@ def test_cocultures(fields: dict, types: list[str], seed: int) -> list[CoCulture
             a, b = _crop(a, shape, rng), _crop(b, shape, rng)
         for pattern in PATTERNS:
             for condition in CONDITIONS:
-                out.append(compose(a, b, pattern, condition, rng))
+                out.append(compose(a, b, pattern, condition, rng, stain_gain))
         # the types alone (unmixed), as imaged
         for field in (a, b):
             n = int(field.nuclei.max(initial=0))
@@ -345,6 +347,8 @@ def main() -> None:
     parser.add_argument("--train", default="{}", help="JSON of training options that override every model row's, "
                                                       "e.g. '{\"batch_size\": 4}' (give its own --output)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--stain-gain", type=float, default=1.0,
+                        help="the 'one side' mixtures' first field's nuclear stain at this gain too (default: as imaged)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test co-cultures and the peer's forest")
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the models' training (its spread: run 0, 1, 2)")
     parser.add_argument("--output", type=Path, default=RESULTS / "typed_cocultures")
@@ -360,7 +364,7 @@ def main() -> None:
     for t in args.types:
         for name in TRAIN[t] + TEST[t]:
             fields[name] = load_field(args.data, name, t, nucleus_settings)
-    cocultures = test_cocultures(fields, args.types, args.seed)
+    cocultures = test_cocultures(fields, args.types, args.seed, args.stain_gain)
     print(f"{len(cocultures)} test images, {sum(len(c.truth_types) for c in cocultures)} true nuclei "
           f"({timer():.0f} s)", flush=True)
     report = {"command": " ".join(sys.argv), "commit": git_commit(), "machine": machine(), "types": args.types,
@@ -524,14 +528,20 @@ EXPERIMENT = dict(optimizer="adam", lr_schedule="poly", crop_size=192)
 
 ROWS: dict = {
     "peer": peer_row,
-    "baseline": model_row("baseline", {"mode": "baseline", "photometric": False}),
-    "cellmixer (blend)": model_row("cellmixer_blend", {"mixing": "blend", "photometric": False}),
-    "mosaic": model_row("mosaic", {"mixing": "mosaic", "photometric": False}),
-    "both": model_row("both", {"mixing": "both", "photometric": False}),
-    "both + photometric": model_row("both_photometric", {"mixing": "both", "photometric": True}),
-    "mosaic + photometric": model_row("mosaic_photometric", {"mixing": "mosaic", "photometric": True}),
+    "baseline": model_row("baseline", {"mode": "baseline", "photometric": False, "nuclear_input": False}),
+    "cellmixer (blend)": model_row("cellmixer_blend", {"mixing": "blend", "photometric": False, "nuclear_input": False}),
+    "mosaic": model_row("mosaic", {"mixing": "mosaic", "photometric": False, "nuclear_input": False}),
+    "both": model_row("both", {"mixing": "both", "photometric": False, "nuclear_input": False}),
+    "both + photometric": model_row("both_photometric", {"mixing": "both", "photometric": True,
+                                                         "nuclear_input": False}),
+    "mosaic + photometric": model_row("mosaic_photometric", {"mixing": "mosaic", "photometric": True,
+                                                             "nuclear_input": False}),
     "both + photometric + flat field": model_row("both_photometric_flatfield", {"mixing": "both", "photometric": True,
-                                                                               "normalization": "flatfield"}),
+                                                                               "normalization": "flatfield",
+                                                                               "nuclear_input": False}),
+    # the defaults: the stain is an input of the network too
+    "both + photometric + stain input": model_row("both_photometric_stain", {"mixing": "both", "photometric": True,
+                                                                            "nuclear_input": True}),
 }
 
 

@@ -13,18 +13,20 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage as ndi
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt makes the QApplication
 
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from cellmixer.demo import synthetic_culture  # noqa: E402
+from cellmixer.demo import synthetic_culture, synthetic_nuclear_stain  # noqa: E402
 from cellmixer.engine import InstanceWriter  # noqa: E402
 from cellmixer.io import relabel_consecutive  # noqa: E402
 from cellmixer.methods.typed import predict_typed  # noqa: E402
 from cellmixer.napari import _widgets  # noqa: E402
 from cellmixer.napari._reader import get_reader  # noqa: E402
+from cellmixer.ops import nuclei_of_stain  # noqa: E402
 
 WIDGETS = {"cellmixer": _widgets.CellTypesWidget, "nuclei": _widgets.NucleiWidget,
            "typed": _widgets.TypedCellsWidget, "centroids": _widgets.CellsFromNucleiWidget}
@@ -79,7 +81,7 @@ def test_each_widget_runs_its_model_on_the_open_image(make_napari_viewer, qtbot,
     """Typed cells from the suite's briefly trained CellMixer model (confident enough to find cells)."""
     models = {**model_kinds, "typed": trained[1]}
     viewer = make_napari_viewer()
-    image = synthetic_culture(["roundcell", "spindle"], shape=(96, 112), seed=6)[0]
+    image, instances, _ = synthetic_culture(["roundcell", "spindle"], shape=(96, 112), seed=6)
     viewer.add_image(image, name="field")
     found = {}
     for kind, widget_type in WIDGETS.items():
@@ -103,6 +105,21 @@ def test_each_widget_runs_its_model_on_the_open_image(make_napari_viewer, qtbot,
     assert set(cells.features["type"]) <= {"epithelial", "roundcell", "spindle"}
     cells, detections = found["centroids"]
     assert isinstance(detections, napari.layers.Points) and cells.data.shape == image.shape
+    # with the field's nuclear stain chosen: one typed cell per nucleus of the stain (the field enlarged twice,
+    # for nuclei of the classical labeller's default sizes)
+    viewer.add_image(ndi.zoom(image, 2, order=1), name="large field")
+    viewer.add_image(ndi.zoom(synthetic_nuclear_stain(instances, seed=7), 2, order=1), name="large field DAPI")
+    widget = WIDGETS["typed"](viewer)
+    viewer.window.add_dock_widget(widget, name="typed cells with a stain")
+    widget.reset_choices()
+    widget.model_folder.value = models["typed"]
+    assert widget.method_options[0].value is None  # no stain unless chosen
+    widget.image_layer.value = viewer.layers["large field"]
+    widget.method_options[0].value = viewer.layers["large field DAPI"]
+    before = set(viewer.layers)
+    _run(widget, qtbot)
+    cells, _ = [layer for layer in viewer.layers if layer not in before]
+    assert cells.data.max() == nuclei_of_stain(viewer.layers["large field DAPI"].data).max() >= 3
 
 
 @needs_display

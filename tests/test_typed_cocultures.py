@@ -86,18 +86,18 @@ def test_a_mosaic_exposes_its_second_culture_apart_then_normalizes_the_whole():
     darker = (crops[1][0] * gain + (gain - 1) * np.float32(ratio), *crops[1][1:])
     both = 0
     for seed in range(6):
-        image, labels = exposed.mosaic(np.random.default_rng(seed), crops[0], crops[1], ratio)
+        image, labels, _ = exposed.mosaic(np.random.default_rng(seed), crops[0], crops[1], ratio)
         # the same mosaic made by hand: the second crop's gain in normalized units, then one normalization
         draws = np.random.default_rng(seed)
         draws.random(), draws.uniform()  # the two draws of the exposure: whether and which gain
-        by_hand, by_hand_labels = plain.mosaic(draws, crops[0], darker)
+        by_hand, by_hand_labels, _ = plain.mosaic(draws, crops[0], darker)
         np.testing.assert_array_equal(labels, by_hand_labels)
         np.testing.assert_allclose(image, normalize_by_background(by_hand, by_hand_labels != 0), atol=1e-5)
         assert abs(image[labels == 0].mean()) < 1e-4 and abs(image[labels == 0].std() - 1) < 1e-4
         both += {1, 2} <= set(np.unique(labels).tolist())
     assert both >= 2
     # without a background ratio (a flat-field model) no exposure is simulated and no draw is taken
-    unchanged, _ = exposed.mosaic(np.random.default_rng(7), crops[0], crops[1], 0.0)
+    unchanged, _, _ = exposed.mosaic(np.random.default_rng(7), crops[0], crops[1], 0.0)
     np.testing.assert_array_equal(unchanged, plain.mosaic(np.random.default_rng(7), crops[0], crops[1])[0])
 
 
@@ -370,3 +370,100 @@ def test_a_flat_field_model_predicts_alike_at_any_exposure_and_is_not_exported(c
     assert result.returncode == 2 and "flat field" in result.stderr and "--normalization background" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "flat.zip").exists()
+
+
+# ------------------------------------------------------------------------------------------- the stain as an input
+
+
+@pytest.fixture(scope="module")
+def stained_model(tmp_path_factory):
+    """A tiny model trained on cultures with their nuclear stain (phase + DAPI files): it reads the stain."""
+    from cellmixer.methods.cellmixer import train
+
+    root = tmp_path_factory.mktemp("stained")
+    rng = np.random.default_rng(4)
+    for cell_type in ("epithelial", "roundcell"):
+        (root / "data" / cell_type).mkdir(parents=True)
+        for k in range(2):
+            image, instances, _ = synthetic_culture(cell_type, shape=(96, 96), rng=rng)
+            tifffile.imwrite(root / "data" / cell_type / f"f{k}_phase.tif", image)
+            tifffile.imwrite(root / "data" / cell_type / f"f{k}_DAPI.tif", synthetic_nuclear_stain(instances, rng=rng))
+    model = train(root / "data", root / "model", pattern="*phase*", nuclear=("phase", "DAPI"), scale=1.0,
+                  model_options={"width": 4, "depth": 2}, crop_size=32, batch_size=4, iterations=40, optimizer="adam",
+                  learning_rate=5e-3, foreground=DEMO_FOREGROUND, threads=1, progress=False)
+    return model, root / "model"
+
+
+def test_a_model_trained_with_a_stain_reads_it_at_any_exposure(stained_model, coculture_files):
+    model, folder = stained_model
+    config = json.loads((folder / "config.json").read_text())
+    assert config["nuclear_input"] is True and config["architecture"]["in_channels"] == 2
+    assert config["training"]["nuclear_input"] is True
+    image = tifffile.imread(coculture_files / "A1" / "field_phase.tif").astype(np.float32)
+    stain = tifffile.imread(coculture_files / "A1" / "field_DAPI.tif").astype(np.float32)
+    loaded = SegmentationModel.load(folder)
+    _, probs = loaded.predict(image, nuclear=stain, probabilities=True)
+    _, brighter = loaded.predict(image, nuclear=stain * 3 + 50, probabilities=True)  # another exposure and offset
+    np.testing.assert_allclose(probs, brighter, atol=1e-4)
+    _, tiled = loaded.predict(image, nuclear=stain, probabilities=True, tile_size=64, overlap=0.25)
+    assert np.abs(tiled - probs).mean() < 0.05
+    assert len(segment_typed(loaded, image, nuclear=stain, diameter_range=(3, 20))) > 3
+    with pytest.raises(Exception, match="reads the nuclear stain"):
+        loaded.predict(image)
+    with pytest.raises(Exception, match="shape"):
+        loaded.predict(image, nuclear=stain[:50])
+
+
+def test_stain_crops_come_at_their_own_gain_and_turn_with_the_image():
+    image = np.zeros((64, 64), np.float32)
+    image[10:20, 30:40] = 5  # an asymmetric mark: the stain must turn and flip with it
+    labels = (image > 0).astype(np.uint8)
+    item = PseudoLabelledImage(image, labels, 1, None, stain=np.where(image > 0, 1.0, 0.0).astype(np.float32))
+    sampler = CropSampler([item], 2, crop_size=64, mode="baseline")
+    rng = np.random.default_rng(0)
+    gains = []
+    for _ in range(20):
+        x, y = sampler.sample(rng)
+        assert x.shape == (2, 64, 64)
+        mark = x[1] > 0
+        np.testing.assert_array_equal(mark, y == 1)
+        gains.append(float(x[1][mark].mean()))
+        np.testing.assert_allclose(x[1][mark], gains[-1], rtol=1e-6)  # one gain over the whole crop
+    assert 0.5 <= min(gains) and max(gains) <= 2.0 and max(gains) / min(gains) > 1.5
+    images, _ = sampler.batch(rng, 3)
+    assert images.shape == (3, 2, 64, 64) and images.dtype == np.float32
+
+
+def test_a_stained_model_without_its_stain_is_one_line(stained_model, coculture_files, tmp_path, console):
+    _, folder = stained_model
+    data = coculture_files / "A1"
+    result = console("predict", str(folder), str(data / "field_phase.tif"), "--output", str(tmp_path / "no"), "--quiet")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "--nuclear-replace" in result.stderr and "Traceback" not in result.stderr
+    result = console("predict", str(folder), str(data / "field_phase.tif"), "--nuclear-replace", "phase", "DAPI",
+                     "--output", str(tmp_path / "yes"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert tifffile.imread(tmp_path / "yes" / "field_phase_labels.tif").shape == (160, 160)
+    result = console("export", str(folder), "--bioimageio", str(tmp_path / "export.zip"), "--quiet")
+    assert result.returncode == 2 and "--no-nuclear-input" in result.stderr
+
+
+def test_a_config_whose_input_channels_disagree_with_its_stain_input_is_refused(stained_model, tmp_path):
+    _, folder = stained_model
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "weights.safetensors").write_bytes((folder / "weights.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["nuclear_input"] = False
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(Exception, match="in_channels.*nuclear_input"):
+        SegmentationModel.load(broken)
+
+
+def test_adapting_a_stained_model_trains_on_both_channels(stained_model, coculture_files, tmp_path):
+    _, folder = stained_model
+    out = tmp_path / "adapted"
+    predict_typed(folder, coculture_files, out, pattern="*phase*", nuclear=("phase", "DAPI"), diameter_range=(3, 20),
+                  progress=False, adapt={"iterations": 2, "confidence": 0.51, "crop_size": 32, "batch_size": 2})
+    adapted = SegmentationModel.load(out / "adapted_model")
+    assert adapted.nuclear_input and adapted.config["architecture"]["in_channels"] == 2

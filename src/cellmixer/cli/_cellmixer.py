@@ -55,7 +55,8 @@ def add_parsers(sub) -> None:
                        description="Train from folders of homogeneous cultures; the folder name is the only label.")
     p.add_argument("data", help="folder with one sub-folder of images per cell type")
     group = p.add_argument_group("method")
-    add_settings(group, TrainingConfig, ["mode", "mixing", "lam", "mix_probability", "normalization", "photometric"])
+    add_settings(group, TrainingConfig, ["mode", "mixing", "lam", "mix_probability", "normalization", "photometric",
+                                         "nuclear_input"])
     add_nuclear_options(group)
     add_settings(add_network_options(p), TrainingConfig, ["scale"])
     add_training_options(p, TrainingConfig, own=("tversky_alpha", "tversky_beta", "boundary_ignore"))
@@ -68,6 +69,7 @@ def add_parsers(sub) -> None:
     p.add_argument("model", help="model folder written by `cellmixer train`")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     add_data_options(p, classes=False, planes=True)
+    add_nuclear_options(p.add_argument_group("nuclear stain (for models trained with one)"))
     add_tiling_options(p)
     add_chunking_options(p)
     add_output_options(p, resume=True)
@@ -113,7 +115,7 @@ def run(args, progress: bool) -> None:
               f"({info['iterations']} iterations, final loss {info['final_loss']:.4f}) -> {args.output}")
     elif args.command == "predict":
         rows = predict(args.model, args.inputs, args.output, pattern=args.pattern, channel=args.channel,
-                       **plane_kwargs(args),
+                       **nuclear_kwargs(args), **plane_kwargs(args),
                        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                        probabilities=args.probabilities, overlays=args.overlays, precision=args.precision,
                        device=args.device, augment=args.augment, chunking=chunking_args(args),

@@ -24,7 +24,7 @@ from ..models import (
     build_network,
     state_dict_mismatch,
 )
-from ..ops import ForegroundParams, rescale_image
+from ..ops import ForegroundParams, normalize_nuclear_stain, rescale_image
 from ._device import module_device, resolve_device, resolve_precision
 from ._normalization import flat_field_input, input_statistics
 from ._tiling import (
@@ -76,6 +76,7 @@ class ModelConfig:
                                  at_least=0.05, at_most=4, cli=False)
     pixel_size: float | None = setting(None, "micrometres per pixel of the training images", kind=float, above=0,
                                        at_most=10_000, cli=False)
+    nuclear_input: bool = setting(False, "the network reads the nuclear stain as a second input channel", cli=False)
 
 
 def check_model_config(config, path, *, fix: str = "restore the file from the trained model") -> None:
@@ -106,11 +107,15 @@ def check_model_config(config, path, *, fix: str = "restore the file from the tr
             raise CellmixerError(f"\"architecture.num_classes\" is {json.dumps(spec.get('num_classes'))}: the file "
                                  f"lists {len(config['classes'])} classes, the network needs "
                                  f"{len(config['classes']) + 1} outputs")
-        if spec.get("in_channels") != 1:
-            raise CellmixerError(f"\"architecture.in_channels\" is {json.dumps(spec.get('in_channels'))}: give 1")
+        channels = 2 if config.get("nuclear_input") else 1  # the image, and the nuclear stain if it is an input
+        if spec.get("in_channels") != channels:
+            raise CellmixerError(f"\"architecture.in_channels\" is {json.dumps(spec.get('in_channels'))}: give "
+                                 f"{channels} (\"nuclear_input\" is {json.dumps(bool(config.get('nuclear_input')))})")
         if not isinstance(normalization, dict) or normalization.get("method") not in NORMALIZATION_KEYS:
             raise CellmixerError(f"\"normalization.method\": choose one of {', '.join(NORMALIZATION_KEYS)}")
         method = normalization["method"]
+        if config.get("nuclear_input") and method == "tile":
+            raise CellmixerError("\"nuclear_input\" needs a normalization of the whole field, not \"tile\"")
         unknown = sorted(set(normalization) - NORMALIZATION_KEYS[method] - {"method"})
         missing = sorted(NORMALIZATION_KEYS[method] - {"low", "high"} - set(normalization))
         if unknown or missing:
@@ -199,16 +204,18 @@ class SegmentationModel:
 
     @classmethod
     def new(cls, classes, *, architecture: str = "unet", channel: int | None = None, input_scale: float = 1.0,
-            normalization: dict | None = None, seed: int = 0, **options) -> "SegmentationModel":
+            normalization: dict | None = None, nuclear_input: bool = False, seed: int = 0,
+            **options) -> "SegmentationModel":
         """An untrained model for ``classes`` (background is added as label 0).
 
         ``input_scale`` resizes images by this factor before the network (0.5: half the pixels per
         side), so that cells have the size the network was trained at; results come back at the
-        image's own size.
+        image's own size. With ``nuclear_input`` the network reads the nuclear stain as a second
+        channel (:meth:`predict` then needs it).
         """
         classes = [str(c) for c in classes]
         spec = {"name": architecture, **architecture_options(architecture), **options,
-                "in_channels": 1, "num_classes": len(classes) + 1}
+                "in_channels": 2 if nuclear_input else 1, "num_classes": len(classes) + 1}
         if normalization is None:
             normalization = {"method": "background", "foreground": ForegroundParams().to_dict()}
         torch.manual_seed(seed)
@@ -222,6 +229,7 @@ class SegmentationModel:
             "normalization": normalization,
             "channel": channel,
             "input_scale": float(input_scale),
+            "nuclear_input": bool(nuclear_input),
         }
         return cls(network, config)
 
@@ -323,15 +331,18 @@ class SegmentationModel:
         return auto_tile_size(self.network)
 
     @takes_settings(Tiling)
-    def predict(self, image: np.ndarray, *, tiling: Tiling | None = None, probabilities=False,
-                progress: bool = False, window: Window | None = None, statistics: tuple | None = None,
-                **tiling_options):
+    def predict(self, image: np.ndarray, *, nuclear: np.ndarray | None = None, tiling: Tiling | None = None,
+                probabilities=False, progress: bool = False, window: Window | None = None,
+                statistics: tuple | None = None, **tiling_options):
         """Label every pixel of ``image`` with a class (0 = background).
 
         Parameters
         ----------
         image : (H, W) array
             Any size and numeric type.
+        nuclear : (H, W) array, optional
+            The field's nuclear stain, for models that read it as a second input (:attr:`nuclear_input`);
+            normalized by its own nuclei (:func:`cellmixer.ops.normalize_nuclear_stain`).
         tiling : Tiling, optional
             The sliding window and arithmetic as one object; the keyword options below change its
             fields (default: ``Tiling()``).
@@ -374,28 +385,34 @@ class SegmentationModel:
         """
         tiling = as_tiling(tiling, **tiling_options)
         image = np.asarray(image)
+        nuclear = self._check_nuclear(image, nuclear, window)
         if self.config["normalization"].get("method") == "flatfield":
             # the image (or a chunk with its context) divided by its own background level: no whole-image statistic
             image, statistics = flat_field_input(image, self.config["normalization"]), (0.0, 1.0)
         offset, scale = self.input_statistics(image) if statistics is None else statistics
+        if nuclear is not None:  # the network's input channels, normalized: the image's own, then the stain's
+            image = np.stack([(np.asarray(image, np.float32) - np.float32(offset)) / np.float32(scale),
+                              normalize_nuclear_stain(nuclear)])
+            offset, scale = 0.0, 1.0
         tile_size = tiling.tile_size
         if self.config["normalization"].get("method") == "tile":
             tile_size = self.config["normalization"]["tile_size"]
         elif tile_size == "auto":
             tile_size = self.tile_size
         tiling = as_tiling(tiling, tile_size=tile_size, precision=resolve_precision(tiling.precision, self.device))
-        shape = image.shape if window is None else window.area_shape
+        shape = image.shape[-2:] if window is None else window.area_shape
         probs = np.empty((self.num_classes, *shape), np.float32) if probabilities is True else (
             probabilities if probabilities is not False and probabilities is not None else None)
         options = dict(offset=offset, scale=scale, num_classes=self.num_classes, tiling=tiling, progress=progress)
         if self.input_scale == 1.0:
             labels = predict_probabilities(self.network, image, probabilities=probs, window=window, **options)
         else:
-            small = rescale_image(image, self.input_scale)
-            small_probs = np.empty((self.num_classes, *small.shape), np.float32)
+            small = (rescale_image(image, self.input_scale) if image.ndim == 2 else
+                     np.stack([rescale_image(channel, self.input_scale) for channel in image]))
+            small_probs = np.empty((self.num_classes, *small.shape[-2:]), np.float32)
             predict_probabilities(self.network, small, probabilities=small_probs, **options)
             if window is None:
-                labels = upsample_probabilities(small_probs, image.shape, probabilities=probs)
+                labels = upsample_probabilities(small_probs, image.shape[-2:], probabilities=probs)
             else:  # the part predicted as an image of its own, then its area cut out
                 whole = np.empty((self.num_classes, *image.shape), np.float32)
                 upsample_probabilities(small_probs, image.shape, probabilities=whole)
@@ -404,3 +421,25 @@ class SegmentationModel:
                 if probs is not None:
                     probs[:] = part
         return (labels, probs) if probabilities is True else labels
+
+    @property
+    def nuclear_input(self) -> bool:
+        """Whether the network reads the nuclear stain as its second input channel."""
+        return bool(self.config.get("nuclear_input", False))
+
+    def _check_nuclear(self, image: np.ndarray, nuclear, window) -> np.ndarray | None:
+        """The stain the network reads (None for a model without a nuclear input), checked against ``image``."""
+        if not self.nuclear_input:
+            return None
+        where = f" ({self.folder})" if self.folder is not None else ""
+        if nuclear is None:
+            raise CellmixerError(f"the model{where} reads the nuclear stain beside the image: give the stain of each "
+                                 "image (--nuclear-replace OLD NEW or --nuclear-channel C).")
+        nuclear = np.asarray(nuclear)
+        if nuclear.shape != image.shape:
+            raise CellmixerError(f"nuclear stain: shape {nuclear.shape} differs from the image's {image.shape}; give "
+                                 "the stain of the same field, at the same size.")
+        if window is not None:
+            raise CellmixerError(f"the model{where} reads the nuclear stain: images predicted in chunks (Zarr, or "
+                                 "larger than two --chunk-size on a side) are not supported for it; raise --chunk-size.")
+        return nuclear

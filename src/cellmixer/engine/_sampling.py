@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..ops import IGNORE, AugmentParams, augment
+from ..ops import IGNORE, AugmentParams, augment, random_symmetry
 from ._device import autocast, module_device, to_device
 from ._tiling import tile_starts, tile_statistics
 
@@ -18,8 +18,8 @@ FLIPS_ONLY = AugmentParams(flips=True, blur_probability=0.0, noise_probability=0
 
 @dataclass
 class LabelledImage:
-    """One training image with its target (e.g. the 3 classes of nuclei: 0 background, 1 nucleus, 2 line,
-    255 ignored; more planes may follow the two image axes)."""
+    """One training image, (H, W) or (C, H, W) input channels, with its target (e.g. the 3 classes of nuclei:
+    0 background, 1 nucleus, 2 line, 255 ignored; more planes may follow the two image axes)."""
 
     image: np.ndarray
     target: np.ndarray
@@ -32,10 +32,10 @@ def _normalize(tile: np.ndarray) -> np.ndarray:
 
 
 def _crop_or_pad(image: np.ndarray, target: np.ndarray, y: int, x: int, size: int):
-    image, target = image[y:y + size, x:x + size], target[y:y + size, x:x + size]
-    pad = ((0, size - image.shape[0]), (0, size - image.shape[1]))
+    image, target = image[..., y:y + size, x:x + size], target[y:y + size, x:x + size]
+    pad = ((0, size - target.shape[0]), (0, size - target.shape[1]))
     if any(p[1] for p in pad):  # image smaller than the crop: mirror it, and do not score the mirror
-        image = np.pad(image, pad, mode="symmetric")
+        image = np.pad(image, ((0, 0),) * (image.ndim - 2) + pad, mode="symmetric")
         # targets may carry more planes after the two image axes (e.g. cell type next to the 3 classes)
         target = np.pad(target, pad + ((0, 0),) * (target.ndim - 2), constant_values=IGNORE)
     return image, target
@@ -57,18 +57,20 @@ class TileSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[rng.choice(len(self.items), p=self.weights)]
-        h, w = item.image.shape
+        h, w = item.image.shape[-2:]
         c = self.crop_size
         y, x = int(rng.integers(max(1, h - c + 1))), int(rng.integers(max(1, w - c + 1)))
         image, target = _crop_or_pad(item.image, item.target, y, x, c)
-        if self.augment:
+        if self.augment and image.ndim == 3:  # input channels turned alike
+            *channels, target = random_symmetry(rng, *image, target)
+            image = np.stack(channels)
+        elif self.augment:
             image, target = augment(image, target, rng, FLIPS_ONLY)
         return self.normalize(np.ascontiguousarray(image, np.float32)), np.ascontiguousarray(target)
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         samples = [self.sample(rng) for _ in range(batch_size)]
-        return (np.stack([s[0] for s in samples])[:, None].astype(np.float32),
-                np.stack([s[1] for s in samples]).astype(np.int64))
+        return _with_channels(np.stack([s[0] for s in samples])), np.stack([s[1] for s in samples]).astype(np.int64)
 
 
 def validation_tiles(items: list[LabelledImage], crop_size: int, *,
@@ -77,13 +79,18 @@ def validation_tiles(items: list[LabelledImage], crop_size: int, *,
     normalize = _normalize if normalize_tiles else np.asarray
     images, targets = [], []
     for item in items:
-        h, w = item.image.shape
+        h, w = item.image.shape[-2:]
         for y in tile_starts(h, crop_size, crop_size):
             for x in tile_starts(w, crop_size, crop_size):
                 image, target = _crop_or_pad(item.image, item.target, y, x, crop_size)
                 images.append(normalize(np.ascontiguousarray(image, np.float32)))
                 targets.append(target)
-    return np.stack(images)[:, None], np.stack(targets).astype(np.int64)
+    return _with_channels(np.stack(images)), np.stack(targets).astype(np.int64)
+
+
+def _with_channels(images: np.ndarray) -> np.ndarray:
+    """(B, C, H, W) float32 network input from a stack of (H, W) or (C, H, W) images."""
+    return (images[:, None] if images.ndim == 3 else images).astype(np.float32)
 
 
 def validation_loss(images: np.ndarray, targets: np.ndarray, loss_fn, precision: str, batch_size: int):

@@ -150,7 +150,8 @@ def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: boo
     if batch_size is not None and count < batch_size:
         tiles = [*tiles, *[np.zeros_like(tiles[0])] * (batch_size - count)]
     device = module_device(network)
-    x = to_device(np.stack(tiles)[:, None], device)
+    x = np.stack(tiles)
+    x = to_device(x[:, None] if x.ndim == 3 else x, device)  # (B, H, W) tiles of one channel, or (B, C, H, W)
     with torch.inference_mode(), autocast(precision, device):
         if not augment:
             return _softmax(network, network(x.contiguous(memory_format=torch.channels_last))).cpu().numpy()[:count]
@@ -172,14 +173,14 @@ def _read_tile(image, y: int, x: int, height: int, width: int, offset: float | N
     ``offset=None`` normalizes the tile by its own mean and standard deviation (of its image
     pixels), as models trained on per-tile normalized crops expect.
     """
-    tile = np.asarray(image[y:y + height, x:x + width], dtype=np.float32)
+    tile = np.asarray(image[..., y:y + height, x:x + width], dtype=np.float32)
     if offset is None:
         offset, scale = tile_statistics(tile)
     tile = (tile - np.float32(offset)) / np.float32(scale)
-    pad_h, pad_w = height - tile.shape[0], width - tile.shape[1]
+    pad_h, pad_w = height - tile.shape[-2], width - tile.shape[-1]
     if pad_h or pad_w:
-        mode = "reflect" if pad_h < tile.shape[0] and pad_w < tile.shape[1] else "symmetric"
-        tile = np.pad(tile, ((0, pad_h), (0, pad_w)), mode=mode)
+        mode = "reflect" if pad_h < tile.shape[-2] and pad_w < tile.shape[-1] else "symmetric"
+        tile = np.pad(tile, ((0, 0),) * (tile.ndim - 2) + ((0, pad_h), (0, pad_w)), mode=mode)
     return tile
 
 
@@ -252,9 +253,9 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float | None, s
     Parameters
     ----------
     network : torch.nn.Module
-        Maps (B, 1, h, w) inputs to (B, num_classes, h, w) logits; in eval mode.
-    image : (H, W) array
-        Raw image (may be memory-mapped); each tile is normalized on the fly as
+        Maps (B, C, h, w) inputs to (B, num_classes, h, w) logits; in eval mode.
+    image : (H, W) or (C, H, W) array
+        Raw image (may be memory-mapped), or C input channels; each tile is normalized on the fly as
         ``(tile - offset) / scale``, or by its own mean and standard deviation when ``offset`` is
         None.
     num_classes : int
@@ -277,7 +278,7 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float | None, s
     labels : (h, w) uint8 ndarray
     """
     tiling = Tiling() if tiling is None else tiling
-    what = f"predicting a {image.shape[0]}x{image.shape[-1]} image" + (
+    what = f"predicting a {image.shape[-2]}x{image.shape[-1]} image" + (
         " in one pass" if tiling.tile_size is None else f" in batches of {tiling.batch_size} tiles")
     with out_of_memory(what, "give a smaller --tile-size or --batch-size"):
         return _predict_probabilities(network, image, offset=offset, scale=scale, num_classes=num_classes,
@@ -285,7 +286,7 @@ def predict_probabilities(network, image: np.ndarray, *, offset: float | None, s
 
 
 def _predict_probabilities(network, image, *, offset, scale, num_classes, tiling, probabilities, progress, window):
-    window = Window.whole(image.shape) if window is None else window
+    window = Window.whole(image.shape[-2:]) if window is None else window
     tile_size = auto_tile_size(network) if tiling.tile_size == "auto" else tiling.tile_size
     precision, augment, batch_size = tiling.precision, tiling.augment, tiling.batch_size
     height, width = window.shape
@@ -295,7 +296,7 @@ def _predict_probabilities(network, image, *, offset, scale, num_classes, tiling
     padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
     labels = np.empty(window.area_shape, np.uint8)
     if tile_size is None or (padded_h <= tile_size and padded_w <= tile_size):
-        if window.origin != (0, 0) or tuple(image.shape) != (height, width):
+        if window.origin != (0, 0) or tuple(image.shape[-2:]) != (height, width):
             raise ValueError("window: an image predicted in one pass must be given whole")
         tile = _read_tile(image, 0, 0, padded_h, padded_w, offset, scale)
         p = _run(network, [tile], precision, augment)[0][:, a0:a1, b0:b1]
@@ -309,8 +310,9 @@ def _predict_probabilities(network, image, *, offset, scale, num_classes, tiling
     # The whole image's tiles; of them, those that touch the area.
     ys = [y for y in tile_starts(padded_h, th, stride(th)) if y < a1 and y + th > a0]
     xs = [x for x in tile_starts(padded_w, tw, stride(tw)) if x < b1 and x + tw > b0]
-    if (ys[0] < oy or xs[0] < ox or (ys[-1] + th > oy + image.shape[0] and oy + image.shape[0] < height)
-            or (xs[-1] + tw > ox + image.shape[1] and ox + image.shape[1] < width)):
+    rows, cols = image.shape[-2:]
+    if (ys[0] < oy or xs[0] < ox or (ys[-1] + th > oy + rows and oy + rows < height)
+            or (xs[-1] + tw > ox + cols and ox + cols < width)):
         raise ValueError(f"window: the array at {window.origin} of shape {image.shape} does not hold the tiles of "
                          f"area {window.area}; widen it by tile_context()")
     left = xs[0]

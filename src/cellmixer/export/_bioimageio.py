@@ -240,6 +240,9 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
         # the exported network builds in the background normalization only; a flat field is not ported to torch
         raise CellmixerError(f"{source}: its input is normalized by a flat field, which bioimage.io export does not "
                              "build in; export a model trained with --normalization background.")
+    if model.nuclear_input:  # an export of one input; the stain's normalization by its nuclei is not built in
+        raise CellmixerError(f"{source}: it reads the nuclear stain beside the image, which bioimage.io export (one "
+                             "input) does not carry; export a model trained with --no-nuclear-input.")
     kind = method_of(model).name
     channels = output_channels(model)
     network = exported_network(model)

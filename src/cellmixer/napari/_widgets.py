@@ -9,6 +9,7 @@ worker, adds labels and points layers, and reports an error as a one-line notifi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import napari
 import numpy as np
@@ -87,8 +88,10 @@ class ModelWidget(Container):
             show_error(f"cellmixer: {folder}: not a model folder; choose the folder a `train` command wrote.")
             return None
         image = _plane(layer, self.viewer)
+        settings = {key: _plane(value, self.viewer) if isinstance(value, napari.layers.Image) else value
+                    for key, value in self.settings().items()}  # layers read here, in the GUI thread
         worker = create_worker(self.compute, folder, image, layer.name, _start_thread=False, _ignore_errors=True,
-                               **self.settings())
+                               **settings)
         worker.returned.connect(self._add_layers)
         worker.errored.connect(self._report)
         worker.finished.connect(self._done)
@@ -124,15 +127,24 @@ class ModelWidget(Container):
         self.progress_bar.max = 1
 
 
+def _nuclear_layer():
+    """A choice of the image layer that holds the nuclear stain of the image, or none."""
+    return create_widget(value=None, annotation=Optional[napari.layers.Image], name="nuclear",
+                         label="nuclear stain", options={"nullable": True})
+
+
 class CellTypesWidget(ModelWidget):
-    """CellMixer semantic prediction: every pixel its cell type."""
+    """CellMixer semantic prediction: every pixel its cell type (models trained with a stain read it too)."""
 
     methods = ("cellmixer",)
     title = "cell types"
 
-    def compute(self, folder, image, name, **settings):
+    def option_widgets(self):
+        return [_nuclear_layer()]
+
+    def compute(self, folder, image, name, *, nuclear=None):
         model = self.load(folder)
-        labels = model.predict(image)
+        labels = model.predict(image, nuclear=nuclear)
         return [class_layer(labels, model.classes, f"{name} cell types", metadata={"model": folder})]
 
 
@@ -153,16 +165,17 @@ class NucleiWidget(ModelWidget):
 
 
 class TypedCellsWidget(ModelWidget):
-    """Every cell its mask and its type: a CellMixer model over its own watershed cells, or a typed model."""
+    """Every cell its mask and its type: with a nuclear stain, one cell per nucleus of the stain; without, a
+    CellMixer model over its own watershed cells, or a typed model."""
 
     methods = ("cellmixer", "typed")
     title = "typed cells"
 
     def option_widgets(self):
-        return [SpinBox(name="min_area", value=10, min=0, max=100_000, label="min area (pixels)")]
+        return [_nuclear_layer(), SpinBox(name="min_area", value=10, min=0, max=100_000, label="min area (pixels)")]
 
-    def compute(self, folder, image, name, *, min_area=10):
-        cells = segment_typed(self.load(folder), image, min_area=min_area)
+    def compute(self, folder, image, name, *, nuclear=None, min_area=10):
+        cells = segment_typed(self.load(folder), image, nuclear=nuclear, min_area=min_area)
         rows = cell_table(cells, image)
         columns = table_columns(rows)
         centres = np.stack([columns["centroid_y"], columns["centroid_x"]], axis=1) if rows else np.zeros((0, 2))

@@ -2,7 +2,7 @@
 and their 3-class targets, mixup and mosaics, augmentation, losses, watershed, graph cut and the
 per-object table."""
 
-from ._augment import AugmentParams, augment
+from ._augment import AugmentParams, augment, random_symmetry
 from ._cells import CELL_METHODS, cells_from_nuclei, enhance_speckles, median_diameter, nuclei_of_stain
 from ._classical import (
     CLASSICAL_CONFIGURATIONS,
@@ -27,6 +27,7 @@ from ._mixup import (
     mix_pair,
     normalize_by_background,
     normalize_by_flat_field,
+    normalize_nuclear_stain,
 )
 from ._mosaic import mosaic_pair, territory_mosaic
 from ._postprocess import InstanceSettings, instances_from_classes
@@ -56,6 +57,7 @@ __all__ = [
     "SALIENCY_METHODS",
     "THRESHOLD_METHODS",
     "augment",
+    "random_symmetry",
     "background_field",
     "background_stats",
     "cellprofiler_threshold",
@@ -75,6 +77,7 @@ __all__ = [
     "territory_mosaic",
     "normalize_by_background",
     "normalize_by_flat_field",
+    "normalize_nuclear_stain",
     "cell_fields",
     "cell_measurements",
     "object_table",

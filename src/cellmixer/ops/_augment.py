@@ -36,6 +36,9 @@ class AugmentParams:
     # then normalized as a whole, as prediction normalizes a field.
     exposure_split_probability: float = 0.0
     exposure_split: tuple[float, float] = (0.5, 2.0)
+    # A nuclear-stain input (the sampler applies it): each culture's stain at its own gain, so that the
+    # brightness of a well's stain, which another well's exposure and staining change, carries no type.
+    stain_gain: tuple[float, float] = (0.5, 2.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,11 +70,7 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
     ((4, 4), True)
     """
     if params.flips:
-        k = int(rng.integers(4))
-        flip = bool(rng.integers(2))
-        image, labels = np.rot90(image, k), np.rot90(labels, k)
-        if flip:
-            image, labels = image[:, ::-1], labels[:, ::-1]
+        image, labels = random_symmetry(rng, image, labels)
     image = np.ascontiguousarray(image, dtype=np.float32)
     labels = np.ascontiguousarray(labels)
     if rng.random() < params.blur_probability:
@@ -89,6 +88,13 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
     if params.illumination_probability and rng.random() < params.illumination_probability:
         image = image + np.float32(rng.uniform(0, params.illumination_amplitude)) * _smooth_field(image.shape, rng)
     return image, labels
+
+
+def random_symmetry(rng: np.random.Generator, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays (H, W) turned and flipped alike by one of the 8 symmetries of the square, drawn from ``rng``."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    arrays = tuple(np.rot90(a, k) for a in arrays)
+    return tuple(a[:, ::-1] for a in arrays) if flip else arrays
 
 
 def _smooth_field(shape, rng: np.random.Generator) -> np.ndarray:

@@ -42,6 +42,31 @@ def normalize_by_background(image: np.ndarray, foreground: np.ndarray) -> np.nda
     return ((np.asarray(image, dtype=np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
 
 
+def normalize_nuclear_stain(stain: np.ndarray) -> np.ndarray:
+    """``(stain - background) / (nuclei - background)``: the background at 0 and the median nucleus pixel at 1,
+    whatever the stain's exposure. Background and nuclei are the two sides of Otsu's threshold (their medians).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stain = np.full((20, 20), 100, np.uint16); stain[5:10, 5:10] = 600; stain[12:15, 12:15] = 900
+    >>> out = normalize_nuclear_stain(stain)
+    >>> [round(float(out[y, x]), 3) for y, x in ((0, 0), (6, 6), (13, 13))]
+    [0.0, 1.0, 1.6]
+    >>> bool(np.allclose(normalize_nuclear_stain(stain * 3.0), out))
+    True
+    """
+    from skimage.filters import threshold_otsu
+
+    stain = np.asarray(stain, dtype=np.float32)
+    if stain.size == 0 or stain.min() == stain.max():
+        return np.zeros(stain.shape, np.float32)
+    threshold = threshold_otsu(stain)
+    background = float(np.median(stain[stain <= threshold]))
+    level = float(np.median(stain[stain > threshold])) - background
+    return ((stain - np.float32(background)) / np.float32(max(level, 1e-6))).astype(np.float32)
+
+
 def mix_labels(labels1: np.ndarray, labels2: np.ndarray) -> np.ndarray:
     """``M = M2 + (1 - sign(M2)) * M1``: the second image's cells overwrite the first's."""
     labels1 = np.asarray(labels1)

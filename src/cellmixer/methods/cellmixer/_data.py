@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ from ...ops import (
     mix_pair,
     normalize_by_background,
     normalize_by_flat_field,
+    normalize_nuclear_stain,
     nuclei_of_stain,
+    random_symmetry,
     rescale_image,
     split_foreground,
     territory_mosaic,
@@ -47,6 +50,7 @@ class PseudoLabelledImage:
     # the raw background's mean over its spread: a gain g of the raw image moves the normalized one
     # to g * image + (g - 1) * background_ratio (0: exposure changes are not simulated)
     background_ratio: float = 0.0
+    stain: np.ndarray | None = None  # the nuclear stain as the network reads it (normalize_nuclear_stain), or None
 
 
 def pseudolabel_image(image: np.ndarray, class_index: int, foreground: ForegroundParams, *,
@@ -84,13 +88,15 @@ def cell_seeds(mask: np.ndarray, stain: np.ndarray | None = None, *, diameter_ra
 def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams = ForegroundParams(),
                         channel: int | None = None, scale: float = 1.0, min_size: int = 0,
                         boundary_ignore: int = 0, normalization: str = "background", seeds: bool = False,
-                        nuclear=None, nuclear_channel=None, progress: bool = True) -> list[PseudoLabelledImage]:
+                        nuclear_input: bool = False, nuclear=None, nuclear_channel=None,
+                        progress: bool = True) -> list[PseudoLabelledImage]:
     """Read every image of ``dataset`` and label its foreground with the image's class.
 
     Pseudo-labels are found at the image's own resolution, then image and labels are resized by
     ``scale`` (the model's ``input_scale``). With ``seeds``, each image also gets the seeds of its
     cells (:func:`cell_seeds`; from its nuclear stain, given as ``nuclear`` or ``nuclear_channel``
-    as :func:`cellmixer.io.read_nuclear` takes them). Raises a :class:`CellmixerError` naming the
+    as :func:`cellmixer.io.read_nuclear` takes them); with ``nuclear_input``, its stain as the network reads
+    it (:func:`cellmixer.ops.normalize_nuclear_stain`). Raises a :class:`CellmixerError` naming the
     file for unreadable, constant or NaN images, and for images smaller than ``min_size`` (the
     training crop) on either side after resizing.
     """
@@ -109,14 +115,18 @@ def load_pseudolabelled(dataset: ImageDataset, *, foreground: ForegroundParams =
             )
         normalized, labels, ratio = pseudolabel_image(image, k, foreground, boundary_ignore=boundary_ignore,
                                                       normalization=normalization)
-        cells = None
+        cells = stain = None
+        if seeds or nuclear_input:
+            found = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
+            stain = None if found is None else found[0]
         if seeds:
-            stain = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
-            cells = cell_seeds(labels == k, None if stain is None else stain[0])
+            cells = cell_seeds(labels == k, stain)
+        stain = normalize_nuclear_stain(stain) if nuclear_input and stain is not None else None
         if scale != 1:
             normalized, labels = rescale_image(normalized, scale), rescale_image(labels, scale, labels=True)
             cells = None if cells is None else rescale_image(cells, scale, labels=True)
-        items.append(PseudoLabelledImage(normalized, labels, k, Path(path), cells, ratio))
+            stain = None if stain is None else rescale_image(stain, scale)
+        items.append(PseudoLabelledImage(normalized, labels, k, Path(path), cells, ratio, stain))
     return items
 
 
@@ -152,6 +162,9 @@ class CropSampler:
       which cells of each crop take part follows a random pattern: scattered cells, islands, or the
       two sides of a line.
     * ``'both'``: either, with equal probability.
+
+    Images with a ``stain`` (a nuclear-stain input) give it as a second channel, mixed with the
+    image; each crop's stain is first multiplied by its own gain (``augment_params.stain_gain``).
     """
 
     def __init__(self, images: list[PseudoLabelledImage], num_classes: int, *, crop_size: int,
@@ -178,8 +191,8 @@ class CropSampler:
         self.num_classes = num_classes
 
     def _crop(self, rng: np.random.Generator, class_index: int):
-        """(image, labels, seeds or None) of a random crop of a random image of the class, and the
-        image's ``background_ratio``."""
+        """(image, labels, seeds or None, stain or None) of a random crop of a random image of the class,
+        and the image's ``background_ratio``."""
         members = self.by_class[class_index]
         weights = self.area[members] / self.area[members].sum()
         item = self.images[members[rng.choice(len(members), p=weights)]]
@@ -187,16 +200,23 @@ class CropSampler:
         c = self.crop_size
         y, x = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
         sl = (slice(y, y + c), slice(x, x + c))
-        return (item.image[sl], item.labels[sl], None if item.seeds is None else item.seeds[sl]), item.background_ratio
+        stain = None if item.stain is None else item.stain[sl]
+        if stain is not None and self.augment_params is not None:
+            low, high = np.log(self.augment_params.stain_gain)
+            stain = stain * np.float32(np.exp(rng.uniform(low, high)))
+        seeds = None if item.seeds is None else item.seeds[sl]
+        return (item.image[sl], item.labels[sl], seeds, stain), item.background_ratio
 
-    def mosaic(self, rng, first, second, background_ratio: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Two crops ``(image, labels, seeds)`` of one shape composed cell by cell, in a random pattern.
+    def mosaic(self, rng, first, second, background_ratio: float = 0.0):
+        """Two crops ``(image, labels, seeds[, stain])`` of one shape composed cell by cell, in a random
+        pattern: ``(image, labels, stain or None)``.
 
         With the augmentation's ``exposure_split_probability``, the second crop is first exposed by
         another gain (its image's ``background_ratio`` says how a gain moves its normalized pixels)
         and the mosaic normalized by its background as a whole, as prediction normalizes a field.
         """
-        (image1, labels1, seeds1), (image2, labels2, seeds2) = first, second
+        (image1, labels1, seeds1, stain1), (image2, labels2, seeds2, stain2) = ((*crop, None)[:4]
+                                                                                for crop in (first, second))
         params = self.augment_params
         exposed = bool(params is not None and background_ratio and params.exposure_split_probability
                        and rng.random() < params.exposure_split_probability)
@@ -225,31 +245,40 @@ class CropSampler:
             chosen = [inside[0], ~inside[1]]
         selected = [np.concatenate([[False], k]) for k in chosen]
         if not any(k.any() for k in selected):
-            return image1, labels1
-        stacks = [np.stack([image1, labels1.astype(np.float32)]), np.stack([image2, labels2.astype(np.float32)])]
+            return image1, labels1, stain1
+        stacks = [np.stack([image, labels.astype(np.float32), *([] if stain is None else [stain])])
+                  for image, labels, stain in ((image1, labels1, stain1), (image2, labels2, stain2))]
         mosaic, _, _ = territory_mosaic(stacks, [seeds1, seeds2], selected)
         image, labels = mosaic[0], np.rint(mosaic[1]).astype(labels1.dtype)
-        return (normalize_by_background(image, labels != 0) if exposed else image), labels
+        stain = None if stain1 is None else mosaic[2]
+        return (normalize_by_background(image, labels != 0) if exposed else image), labels, stain
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(image, labels (S, S))``: the image (S, S) float32, or (2, S, S) with the stain input."""
         first = self.classes[rng.integers(len(self.classes))]
         crop, _ = self._crop(rng, first)
-        image, labels = crop[:2]
+        image, labels, _, stain = crop
         if self.mode == "cellmixer" and len(self.classes) > 1 and rng.random() < self.mix_probability:
             others = [k for k in self.classes if k != first]
             crop2, ratio2 = self._crop(rng, others[rng.integers(len(others))])
             if self.mixing == "mosaic" or (self.mixing == "both" and rng.random() < 0.5):
-                image, labels = self.mosaic(rng, crop, crop2, ratio2)
+                image, labels, stain = self.mosaic(rng, crop, crop2, ratio2)
             else:
                 image, labels = mix_pair(image, labels, *crop2[:2], lam=self.lam, normalize=False)
                 image = image / np.float32(math.sqrt(self.lam**2 + (1 - self.lam) ** 2))
-        if self.augment_params is not None:
-            image, labels = augment(image, labels, rng, self.augment_params)
-        return image, labels
+                stain = None if stain is None else self.lam * stain + (1 - self.lam) * crop2[3]
+        params = self.augment_params
+        if params is not None:
+            if params.flips:  # turned together; the rest of the augmentation is the image's alone
+                image, labels, *rest = random_symmetry(rng, image, labels, *([] if stain is None else [stain]))
+                stain = rest[0] if rest else None
+            image, labels = augment(image, labels, rng, dataclasses.replace(params, flips=False))
+        return (image if stain is None else np.stack([image, stain]).astype(np.float32)), labels
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(images (B, 1, S, S) float32, labels (B, S, S) int64)``."""
+        """``(images (B, C, S, S) float32, labels (B, S, S) int64)``."""
         samples = [self.sample(rng) for _ in range(batch_size)]
-        images = np.stack([s[0] for s in samples])[:, None].astype(np.float32)
+        images = np.stack([s[0] for s in samples])
+        images = images[:, None] if images.ndim == 3 else images
         labels = np.stack([s[1] for s in samples]).astype(np.int64)
         return images, labels

@@ -31,6 +31,7 @@ from ...io import (
     class_colors,
     locks_outputs,
     overlay_labels,
+    read_nuclear,
     write_png,
 )
 
@@ -66,7 +67,7 @@ def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndar
 @locks_outputs
 @takes_settings(Tiling)
 def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | None = None,
-            project: str | None = None, pixel_size=None, probabilities: bool = False, overlays: bool = True,
+            nuclear=None, nuclear_channel=None, project: str | None = None, pixel_size=None, probabilities: bool = False, overlays: bool = True,
             device: str = "auto", overwrite: bool = False, resume: bool = False, progress: bool = True,
             tiling: Tiling | None = None, chunking: Chunking | None = None, **tiling_options) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
@@ -87,6 +88,10 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
     channel : int or str, optional
         Channel of multi-channel images, an index or a name from the file's metadata (default: the
         channel the model was trained on).
+    nuclear, nuclear_channel : optional
+        Each image's nuclear stain, for models that read it (trained with a stain): a folder of images
+        named like the inputs, ``(old, new)`` (the input's file name with ``old`` replaced by ``new``),
+        or a channel of the input file (see :func:`cellmixer.io.read_nuclear`).
     project : {'max', 'mean'}, optional
         Label the projection over z of z-stacks; by default every plane of a stack is labelled
         and written as ``<name>_z002_labels.tif`` (``<name>_t003_z002_...`` for time series).
@@ -143,7 +148,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
         image = item.read(channel, option=channel_option)
         check_not_constant(image, item)
         size = item.plane.image.pixel_size
-        settings = dict(tiling=tiling, progress=progress and single)
+        stain = read_nuclear(item, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
+        settings = dict(nuclear=None if stain is None else stain[0], tiling=tiling, progress=progress and single)
         if probabilities:
             # Written straight into a memory-mapped TIFF: bounded memory for any image size.
             with atomic_path(out / f"{stem}_probabilities.tif", overwrite=overwrite) as tmp:
@@ -178,6 +184,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
         return row
 
     settings = {"model": str(model.folder), "channel": channel, "project": project, "pixel_size": pixel_size,
+                "nuclear": list(nuclear) if isinstance(nuclear, (tuple, list)) else None if nuclear is None else
+                str(nuclear), "nuclear_channel": nuclear_channel,
                 "probabilities": probabilities, "overlays": overlays,
                 **dataclasses.asdict(tiling)}  # what the outputs depend on: --resume continues only the same run
     with ChunkedRun(chunking, channel=channel) as run:

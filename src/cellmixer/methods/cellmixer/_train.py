@@ -91,6 +91,9 @@ class TrainingConfig(OptimizationSettings):
     photometric: bool = setting(True, "also augment uneven illumination, contrast from half to twice, bright "
                                        "and dark contrast apart, and the two cultures of a mosaic at exposures "
                                        "up to 2x apart (images of other days, microscopes, exposures)")
+    nuclear_input: bool = setting(True, "where a nuclear stain is given (--nuclear-replace, --nuclear-channel), the "
+                                         "network also reads it, each culture's at a gain from 0.5 to 2 (its nuclei's "
+                                         "shape and texture, not its brightness); prediction then needs the stain too")
 
     def validate(self) -> None:
         super().validate()
@@ -171,13 +174,18 @@ class CellMixerTraining(Training):
                                           scale=config.scale, min_size=config.crop_size,
                                           boundary_ignore=config.boundary_ignore, normalization=config.normalization,
                                           seeds=config.mode == "cellmixer" and config.mixing != "blend",
-                                          nuclear=self.nuclear, nuclear_channel=self.nuclear_channel,
-                                          progress=self.progress)
+                                          nuclear_input=self.nuclear_input, nuclear=self.nuclear,
+                                          nuclear_channel=self.nuclear_channel, progress=self.progress)
+
+    @property
+    def nuclear_input(self) -> bool:
+        """Whether the network reads the nuclear stain: asked for, and a stain given."""
+        return self.config.nuclear_input and (self.nuclear is not None or self.nuclear_channel is not None)
 
     def new_model(self):
         model = SegmentationModel.new(
             self.dataset.classes, architecture=self.architecture, channel=self.channel, input_scale=self.config.scale,
-            seed=self.config.seed, normalization={"method": self.config.normalization,
+            nuclear_input=self.nuclear_input, seed=self.config.seed, normalization={"method": self.config.normalization,
                                                   "foreground": self.foreground.to_dict(),
                                                   **({"sigma": FLAT_FIELD_SIGMA}
                                                      if self.config.normalization == "flatfield" else {})},
@@ -280,6 +288,11 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
         Augment uneven illumination and contrast changes too, and expose the two cultures of half
         the mosaics apart (gain 0.5 to 2, the mosaic then normalized as a whole): images of other
         days, microscopes, exposures.
+    nuclear_input : bool
+        Where a stain is given (``nuclear``, ``nuclear_channel``), the network reads it as a second
+        channel (normalized by its nuclei, :func:`cellmixer.ops.normalize_nuclear_stain`; each
+        culture's at its own gain from 0.5 to 2, so that its nuclei's shape and texture teach the
+        type, not its brightness). The model then needs the stain to predict.
     lam : float
         Mixup weight ``I = lam * I1 + (1 - lam) * I2``.
     mix_probability : float

@@ -159,7 +159,7 @@ def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min
         probs[0] = 1
         labels = np.zeros(image.shape, np.int32)
         return typed_instances(probs, labels, type_names=names)
-    _, raw = model.predict(image, probabilities=True, tiling=tiling)
+    _, raw = model.predict(image, nuclear=nuclear, probabilities=True, tiling=tiling)
     if typed_model:
         n_inst = len(INSTANCE_CLASSES) + 1
         background = raw[0]
