@@ -149,7 +149,8 @@ def _selection(pattern: str, centres: np.ndarray, first: bool, shape, rng, islan
 
 def compose(a: Field, b: Field, pattern: str, condition: str, rng, stain_gain: float = 1.0) -> CoCulture:
     """A co-culture of ``a``'s and ``b``'s cells (same shape), with its true nuclei and their types; in the
-    *one side* condition ``a``'s stain is also at ``stain_gain`` of its exposure."""
+    *one side* condition ``a``'s nuclei are also at ``stain_gain`` of their brightness above the stain's background
+    (another staining or DNA content of one type, in one well)."""
     shape = a.phase.shape
     islands = None
     if pattern == "islands":
@@ -161,7 +162,10 @@ def compose(a: Field, b: Field, pattern: str, condition: str, rng, stain_gain: f
     phase_b = b.phase if condition == "one side" else _match(b.phase, b.foreground, a.phase, a.foreground)
     # The stains as imaged: the same stain and exposure in one well (matching their backgrounds would
     # scale a culture's nuclei by the glow of its cytoplasm).
-    stain_a = a.stain * np.float32(stain_gain) if condition == "one side" else a.stain
+    stain_a = a.stain
+    if condition == "one side" and stain_gain != 1:
+        background = np.float32(np.median(a.stain[a.nuclei == 0]))
+        stain_a = background + (a.stain - background) * np.float32(stain_gain)
     mosaic, _, owner = territory_mosaic([np.stack([phase_a, stain_a]), np.stack([phase_b, b.stain])],
                                         [a.nuclei, b.nuclei], [sel_a, sel_b])
     phase, stain = mosaic
@@ -348,7 +352,8 @@ def main() -> None:
                                                       "e.g. '{\"batch_size\": 4}' (give its own --output)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--stain-gain", type=float, default=1.0,
-                        help="the 'one side' mixtures' first field's nuclear stain at this gain too (default: as imaged)")
+                        help="the 'one side' mixtures' first field's nuclei at this gain of their brightness above "
+                             "the stain's background (default: as imaged)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test co-cultures and the peer's forest")
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the models' training (its spread: run 0, 1, 2)")
     parser.add_argument("--output", type=Path, default=RESULTS / "typed_cocultures")

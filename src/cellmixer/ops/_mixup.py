@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 
 # A background needs this many pixels for its statistics to be trusted; below it, all pixels are used.
 MIN_BACKGROUND_PIXELS = 64
@@ -56,8 +57,6 @@ def normalize_nuclear_stain(stain: np.ndarray) -> np.ndarray:
     >>> bool(np.allclose(normalize_nuclear_stain(stain * 3.0), out))
     True
     """
-    from skimage.filters import threshold_otsu
-
     stain = np.asarray(stain, dtype=np.float32)
     if stain.size == 0 or stain.min() == stain.max():
         return np.zeros(stain.shape, np.float32)
