@@ -11,7 +11,7 @@ import torch
 
 from ..ops import IGNORE, AugmentParams, augment, random_symmetry
 from ._device import autocast, module_device, to_device
-from ._tiling import tile_starts, tile_statistics
+from ._tiling import stack_channels, tile_starts, tile_statistics
 
 FLIPS_ONLY = AugmentParams(flips=True, blur_probability=0.0, noise_probability=0.0, intensity_probability=0.0)
 
@@ -70,7 +70,7 @@ class TileSampler:
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         samples = [self.sample(rng) for _ in range(batch_size)]
-        return _with_channels(np.stack([s[0] for s in samples])), np.stack([s[1] for s in samples]).astype(np.int64)
+        return stack_channels([s[0] for s in samples]), np.stack([s[1] for s in samples]).astype(np.int64)
 
 
 def validation_tiles(items: list[LabelledImage], crop_size: int, *,
@@ -85,12 +85,7 @@ def validation_tiles(items: list[LabelledImage], crop_size: int, *,
                 image, target = _crop_or_pad(item.image, item.target, y, x, crop_size)
                 images.append(normalize(np.ascontiguousarray(image, np.float32)))
                 targets.append(target)
-    return _with_channels(np.stack(images)), np.stack(targets).astype(np.int64)
-
-
-def _with_channels(images: np.ndarray) -> np.ndarray:
-    """(B, C, H, W) float32 network input from a stack of (H, W) or (C, H, W) images."""
-    return (images[:, None] if images.ndim == 3 else images).astype(np.float32)
+    return stack_channels(images), np.stack(targets).astype(np.int64)
 
 
 def validation_loss(images: np.ndarray, targets: np.ndarray, loss_fn, precision: str, batch_size: int):

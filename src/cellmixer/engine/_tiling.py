@@ -136,6 +136,12 @@ def _softmax(network, logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.softmax(part.float(), dim=1) for part in torch.split(logits, list(groups), dim=1)], dim=1)
 
 
+def stack_channels(images) -> np.ndarray:
+    """(B, C, H, W) float32 network input from B images of one channel (H, W) or of C channels (C, H, W)."""
+    stack = np.stack(images)
+    return (stack[:, None] if stack.ndim == 3 else stack).astype(np.float32, copy=False)
+
+
 def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: bool = False,
          batch_size: int | None = None) -> np.ndarray:
     """Softmax of the network on a batch of tiles; with ``augment``, averaged over the 8 flips and
@@ -150,8 +156,7 @@ def _run(network, tiles: list[np.ndarray], precision: str = "fp32", augment: boo
     if batch_size is not None and count < batch_size:
         tiles = [*tiles, *[np.zeros_like(tiles[0])] * (batch_size - count)]
     device = module_device(network)
-    x = np.stack(tiles)
-    x = to_device(x[:, None] if x.ndim == 3 else x, device)  # (B, H, W) tiles of one channel, or (B, C, H, W)
+    x = to_device(stack_channels(tiles), device)
     with torch.inference_mode(), autocast(precision, device):
         if not augment:
             return _softmax(network, network(x.contiguous(memory_format=torch.channels_last))).cpu().numpy()[:count]

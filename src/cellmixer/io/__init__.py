@@ -30,7 +30,7 @@ from ._read import (
     parse_channel,
     read_image,
 )
-from ._paired import paired_path, read_nuclear
+from ._paired import nuclear_as_json, paired_path, read_nuclear
 from ._render import add_legend, class_colors, overlay_labels, to_uint8
 from ._rois import coco_annotations, instance_rois, write_rois
 from ._write import (
@@ -94,6 +94,7 @@ __all__ = [
     "list_images",
     "looks_like_mask",
     "mask_polygons",
+    "nuclear_as_json",
     "object_polygons",
     "open_image",
     "overlay_labels",

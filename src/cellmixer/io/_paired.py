@@ -44,6 +44,17 @@ def paired_path(image_path, nuclear) -> Path:
     raise CellmixerError(f"--nuclear {folder}: no nuclear image named like {image_path.name}.")
 
 
+def nuclear_as_json(nuclear):
+    """``nuclear`` (as :func:`paired_path` takes it) for a settings file: ``[old, new]``, a folder, or None.
+
+    >>> nuclear_as_json(("phase", "DAPI")), nuclear_as_json(None)
+    (['phase', 'DAPI'], None)
+    """
+    if isinstance(nuclear, (tuple, list)):
+        return list(nuclear)
+    return None if nuclear is None else str(nuclear)
+
+
 def read_nuclear(image, *, nuclear=None, nuclear_channel=None, shape=None) -> tuple[np.ndarray, str] | None:
     """The nuclear stain of ``image`` (a path, or an input of a command: a plane of a stack takes
     the same plane of the stain's channel) and where it was read; None when neither source is given.

@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 
 from ..._errors import CellmixerError
 from ..._progress import progress_bar
+from ...engine import stack_channels
 from ...io import ImageDataset, check_not_constant, read_image, read_nuclear, warn_if_mask
 from ...ops import (
     IGNORE,
@@ -278,7 +279,4 @@ class CropSampler:
     def batch(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """``(images (B, C, S, S) float32, labels (B, S, S) int64)``."""
         samples = [self.sample(rng) for _ in range(batch_size)]
-        images = np.stack([s[0] for s in samples])
-        images = images[:, None] if images.ndim == 3 else images
-        labels = np.stack([s[1] for s in samples]).astype(np.int64)
-        return images, labels
+        return stack_channels([s[0] for s in samples]), np.stack([s[1] for s in samples]).astype(np.int64)

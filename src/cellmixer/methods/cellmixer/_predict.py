@@ -30,6 +30,7 @@ from ...io import (
     check_not_constant,
     class_colors,
     locks_outputs,
+    nuclear_as_json,
     overlay_labels,
     read_nuclear,
     write_png,
@@ -67,7 +68,8 @@ def class_overlay(image: np.ndarray, labels: np.ndarray, class_names) -> np.ndar
 @locks_outputs
 @takes_settings(Tiling)
 def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | None = None,
-            nuclear=None, nuclear_channel=None, project: str | None = None, pixel_size=None, probabilities: bool = False, overlays: bool = True,
+            nuclear=None, nuclear_channel=None, project: str | None = None, pixel_size=None,
+            probabilities: bool = False, overlays: bool = True,
             device: str = "auto", overwrite: bool = False, resume: bool = False, progress: bool = True,
             tiling: Tiling | None = None, chunking: Chunking | None = None, **tiling_options) -> list[dict]:
     """Label every pixel of each input image with a cell type, and write the results.
@@ -148,7 +150,8 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
         image = item.read(channel, option=channel_option)
         check_not_constant(image, item)
         size = item.plane.image.pixel_size
-        stain = read_nuclear(item, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
+        stain = read_nuclear(item, nuclear=nuclear, nuclear_channel=nuclear_channel,
+                             shape=image.shape) if model.nuclear_input else None  # read only where the model uses it
         settings = dict(nuclear=None if stain is None else stain[0], tiling=tiling, progress=progress and single)
         if probabilities:
             # Written straight into a memory-mapped TIFF: bounded memory for any image size.
@@ -184,8 +187,7 @@ def predict(model, inputs, output, *, pattern: str = "*", channel: int | str | N
         return row
 
     settings = {"model": str(model.folder), "channel": channel, "project": project, "pixel_size": pixel_size,
-                "nuclear": list(nuclear) if isinstance(nuclear, (tuple, list)) else None if nuclear is None else
-                str(nuclear), "nuclear_channel": nuclear_channel,
+                "nuclear": nuclear_as_json(nuclear), "nuclear_channel": nuclear_channel,
                 "probabilities": probabilities, "overlays": overlays,
                 **dataclasses.asdict(tiling)}  # what the outputs depend on: --resume continues only the same run
     with ChunkedRun(chunking, channel=channel) as run:

@@ -22,7 +22,16 @@ from ...engine import (
     method_of,
     run_images,
 )
-from ...io import find_mask, locks_outputs, read_image, read_labels, read_nuclear, write_csv, write_json
+from ...io import (
+    find_mask,
+    locks_outputs,
+    nuclear_as_json,
+    read_image,
+    read_labels,
+    read_nuclear,
+    write_csv,
+    write_json,
+)
 from ...methods.centroids import segment_cells
 from ...methods.nuclei import load_nucleus_model, segment_nuclei
 from ...ops import InstanceSettings, instances_from_classes, split_foreground
@@ -341,8 +350,7 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
         settings["adapt"] = {**asdict(config), "model": ADAPTED_MODEL}
     if with_stain:
         settings.update(instance_source="nuclei of the nuclear stain",
-                        nuclear=list(nuclear) if isinstance(nuclear, (tuple, list)) else
-                        (None if nuclear is None else str(nuclear)), nuclear_channel=nuclear_channel,
+                        nuclear=nuclear_as_json(nuclear), nuclear_channel=nuclear_channel,
                         **{k: v if isinstance(v, (str, int, float, tuple)) else type(v).__name__
                            for k, v in asdict(NuclearRoute(**route_options)).items()})
 
