@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage as ndi
 
 from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture, synthetic_nuclear_stain
 from cellmixer.engine import SegmentationModel, method_of
@@ -121,6 +122,25 @@ def test_nuclei_of_stain_finds_bright_and_dim_nuclei_beside_stained_cytoplasm():
     assert labels.max() == 4
     for cy, cx, _ in centres:
         assert labels[cy, cx] > 0
+
+
+def test_nuclei_of_stain_keeps_dim_nuclei_among_many_bright_ones():
+    # Dense bright nuclei (a confluent culture beside a dim type) must not raise the bar for the dim
+    # ones: a seventh as bright, they stand 60 noise levels above the background and are kept.
+    shape = (200, 200)
+    rng = np.random.default_rng(1)
+    stain = np.full(shape, 150.0)
+    for cy in range(15, 200, 26):
+        for cx in range(15, 120, 26):
+            stain += 2000 * _disc(shape, cy, cx, 11)
+    dim = [(40, 165), (100, 165), (160, 165)]
+    for cy, cx in dim:
+        stain += 300 * _disc(shape, cy, cx, 9)
+    stain = ndi.gaussian_filter(stain, 1) + rng.normal(0, 5, shape)
+    labels = nuclei_of_stain(stain, diameter_range=(10, 30))
+    for cy, cx in dim:
+        assert labels[cy, cx] > 0
+    assert not nuclei_of_stain(np.full(shape, 150.0) + rng.normal(0, 5, shape)).any()  # noise alone: none
 
 
 def test_cells_grow_from_their_nuclei_and_keep_their_labels():

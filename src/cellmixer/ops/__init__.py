@@ -3,7 +3,7 @@ and their 3-class targets, mixup and mosaics, augmentation, losses, watershed, g
 per-object table."""
 
 from ._augment import AugmentParams, augment, random_symmetry
-from ._cells import CELL_METHODS, cells_from_nuclei, enhance_speckles, median_diameter, nuclei_of_stain
+from ._cells import CELL_METHODS, camera_noise, cells_from_nuclei, enhance_speckles, median_diameter, nuclei_of_stain
 from ._classical import (
     CLASSICAL_CONFIGURATIONS,
     CLASSICAL_METHODS,
@@ -40,6 +40,7 @@ __all__ = [
     "InstanceSettings",
     "AugmentParams",
     "CELL_METHODS",
+    "camera_noise",
     "cells_from_nuclei",
     "enhance_speckles",
     "median_diameter",

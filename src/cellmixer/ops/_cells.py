@@ -39,6 +39,27 @@ def enhance_speckles(image, size: int) -> np.ndarray:
     return np.maximum(image - ndi.grey_opening(image, size=(size, size)), 0)
 
 
+def camera_noise(image) -> float:
+    """Standard deviation of an image's pixel noise, from the spread of neighbouring pixels' differences.
+
+    The robust spread (1.4826 x median absolute deviation) of the differences between horizontal
+    neighbours, over sqrt(2): objects, their texture and smooth background change few neighbouring
+    differences, so this measures the camera, not the scene.
+
+    Examples
+    --------
+    >>> scene = np.zeros((200, 200)); scene[50:150, 50:150] = 1000
+    >>> noisy = scene + np.random.default_rng(0).normal(0, 5, scene.shape)
+    >>> round(camera_noise(noisy))
+    5
+    """
+    image = np.asarray(image, np.float64)
+    if image.ndim != 2 or image.shape[1] < 2:
+        return 0.0
+    d = np.diff(image, axis=1)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+
+
 def nuclei_of_stain(stain, *, diameter_range=ClassicalSettings.diameter_range,
                     method: str = ClassicalSettings.method) -> np.ndarray:
     """Nuclei of a nuclear-stain image, found without training.
@@ -47,8 +68,8 @@ def nuclei_of_stain(stain, *, diameter_range=ClassicalSettings.diameter_range,
     illumination) are removed first (:func:`enhance_speckles`) and the square root taken, so that
     one threshold finds both the bright and the dim nuclei of a co-culture (cell types in one well
     differ several-fold in stain brightness); then CellProfiler's IdentifyPrimaryObjects labels the
-    nuclei (:func:`classical_labels`), and objects not brighter than their surroundings by 6 standard
-    deviations of the noise are dropped (an empty field has no nuclei).
+    nuclei (:func:`classical_labels`), and objects not brighter than the background by 6 standard
+    deviations of the camera noise (:func:`camera_noise`) are dropped (an empty field has no nuclei).
 
     Parameters
     ----------
@@ -78,11 +99,13 @@ def nuclei_of_stain(stain, *, diameter_range=ClassicalSettings.diameter_range,
     enhanced = enhance_speckles(stain, size + (size % 2 == 0))
     labels, _ = classical_labels(np.sqrt(enhanced), method=method, diameter_range=tuple(diameter_range))
     # An automatic threshold always finds something: keep the objects that stand out of the camera noise
-    # (a field without nuclei has none).
-    level = float(np.median(enhanced))
-    noise = 1.4826 * float(np.median(np.abs(enhanced - level)))
+    # (a field without nuclei has none). Not the spread of the enhanced image: that counts the nuclei and
+    # their texture, and in a co-culture its bright nuclei put the dim ones under the bar.
     count = int(labels.max(initial=0))
     if count:
+        background = enhanced[labels == 0]
+        level = float(np.median(background if background.size else enhanced))
+        noise = camera_noise(stain)
         mean = np.asarray(ndi.mean(enhanced, labels, np.arange(1, count + 1)))
         keep = np.concatenate([[False], mean > level + NOISE_LEVELS * max(noise, 1e-6 * max(level, 1.0))])
         labels = relabel_consecutive(np.where(keep[labels], labels, 0))
