@@ -14,7 +14,7 @@ from ._graphcut import fuse_cells, graph_cut, smoothness_weights
 CELL_METHODS = ("nuclei", "grow", "graphcut")
 # Cells grow at half resolution in images at least this large on their short side.
 GROW_FULL_RESOLUTION_BELOW = 512
-# A nucleus is brighter than its surroundings by at least this many standard deviations of the camera noise.
+# A nucleus is brighter than the background by at least this many standard deviations of the camera noise.
 NOISE_LEVELS = 6.0
 
 
