@@ -46,6 +46,15 @@ def camera_noise(image) -> float:
     neighbours, over sqrt(2): objects, their texture and smooth background change few neighbouring
     differences, so this measures the camera, not the scene.
 
+    Parameters
+    ----------
+    image : (H, W) array
+
+    Returns
+    -------
+    float
+        The noise's standard deviation in the image's units; 0.0 for an image less than 2 pixels wide.
+
     Examples
     --------
     >>> scene = np.zeros((200, 200)); scene[50:150, 50:150] = 1000
