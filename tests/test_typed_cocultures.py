@@ -79,7 +79,7 @@ def test_a_mosaic_exposes_its_second_culture_apart_then_normalizes_the_whole():
         image, instances, _ = synthetic_culture(name, shape=(192, 192), rng=rng)
         seeds = nuclei_of_stain(synthetic_nuclear_stain(instances, rng=rng), diameter_range=(3, 20))
         labels = ((instances > 0) * k).astype(np.uint8)
-        crops.append((normalize_by_background(image, labels > 0), labels, seeds))
+        crops.append((normalize_by_background(image, labels > 0), labels, seeds, None))  # no stain input
     ratio, gain = 20.0, np.float32(0.5)  # the second culture at half the exposure
     split = AugmentParams(exposure_split_probability=1.0, exposure_split=(0.5, 0.5))
     exposed = CropSampler([], 3, crop_size=192, mixing="mosaic", augment_params=split)

@@ -391,9 +391,7 @@ class SegmentationModel:
             image, statistics = flat_field_input(image, self.config["normalization"]), (0.0, 1.0)
         offset, scale = self.input_statistics(image) if statistics is None else statistics
         if nuclear is not None:  # the network's input channels, normalized: the image's own, then the stain's
-            image = np.stack([(np.asarray(image, np.float32) - np.float32(offset)) / np.float32(scale),
-                              normalize_nuclear_stain(nuclear)])
-            offset, scale = 0.0, 1.0
+            image, offset, scale = self.normalized_input(image, nuclear, (offset, scale)), 0.0, 1.0
         tile_size = tiling.tile_size
         if self.config["normalization"].get("method") == "tile":
             tile_size = self.config["normalization"]["tile_size"]
@@ -407,8 +405,7 @@ class SegmentationModel:
         if self.input_scale == 1.0:
             labels = predict_probabilities(self.network, image, probabilities=probs, window=window, **options)
         else:
-            small = (rescale_image(image, self.input_scale) if image.ndim == 2 else
-                     np.stack([rescale_image(channel, self.input_scale) for channel in image]))
+            small = rescale_image(image, self.input_scale)
             small_probs = np.empty((self.num_classes, *small.shape[-2:]), np.float32)
             predict_probabilities(self.network, small, probabilities=small_probs, **options)
             if window is None:
@@ -426,6 +423,14 @@ class SegmentationModel:
     def nuclear_input(self) -> bool:
         """Whether the network reads the nuclear stain as its second input channel."""
         return bool(self.config.get("nuclear_input", False))
+
+    def normalized_input(self, image: np.ndarray, nuclear: np.ndarray | None = None,
+                         statistics: tuple | None = None) -> np.ndarray:
+        """``image`` as the network reads it, at the image's own size: normalized by ``statistics`` (default
+        :meth:`input_statistics`), (H, W); for a model with a nuclear input, its stain after it, (2, H, W)."""
+        offset, scale = self.input_statistics(image) if statistics is None else statistics
+        x = (np.asarray(image, np.float32) - np.float32(offset)) / np.float32(scale)
+        return np.stack([x, normalize_nuclear_stain(nuclear)]) if self.nuclear_input else x
 
     def _check_nuclear(self, image: np.ndarray, nuclear, window) -> np.ndarray | None:
         """The stain the network reads (None for a model without a nuclear input), checked against ``image``."""

@@ -7,7 +7,10 @@ from skimage.transform import resize
 
 
 def rescale_image(image: np.ndarray, factor: float, *, labels: bool = False) -> np.ndarray:
-    """Resize by ``factor``: anti-aliased linear interpolation for images, nearest neighbour for label maps."""
+    """Resize (H, W), or each channel of (C, H, W), by ``factor``: anti-aliased linear interpolation for
+    images, nearest neighbour for label maps."""
+    if np.ndim(image) == 3:
+        return np.stack([rescale_image(channel, factor, labels=labels) for channel in image])
     shape = tuple(max(1, round(n * factor)) for n in image.shape)
     if labels:
         return resize(image, shape, order=0, anti_aliasing=False, preserve_range=True).astype(image.dtype)

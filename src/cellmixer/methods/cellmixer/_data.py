@@ -209,15 +209,14 @@ class CropSampler:
         return (item.image[sl], item.labels[sl], seeds, stain), item.background_ratio
 
     def mosaic(self, rng, first, second, background_ratio: float = 0.0):
-        """Two crops ``(image, labels, seeds[, stain])`` of one shape composed cell by cell, in a random
+        """Two crops ``(image, labels, seeds, stain or None)`` of one shape composed cell by cell, in a random
         pattern: ``(image, labels, stain or None)``.
 
         With the augmentation's ``exposure_split_probability``, the second crop is first exposed by
         another gain (its image's ``background_ratio`` says how a gain moves its normalized pixels)
         and the mosaic normalized by its background as a whole, as prediction normalizes a field.
         """
-        (image1, labels1, seeds1, stain1), (image2, labels2, seeds2, stain2) = ((*crop, None)[:4]
-                                                                                for crop in (first, second))
+        (image1, labels1, seeds1, stain1), (image2, labels2, seeds2, stain2) = first, second
         params = self.augment_params
         exposed = bool(params is not None and background_ratio and params.exposure_split_probability
                        and rng.random() < params.exposure_split_probability)

@@ -102,8 +102,8 @@ def mix(data, output, *, classes=None, pattern: str = "*", channel: int | None =
         if kind == "blend":
             image, labels = mix_pair(*crop_a, *crop_b, lam=lam, normalize=False)
         else:
-            image, labels, _ = sampler.mosaic(rng, (*crop_a, a.seeds[ya:ya + h, xa:xa + w]),
-                                              (*crop_b, b.seeds[yb:yb + h, xb:xb + w]))
+            image, labels, _ = sampler.mosaic(rng, (*crop_a, a.seeds[ya:ya + h, xa:xa + w], None),
+                                              (*crop_b, b.seeds[yb:yb + h, xb:xb + w], None))
         write_tiff(out / f"{name}.tif", image, overwrite=overwrite)
         write_tiff(out / f"{name}_masks.tif", labels, overwrite=overwrite)
         views = [overlay_labels(to_uint8(crop_a[0]), crop_a[1], colors), overlay_labels(to_uint8(crop_b[0]), crop_b[1], colors),

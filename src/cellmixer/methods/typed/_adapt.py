@@ -12,7 +12,7 @@ from ..._errors import CellmixerError
 from ..._progress import progress_bar
 from ..._settings import setting, setting_like
 from ...engine import LabelledImage, OptimizationSettings, SegmentationModel, TileSampler, Training
-from ...ops import IGNORE, normalize_nuclear_stain, rescale_image, tversky_loss
+from ...ops import IGNORE, rescale_image, tversky_loss
 from ._assign import TypedInstances
 
 
@@ -65,13 +65,10 @@ class AdaptTraining(Training):
         model, scale = self.source, self.source.input_scale
         self.items = []
         for image, stain, target in self.examples:
-            offset, spread = model.input_statistics(image)
-            x = [((np.asarray(image, np.float32) - np.float32(offset)) / np.float32(spread)).astype(np.float32)]
-            if model.nuclear_input:  # the stain as the model reads it (SegmentationModel.predict)
-                x.append(normalize_nuclear_stain(stain))
+            x = model.normalized_input(image, stain)  # the image (and stain) as the model reads them
             if scale != 1:
-                x, target = [rescale_image(channel, scale) for channel in x], rescale_image(target, scale, labels=True)
-            self.items.append(LabelledImage(x[0] if len(x) == 1 else np.stack(x), target))
+                x, target = rescale_image(x, scale), rescale_image(target, scale, labels=True)
+            self.items.append(LabelledImage(x, target))
         labelled = sum(int(((it.target > 0) & (it.target != IGNORE)).sum()) for it in self.items)
         if labelled == 0:
             raise CellmixerError(f"--adapt: no cell was typed with confidence {self.config.confidence} or more; "
