@@ -251,7 +251,8 @@ def write_tiff(path, data: np.ndarray, *, overwrite: bool = False, **kwargs) -> 
 def write_png(path, data: np.ndarray, *, overwrite: bool = False) -> Path:
     """Write a uint8 grayscale (H, W) or RGB (H, W, 3) array as PNG, atomically."""
     with atomic_path(path, overwrite=overwrite) as tmp:
-        Image.fromarray(np.ascontiguousarray(data)).save(tmp, format="PNG")
+        # zlib level 3: a 1280 x 1080 overlay in a third of the time of the default 6, and no larger
+        Image.fromarray(np.ascontiguousarray(data)).save(tmp, format="PNG", compress_level=3)
     return Path(path)
 
 
