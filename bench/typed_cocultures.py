@@ -351,7 +351,7 @@ def adapted_model(args, folder, cocultures, route: dict, name: str) -> Path:
         return out
     from cellmixer.methods.typed import AdaptConfig, adapt_model
 
-    config = AdaptConfig()
+    config = AdaptConfig(**json.loads(args.adapt_options))
     chosen = np.unique(np.linspace(0, len(cocultures) - 1, min(len(cocultures), config.adapt_images)).round())
     model = cellmixer.SegmentationModel.load(folder)
     adapt_model(model, [(cocultures[i].phase, cocultures[i].stain, cocultures[i].name) for i in chosen.astype(int)],
@@ -381,6 +381,8 @@ def main() -> None:
     parser.add_argument("--route", default="{}", help="with --model: JSON of segment_typed options, e.g. "
                                                       "'{\"augment\": true}' or '{\"stain\": false}'")
     parser.add_argument("--adapt", action="store_true", help="with --model: adapt it to the test co-cultures first")
+    parser.add_argument("--adapt-options", default="{}", help="with --adapt: JSON of AdaptConfig settings, e.g. "
+                                                              "'{\"iterations\": 100, \"adapt_images\": 4}'")
     parser.add_argument("--iterations", type=int, default=None, help="override every row's iterations")
     parser.add_argument("--train", default="{}", help="JSON of training options that override every model row's, "
                                                       "e.g. '{\"batch_size\": 4}' (give its own --output)")
@@ -420,11 +422,14 @@ def main() -> None:
     for spec in args.model:
         name, folder = spec.split("=", 1)
         route = {"cells": args.cells, **json.loads(args.route)}
+        adapted = {}
         if args.adapt:
             folder = str(adapted_model(args, folder, cocultures, route, name))
+            training = json.loads((Path(folder) / "config.json").read_text())["training"]
+            adapted = {"adapt": {k: training.get(k) for k in ("iterations", "confidence", "adapt_images", "wall_time_s")}}
         scored, results, seconds = run_model_row(folder, cocultures, route)
         result = {**summarize(scored, cocultures, args.types), "by_condition": by_condition(scored, cocultures, args.types),
-                  "predict_s_per_field": round(seconds, 2)}
+                  "predict_s_per_field": round(seconds, 2), **adapted}
         save_overlays(args.output, name, cocultures, results)
         report["rows"][name] = result
         print(name, json.dumps({k: v for k, v in result.items() if k != "by_condition"}), flush=True)

@@ -257,7 +257,7 @@ def test_nuclear_channel_of_the_same_file(trained, coculture_files, tmp_path):
     assert rows[0]["cells"] > 3
 
 
-def test_adapt_fine_tunes_a_copy_and_types_with_it(trained, coculture_files, tmp_path):
+def test_adapt_fine_tunes_a_copy_and_types_with_it(trained, coculture_files, tmp_path, capsys):
     model, folder = trained
     out = tmp_path / "adapted"
     rows = predict_typed(folder, coculture_files, out, pattern="*phase*",
@@ -270,6 +270,7 @@ def test_adapt_fine_tunes_a_copy_and_types_with_it(trained, coculture_files, tmp
     after = adapted.network.state_dict()
     assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in after)
     assert len(rows) == 2 and json.loads((out / "typed.json").read_text())["adapt"]["iterations"] == 3
+    assert "--adapt: only 2 images to adapt on" in capsys.readouterr().err  # too few fields: said
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -63,7 +63,8 @@ def add_parsers(sub) -> None:
     group = p.add_argument_group("self-training on the images (CellMixer models)")
     group.add_argument("--adapt", action="store_true",
                        help="first fine-tune a copy of the model on the confidently typed cells of these images "
-                            "(saved in OUTPUT/adapted_model), then type every cell with it")
+                            "(saved in OUTPUT/adapted_model), then type every cell with it; for a run over many "
+                            "fields (a plate: +0.01 on the benchmark), not over one or two")
     add_settings(group, AdaptConfig, ["iterations", "confidence", "adapt_images"])
     group = p.add_argument_group("instances without a nuclear stain")
     group.add_argument("--instances", default=None,
