@@ -426,7 +426,8 @@ def main() -> None:
         if args.adapt:
             folder = str(adapted_model(args, folder, cocultures, route, name))
             training = json.loads((Path(folder) / "config.json").read_text())["training"]
-            adapted = {"adapt": {k: training.get(k) for k in ("iterations", "confidence", "adapt_images", "wall_time_s")}}
+            adapted = {"adapt": {k: training.get(k)
+                                 for k in ("iterations", "confidence", "adapt_images", "wall_time_s")}}
         scored, results, seconds = run_model_row(folder, cocultures, route)
         result = {**summarize(scored, cocultures, args.types), "by_condition": by_condition(scored, cocultures, args.types),
                   "predict_s_per_field": round(seconds, 2), **adapted}
