@@ -355,8 +355,8 @@ def adapted_model(args, folder, cocultures, route: dict, name: str) -> Path:
     chosen = np.unique(np.linspace(0, len(cocultures) - 1, min(len(cocultures), config.adapt_images)).round())
     model = cellmixer.SegmentationModel.load(folder)
     adapt_model(model, [(cocultures[i].phase, cocultures[i].stain, cocultures[i].name) for i in chosen.astype(int)],
-                out, config, segment=lambda image, stain, name: cellmixer.segment_typed(model, image, nuclear=stain,
-                                                                                      **route),
+                out, config, segment=lambda image, stain, name, probs: cellmixer.segment_typed(
+                    model, image, nuclear=stain, probabilities=probs, **route),
                 threads=args.threads, progress=False)
     return out
 

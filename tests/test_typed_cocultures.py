@@ -11,6 +11,7 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
+from cellmixer._errors import CellmixerError
 from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture, synthetic_nuclear_stain
 from cellmixer.engine import SegmentationModel, method_of
 from cellmixer.methods.cellmixer import CropSampler, PseudoLabelledImage
@@ -211,6 +212,16 @@ def test_segment_typed_with_a_stain_types_every_nucleus(trained, coculture_files
     assert len(given) == nuclei.max() and (given.labels > 0).sum() == (nuclei > 0).sum()
     with pytest.raises(Exception, match="shape"):
         segment_typed(model, image, nuclear=stain[:50])
+    # the model's probabilities, given, are not computed again and type the same cells
+    _, probabilities = model.predict(image, nuclear=stain, probabilities=True)
+    reused = segment_typed(model, image, nuclear=stain, diameter_range=(3, 20), cells="grow",
+                           probabilities=probabilities)
+    assert (reused.labels == cells.labels).all() and (reused.types == cells.types).all()
+    swapped = segment_typed(model, image, nuclear=stain, diameter_range=(3, 20), cells="grow",
+                            probabilities=probabilities[::-1])
+    assert not np.array_equal(swapped.types, cells.types)
+    with pytest.raises(CellmixerError, match="probabilities of image: shape"):
+        segment_typed(model, image, nuclear=stain, probabilities=probabilities[:, :50])
 
 
 def _rows(path):

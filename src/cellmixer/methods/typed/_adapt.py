@@ -111,7 +111,8 @@ def adapt_model(model: SegmentationModel, fields, output, config: AdaptConfig, *
         Folder of the adapted model.
     config : AdaptConfig
     segment : callable
-        ``segment(image, stain, name) -> TypedInstances``: how the cells are typed.
+        ``segment(image, stain, name, probabilities) -> TypedInstances``: how the cells are typed, from the
+        model's probabilities of the image.
     tiling : Tiling, optional
         The sliding window of the model's probabilities.
     progress : bool
@@ -121,8 +122,8 @@ def adapt_model(model: SegmentationModel, fields, output, config: AdaptConfig, *
     examples = []
     for image, stain, name in progress_bar(list(fields), desc="typing cells to adapt on", unit="image",
                                            enabled=progress):
-        cells = segment(image, stain, name)
         _, probs = model.predict(image, nuclear=stain, probabilities=True, tiling=tiling)
+        cells = segment(image, stain, name, probs)
         examples.append((image, stain, adaptation_target(cells, probs[0], confidence=config.confidence)))
     if len(examples) < FEW_FIELDS:
         note(f"--adapt: only {len(examples)} image{'s' if len(examples) != 1 else ''} to adapt on; fine-tuned on so "

@@ -96,7 +96,7 @@ def _foreground_instances(source: str, foreground: np.ndarray, *, min_distance: 
 @takes_settings(Tiling, NuclearRoute)
 def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min_distance: int = 5,
                   min_area: int = 10, stem: str = "image", tiling: Tiling | None = None,
-                  **options) -> TypedInstances:
+                  probabilities: np.ndarray | None = None, **options) -> TypedInstances:
     """The cells of one image, each with its type and score.
 
     With a nuclear stain (``nuclear``), every nucleus becomes one cell: the nuclei of the stain
@@ -137,6 +137,9 @@ def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min
         Drop cells smaller than this (pixels).
     stem : str
         The image's name, for label-image instance sources.
+    probabilities : (C, H, W) array, optional
+        The model's probabilities of this image (``model.predict(image, nuclear=nuclear,
+        probabilities=True)[1]``), where they are already at hand: the network does not run again.
     tiling : Tiling, optional
         The sliding-window settings of the type model as one object; the keyword options below
         change its fields.
@@ -168,7 +171,13 @@ def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min
         probs[0] = 1
         labels = np.zeros(image.shape, np.int32)
         return typed_instances(probs, labels, type_names=names)
-    _, raw = model.predict(image, nuclear=nuclear, probabilities=True, tiling=tiling)
+    if probabilities is None:
+        _, raw = model.predict(image, nuclear=nuclear, probabilities=True, tiling=tiling)
+    else:
+        raw = np.asarray(probabilities)
+        if raw.shape[1:] != image.shape:
+            raise CellmixerError(f"probabilities of {stem}: shape {raw.shape} for a {image.shape} image; give the "
+                                 "model's probabilities of this image, (classes, height, width).")
     if typed_model:
         n_inst = len(INSTANCE_CLASSES) + 1
         background = raw[0]
@@ -314,9 +323,10 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
         stain = read_nuclear(item, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
         return image, None if stain is None else stain[0]
 
-    def segment(image, stain, stem):
+    def segment(image, stain, stem, probabilities=None):
         return segment_typed(model, image, nuclear=stain, instances=source, min_distance=min_distance,
-                             min_area=min_area, tiling=tiling, stem=stem, **asdict(route))
+                             min_area=min_area, tiling=tiling, stem=stem, probabilities=probabilities,
+                             **asdict(route))
 
     def adapt(found, out):
         nonlocal model
