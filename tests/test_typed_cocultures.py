@@ -14,9 +14,14 @@ from scipy import ndimage as ndi
 from cellmixer._errors import CellmixerError
 from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture, synthetic_nuclear_stain
 from cellmixer.engine import SegmentationModel, method_of
-from cellmixer.methods.cellmixer import CropSampler, PseudoLabelledImage
+from cellmixer.methods.cellmixer import (
+    CropSampler,
+    PseudoLabelledImage,
+    artificial_mixtures,
+    load_evaluation_images,
+)
 from cellmixer.methods.typed import cells_of_nuclei, predict_typed, segment_typed
-from cellmixer.ops import cells_from_nuclei, nuclei_of_stain, territory_mosaic
+from cellmixer.ops import cells_from_nuclei, normalize_nuclear_stain, nuclei_of_stain, territory_mosaic
 
 # ------------------------------------------------------------------------------------------- mosaics
 
@@ -478,6 +483,32 @@ def test_a_stained_model_without_its_stain_is_one_line(stained_model, coculture_
     assert tifffile.imread(tmp_path / "yes" / "field_phase_labels.tif").shape == (160, 160)
     result = console("export", str(folder), "--bioimageio", str(tmp_path / "export.zip"), "--quiet")
     assert result.returncode == 2 and "--no-nuclear-input" in result.stderr
+
+
+def test_evaluate_reads_each_image_stain(stained_model, tmp_path, console):
+    _, folder = stained_model
+    rng = np.random.default_rng(7)
+    for cell_type in ("epithelial", "roundcell"):
+        annotated = tmp_path / "annotated" / cell_type
+        annotated.mkdir(parents=True)
+        image, instances, _ = synthetic_culture(cell_type, shape=(96, 96), rng=rng)
+        tifffile.imwrite(annotated / "f_phase.tif", image)
+        tifffile.imwrite(annotated / "f_DAPI.tif", synthetic_nuclear_stain(instances, rng=rng))
+        tifffile.imwrite(annotated / "f_phase_masks.tif", instances.astype(np.uint16))
+    items = load_evaluation_images(tmp_path / "annotated", ["epithelial", "roundcell"], pattern="*phase*",
+                                   nuclear=("phase", "DAPI"))
+    np.testing.assert_array_equal(items[0].stain, tifffile.imread(tmp_path / "annotated/epithelial/f_DAPI.tif"))
+    mixture, = artificial_mixtures(items, limit=1)
+    np.testing.assert_allclose(mixture.stain, 0.5 * normalize_nuclear_stain(items[0].stain)
+                               + 0.5 * normalize_nuclear_stain(items[1].stain), rtol=1e-6)
+    command = ("evaluate", str(folder), "--data", str(tmp_path / "annotated"), "--pattern", "*phase*", "--quiet")
+    result = console(*command, "--output", str(tmp_path / "without"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "reads the nuclear stain" in result.stderr and "--nuclear-replace" in result.stderr
+    result = console(*command, "--nuclear-replace", "phase", "DAPI", "--output", str(tmp_path / "with"))
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "with" / "evaluation.json").read_text())["results"]["model"]
+    assert results["Unmixed"]["images"] == 2 and results["Artificial Mix"]["images"] == 2
 
 
 def test_a_config_whose_input_channels_disagree_with_its_stain_input_is_refused(stained_model, tmp_path):

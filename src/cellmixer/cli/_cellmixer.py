@@ -87,6 +87,7 @@ def add_parsers(sub) -> None:
     group.add_argument("--mask-suffix", default="_masks", help="mask of a.tif is a<suffix>.tif (default: %(default)s)")
     add_settings(group, EvaluationSettings)
     group.add_argument("--names", nargs="+", default=None, help="row names for the models")
+    add_nuclear_options(p.add_argument_group("nuclear stain (for models trained with one)"))
     add_data_options(p, classes=False)
     add_tiling_options(p)
     add_output_options(p, output_required=False, default="evaluation")
@@ -124,7 +125,7 @@ def run(args, progress: bool) -> None:
     elif args.command == "evaluate":
         result = evaluate(args.models, args.data, model_names=args.names, masks_dir=args.masks_dir,
                           mask_suffix=args.mask_suffix, pattern=args.pattern, channel=args.channel,
-                          **settings_args(args, EvaluationSettings),
+                          **nuclear_kwargs(args), **settings_args(args, EvaluationSettings),
                           tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                           precision=args.precision, device=args.device, augment=args.augment, output=args.output,
                           overlays=args.overlays,

@@ -22,13 +22,14 @@ from ...io import (
     overlay_labels,
     prepare_output_dir,
     read_image,
+    read_nuclear,
     to_uint8,
     write_json,
     write_png,
     write_text,
 )
 from ...metrics import confusion_matrix, format_table, segmentation_scores
-from ...ops import mix_pair
+from ...ops import mix_pair, normalize_nuclear_stain
 from ._train import TrainingConfig
 
 UNMIXED = "Unmixed"
@@ -54,17 +55,20 @@ class EvaluationSettings:
 
 @dataclass
 class EvaluationImage:
-    """An image with its ground-truth class map (0 background, k class k, -1 not annotated)."""
+    """An image with its ground-truth class map (0 background, k class k, -1 not annotated), and its
+    nuclear stain where one is given."""
 
     name: str
     image: np.ndarray
     truth: np.ndarray
     class_index: int | None = None  # set for images of homogeneous cultures
+    stain: np.ndarray | None = None
 
 
 def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
                            channel: int | str | None = None, channel_option: str = "--channel",
-                           ignore_value: int | None = None) -> list[EvaluationImage]:
+                           ignore_value: int | None = None, nuclear=None,
+                           nuclear_channel: int | str | None = None) -> list[EvaluationImage]:
     """Read annotated images from ``data``.
 
     If ``data`` has sub-folders named after classes (homogeneous cultures), each image's mask may
@@ -72,7 +76,9 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
     class. Otherwise (mixed cultures) masks hold class indices directly: 0 background, k the k-th
     class. Mask pixels equal to ``ignore_value`` are not annotated and not scored; by default no
     value for homogeneous cultures and 255 for mixed ones. The mask of ``a.tif`` is
-    ``a<mask_suffix>.<ext>`` beside it, or a file of the same stem in ``masks_dir``.
+    ``a<mask_suffix>.<ext>`` beside it, or a file of the same stem in ``masks_dir``. The nuclear stain
+    of each image (for models that read one) is found as :func:`cellmixer.io.read_nuclear` finds it
+    (``nuclear``: a folder or ``(old, new)`` of the file name; ``nuclear_channel``: a channel of the file).
     """
     data = Path(data)
     if not data.is_dir():
@@ -105,6 +111,7 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
             if mask.shape != image.shape:
                 raise CellmixerError(f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
                                      f"{image.shape[0]}x{image.shape[1]}; they must match.")
+            stain = read_nuclear(path, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
             ignore = mask == ignore_value if ignore_value is not None else np.zeros(mask.shape, bool)
             if k is not None:
                 truth = np.where(mask > 0, k, 0)
@@ -117,7 +124,7 @@ def load_evaluation_images(data, class_names, *, masks_dir=None, mask_suffix: st
                 truth = mask
             truth = np.where(ignore, NOT_ANNOTATED, truth).astype(np.int64)
             name = str(path.relative_to(data).with_suffix(""))
-            items.append(EvaluationImage(name, image, truth, k))
+            items.append(EvaluationImage(name, image, truth, k, None if stain is None else stain[0]))
     if not items:
         raise CellmixerError(f"{data}: no images found to evaluate on.")
     return items
@@ -162,10 +169,13 @@ def artificial_mixtures(items: list[EvaluationImage], *, lam: float = 0.5, limit
         h, w = min(a.image.shape[0], b.image.shape[0]), min(a.image.shape[1], b.image.shape[1])
         ta, tb = a.truth[:h, :w], b.truth[:h, :w]
         image, _ = mix_pair(a.image[:h, :w], ta > 0, b.image[:h, :w], tb > 0, lam=lam)
+        # the stains blended as training blends them: each normalized by its own nuclei first
+        stain = None if a.stain is None or b.stain is None else (
+            lam * normalize_nuclear_stain(a.stain[:h, :w]) + (1 - lam) * normalize_nuclear_stain(b.stain[:h, :w]))
         # Label rule M = M2 + (1 - sign(M2)) M1; pixels not annotated (-1) in the top image stay so, and
         # those of the bottom image stay so unless a cell of the top image covers them.
         truth = np.where(tb != 0, tb, ta)
-        mixtures.append(EvaluationImage(f"{a.name} + {b.name}", image, truth))
+        mixtures.append(EvaluationImage(f"{a.name} + {b.name}", image, truth, stain=stain))
     return mixtures
 
 
@@ -189,7 +199,7 @@ def score(model, items: list[EvaluationImage], *, tiling: Tiling | None = None, 
     matrix = np.zeros((len(names), len(names)), np.int64)
     predictions = []
     for item in progress_bar(items, desc=desc, unit="image", enabled=progress):
-        prediction = model.predict(item.image, tiling=tiling)
+        prediction = model.predict(item.image, nuclear=item.stain, tiling=tiling)
         matrix += confusion_matrix(item.truth, prediction, num_classes=len(names), ignore_value=NOT_ANNOTATED)
         predictions.append(prediction)
     return segmentation_scores(matrix, names), predictions
@@ -209,7 +219,8 @@ def evaluation_panel(item: EvaluationImage, prediction: np.ndarray, class_names)
 @locks_outputs
 @takes_settings(Tiling, EvaluationSettings)
 def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str = "_masks", pattern: str = "*",
-             channel: int | None = None, output=None, overlays: bool = True, device: str = "auto",
+             channel: int | None = None, nuclear=None, nuclear_channel: int | str | None = None, output=None,
+             overlays: bool = True, device: str = "auto",
              overwrite: bool = False, progress: bool = True, tiling: Tiling | None = None, **options) -> dict:
     """Score one or more models on annotated images: per-class accuracy and IoU, mAcc, mIoU.
 
@@ -224,6 +235,9 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         Row names in the table (default: model folder names).
     masks_dir, mask_suffix, pattern, channel, ignore_value :
         Where the masks are and which pixels are not annotated.
+    nuclear, nuclear_channel :
+        Where each image's nuclear stain is, for models trained with one (see
+        :func:`load_evaluation_images`); artificial mixtures blend the stains as the images.
     artificial : int
         For homogeneous data, also score this many artificial mixtures of image pairs of
         different classes, mixed with their ground-truth masks (0: none).
@@ -260,6 +274,9 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         names = [f"{n} ({i + 1})" for i, n in enumerate(names)]
     class_names = loaded[0].classes
     for name, m in zip(names, loaded):
+        if m.nuclear_input and nuclear is None and nuclear_channel is None:
+            raise CellmixerError(f"model {name} reads the nuclear stain beside the image: give each image's stain "
+                                 "(--nuclear-replace OLD NEW, --nuclear FOLDER or --nuclear-channel C).")
         if m.classes != class_names:
             raise CellmixerError(f"model {name} has classes {m.classes}, the first model {class_names}; "
                                  "compare models trained on the same classes.")
@@ -269,7 +286,8 @@ def evaluate(models, data, *, model_names=None, masks_dir=None, mask_suffix: str
         check_overwrite([out / "evaluation.json", out / "evaluation.md"], overwrite=overwrite)
     channel, channel_option = loaded[0].input_channel(channel)
     items = load_evaluation_images(data, class_names, masks_dir=masks_dir, mask_suffix=mask_suffix, pattern=pattern,
-                                   channel=channel, channel_option=channel_option, ignore_value=ignore_value)
+                                   channel=channel, channel_option=channel_option, ignore_value=ignore_value,
+                                   nuclear=nuclear, nuclear_channel=nuclear_channel)
     sets = {UNMIXED: items}
     if artificial > 0 and all(i.class_index is not None for i in items):
         mixtures = artificial_mixtures(items, lam=lam, limit=artificial, seed=seed)
