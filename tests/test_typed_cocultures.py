@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import csv
 import json
+import zipfile
 
 import numpy as np
 import pytest
 import tifffile
+import torch
+import yaml
 from scipy import ndimage as ndi
 
 from cellmixer._errors import CellmixerError
 from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture, synthetic_nuclear_stain
 from cellmixer.engine import SegmentationModel, method_of
+from cellmixer.export._bioimageio import exported_network
 from cellmixer.methods.cellmixer import (
     CropSampler,
     PseudoLabelledImage,
@@ -481,8 +485,40 @@ def test_a_stained_model_without_its_stain_is_one_line(stained_model, coculture_
                      "--output", str(tmp_path / "yes"), "--quiet")
     assert result.returncode == 0, result.stderr
     assert tifffile.imread(tmp_path / "yes" / "field_phase_labels.tif").shape == (160, 160)
-    result = console("export", str(folder), "--bioimageio", str(tmp_path / "export.zip"), "--quiet")
-    assert result.returncode == 2 and "--no-nuclear-input" in result.stderr
+
+
+def test_a_stained_model_exports_to_bioimageio_with_the_stain_as_second_channel(stained_model, coculture_files,
+                                                                               tmp_path, console):
+    """The package takes image and stain as two channels, normalizes the stain inside, and predicts as cellmixer."""
+    bioimageio_core = pytest.importorskip("bioimageio.core")
+    _, folder = stained_model
+    sample = coculture_files / "A1" / "field_phase.tif"
+    command = ("export", str(folder), "--sample", str(sample), "--quiet", "--bioimageio")
+    result = console(*command, str(tmp_path / "without.zip"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "--nuclear-replace" in result.stderr and not (tmp_path / "without.zip").exists()
+    package = tmp_path / "stained.zip"
+    result = console(*command, str(package), "--nuclear-replace", "phase", "DAPI")
+    assert result.returncode == 0, result.stderr
+    for weights in ("pytorch_state_dict", "torchscript"):  # the architecture file takes the stain input too
+        summary = bioimageio_core.test_model(package, weight_format=weights)
+        assert summary.status == "passed", summary.format()
+    with zipfile.ZipFile(package) as archive:
+        test_input = np.load(archive.open("test_input.npy"))
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+    assert rdf["inputs"][0]["axes"][1]["channel_names"] == ["image", "nuclear_stain"]
+    stain = tifffile.imread(coculture_files / "A1" / "field_DAPI.tif")
+    np.testing.assert_array_equal(test_input[0, 1], stain[:test_input.shape[2], :test_input.shape[3]])
+    result = bioimageio_core.predict(model=package, inputs=test_input)
+    got = next(iter(result.members.values())).data.values[0]
+    model = SegmentationModel.load(folder)
+    _, expected = model.predict(test_input[0, 0], nuclear=test_input[0, 1], probabilities=True)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    model.config["input_scale"] = 0.5  # resized inside the network, both channels
+    _, expected = model.predict(test_input[0, 0], nuclear=test_input[0, 1] * 3 + 20, probabilities=True)
+    with torch.inference_mode():
+        got = torch.jit.script(exported_network(model))(torch.from_numpy(test_input))[0].numpy()
+    np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
 def test_evaluate_reads_each_image_stain(stained_model, tmp_path, console):

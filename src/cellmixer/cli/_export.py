@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..export import export_bioimageio
+from ._options import add_nuclear_options, nuclear_kwargs
 
 
 def add_parsers(sub) -> None:
@@ -17,6 +18,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--sample", default=None, metavar="IMAGE",
                    help="an image like the training images: its centre (up to 256 pixels a side) is the test input "
                         "and the cover (default: a generated co-culture)")
+    add_nuclear_options(p.add_argument_group("the sample's nuclear stain (for models trained with one)"))
     p.add_argument("--name", default=None, help="the model's name in the package (default: method and classes)")
     p.add_argument("--author", dest="authors", action="append", default=None, metavar="NAME",
                    help="who trained the model (repeat for several)")
@@ -26,7 +28,7 @@ def add_parsers(sub) -> None:
 
 
 def run(args, progress: bool) -> None:
-    path = export_bioimageio(args.model, args.bioimageio, sample=args.sample, name=args.name,
+    path = export_bioimageio(args.model, args.bioimageio, sample=args.sample, **nuclear_kwargs(args), name=args.name,
                              authors=args.authors or ("cellmixer user",), license=args.license,
                              overwrite=args.overwrite)
     if progress:

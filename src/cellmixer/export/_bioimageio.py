@@ -11,7 +11,7 @@ import torch
 
 from .._errors import CellmixerError
 from .._version import __version__
-from ..demo import synthetic_culture
+from ..demo import synthetic_culture, synthetic_nuclear_stain
 from ..engine import SegmentationModel, method_of
 from ..io import (
     add_legend,
@@ -19,6 +19,7 @@ from ..io import (
     class_colors,
     overlay_labels,
     read_image,
+    read_nuclear,
     to_uint8,
     write_png,
     write_text,
@@ -74,7 +75,8 @@ def exported_background(model: SegmentationModel) -> dict | None:
 def exported_network(model: SegmentationModel) -> ExportedNetwork:
     """The model's network in an :class:`ExportedNetwork` (CPU, eval mode), with its normalization built in
     where bioimage.io has no standard preprocessing for it (CellMixer's background normalization)."""
-    network = ExportedNetwork(model.config["architecture"], exported_background(model), model.input_scale)
+    network = ExportedNetwork(model.config["architecture"], exported_background(model), model.input_scale,
+                              model.nuclear_input)
     network.network.load_state_dict({k: v.cpu() for k, v in model.network.state_dict().items()})
     return network.eval()
 
@@ -106,28 +108,38 @@ def _preprocessing(v0_5, normalization: dict) -> list:
 def _normalization_text(model: SegmentationModel) -> str:
     normalization = model.config["normalization"]
     method = normalization.get("method", "background")
+    stain = (" The second channel, the nuclear stain, is normalized inside the network by its own nuclei (the "
+             "background at 0 and the median nucleus pixel at 1, the two sides of Otsu's threshold), so that its "
+             "exposure does not matter." if model.nuclear_input else "")
     if method == "background":
         return ("The input is the raw image: CellMixer's background normalization is built into the network (it "
                 "finds the cells without supervision, takes the mean and standard deviation of the background "
                 "pixels and subtracts and divides by them, with the settings the model was trained with), "
                 "because bioimage.io has no standard preprocessing for it. Give whole images: the statistics "
-                "are those of the input.")
+                "are those of the input." + stain)
     if method == "percentile":
         low, high = normalization.get("low", 1.0), normalization.get("high", 99.8)
         return (f"Input normalization: bioimage.io's standard scale_range between the {low} and {high} percentiles "
-                "of the image.")
+                "of the image." + stain)
     side = normalization.get("tile_size")
     return ("Input normalization: bioimage.io's standard zero_mean_unit_variance over the image"
             + (f"; cellmixer normalizes each {side}-pixel tile by its own statistics, which is the same for inputs "
                f"of at most {side} pixels (or tiles of that size)." if side else "."))
 
 
-def _test_image(model: SegmentationModel, sample) -> np.ndarray:
-    """A crop of ``sample`` (a file; default: a generated co-culture) of at most TEST_SIDE pixels a side."""
+def _test_image(model: SegmentationModel, sample, *, nuclear=None, nuclear_channel=None) -> np.ndarray:
+    """The test input, (C, H, W): a crop of ``sample`` (a file; default: a generated co-culture) of at most
+    TEST_SIDE pixels a side, and of its nuclear stain for a model that reads one."""
     if sample is None:
-        image = synthetic_culture(["roundcell", "spindle"], shape=(TEST_SIDE, TEST_SIDE), seed=0)[0]
+        image, instances, _ = synthetic_culture(["roundcell", "spindle"], shape=(TEST_SIDE, TEST_SIDE), seed=0)
+        stain = synthetic_nuclear_stain(instances, seed=0)
     else:
         image = read_image(sample, channel=model.channel)
+        found = read_nuclear(sample, nuclear=nuclear, nuclear_channel=nuclear_channel, shape=image.shape)
+        stain = None if found is None else found[0]
+        if model.nuclear_input and stain is None:
+            raise CellmixerError(f"--sample {sample}: the model reads the nuclear stain beside the image; give the "
+                                 "sample's stain (--nuclear-replace OLD NEW, --nuclear FOLDER or --nuclear-channel C).")
     if image.ndim != 2 or min(image.shape) < MIN_SIDE:
         raise CellmixerError(f"--sample {sample}: an image of {image.shape} pixels; give a 2-D image of at least "
                              f"{MIN_SIDE} x {MIN_SIDE} pixels.")
@@ -135,7 +147,8 @@ def _test_image(model: SegmentationModel, sample) -> np.ndarray:
     side = min(TEST_SIDE, model.config["normalization"].get("tile_size") or TEST_SIDE)
     h, w = (min(n, side) for n in image.shape)
     top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-    return np.ascontiguousarray(image[top:top + h, left:left + w], dtype=np.float32)
+    channels = [image, stain] if model.nuclear_input else [image]
+    return np.ascontiguousarray(np.stack([c[top:top + h, left:left + w] for c in channels]), dtype=np.float32)
 
 
 def _cover(image: np.ndarray, probabilities: np.ndarray, model: SegmentationModel, kind: str) -> np.ndarray:
@@ -157,10 +170,12 @@ def _cover(image: np.ndarray, probabilities: np.ndarray, model: SegmentationMode
 
 
 def _documentation(model: SegmentationModel, channels: list[str], kind: str) -> str:
+    what = ("Two channels: the grey-level image and the nuclear stain of the same field (Hoechst, DAPI), axes batch, "
+            "channel (2), y, x" if model.nuclear_input else "One grey-level image, axes batch, channel (1), y, x")
     lines = [f"# cellmixer {method_of(model).model_title}", "",
              f"Exported by cellmixer {__version__} from a model trained by `{method_of(model).train_command}`.", "",
-             "## Input", "", "One grey-level image, axes batch, channel (1), y, x; any size (the network pads to "
-             "its pooling grid).", "", _normalization_text(model), ""]
+             "## Input", "", f"{what}; any size (the network pads to its pooling grid).", "",
+             _normalization_text(model), ""]
     if model.input_scale != 1.0:
         lines += [f"The network runs at {model.input_scale:g} times the image size (the scale it was trained at): "
                   "the image is resized inside the exported network and the output comes back at the input size.", ""]
@@ -183,8 +198,8 @@ def _documentation(model: SegmentationModel, channels: list[str], kind: str) -> 
     return "\n".join(lines)
 
 
-def export_bioimageio(model, output, *, sample=None, name: str | None = None, authors=("cellmixer user",),
-                      license: str = "CC-BY-4.0", overwrite: bool = False) -> Path:
+def export_bioimageio(model, output, *, sample=None, nuclear=None, nuclear_channel=None, name: str | None = None,
+                      authors=("cellmixer user",), license: str = "CC-BY-4.0", overwrite: bool = False) -> Path:
     """Write a bioimage.io model package (a zip in the current spec format) of a trained model.
 
     The package holds ``rdf.yaml``; the weights as a PyTorch state dict with a self-contained
@@ -192,8 +207,9 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
     and the model's output on it; a cover image; documentation; the citations of the method's paper
     and of the package. CellMixer's background normalization, which bioimage.io has no standard
     preprocessing for, is built into the exported network (the rdf says so); percentile and
-    per-image normalization are the standard ``scale_range`` and ``zero_mean_unit_variance``. Works
-    offline.
+    per-image normalization are the standard ``scale_range`` and ``zero_mean_unit_variance``. A model
+    that reads the nuclear stain takes the image and its stain as the two channels of its input, the
+    stain's normalization by its nuclei built in. Works offline.
 
     Parameters
     ----------
@@ -204,6 +220,9 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
     sample : str or Path, optional
         An image of the kind the model was trained on; its centre (at most 256 pixels a side) is the
         test input and the cover. Default: a generated co-culture.
+    nuclear, nuclear_channel :
+        Where the sample's nuclear stain is, for a model that reads one (see
+        :func:`cellmixer.io.read_nuclear`); its package takes the image and the stain as two channels.
     name : str, optional
         The model's name in the rdf (default from the method and classes).
     authors : sequence of str
@@ -240,14 +259,12 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
         # the exported network builds in the background normalization only; a flat field is not ported to torch
         raise CellmixerError(f"{source}: its input is normalized by a flat field, which bioimage.io export does not "
                              "build in; export a model trained with --normalization background.")
-    if model.nuclear_input:  # an export of one input; the stain's normalization by its nuclei is not built in
-        raise CellmixerError(f"{source}: it reads the nuclear stain beside the image, which bioimage.io export (one "
-                             "input) does not carry; export a model trained with --no-nuclear-input.")
     kind = method_of(model).name
     channels = output_channels(model)
     network = exported_network(model)
-    image = _test_image(model, sample)
-    test_input = standard_preprocessing(image, model.config["normalization"])[None, None]
+    image = _test_image(model, sample, nuclear=nuclear, nuclear_channel=nuclear_channel)
+    # bioimage.io's standard preprocessing (if any) normalizes each channel over y and x
+    test_input = np.stack([standard_preprocessing(c, model.config["normalization"]) for c in image])[None]
     with torch.inference_mode():
         test_output = network(torch.from_numpy(test_input)).numpy()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -256,9 +273,9 @@ def export_bioimageio(model, output, *, sample=None, name: str | None = None, au
         write_text(folder / ARCHITECTURE_FILE, network_source())
         torch.save(network.state_dict(), folder / STATE_DICT_FILE)
         torch.jit.script(network).save(str(folder / TORCHSCRIPT_FILE))
-        np.save(folder / "test_input.npy", image[None, None])
+        np.save(folder / "test_input.npy", image[None])
         np.save(folder / "test_output.npy", test_output)
-        write_png(folder / "cover.png", _cover(image, test_output[0], model, kind))
+        write_png(folder / "cover.png", _cover(image[0], test_output[0], model, kind))
         write_text(folder / "README.md", _documentation(model, channels, kind))
         try:
             descr = _description(v0_5, model, folder, channels, kind, name=name, authors=authors, license=license)
@@ -279,9 +296,10 @@ def _description(v0_5, model, folder: Path, channels, kind: str, *, name, author
     version = v0_5.Version(torch.__version__.split("+")[0])
     step = getattr(model.network, "size_multiple", 1)
     size = v0_5.ParameterizedSize(min=max(MIN_SIDE, step), step=step)
+    channel_names = ["image", "nuclear_stain"] if model.nuclear_input else ["image"]
     inputs = [v0_5.InputTensorDescr(
         id=v0_5.TensorId("image"),
-        axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=[v0_5.Identifier("image")]),
+        axes=[v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=[v0_5.Identifier(c) for c in channel_names]),
               v0_5.SpaceInputAxis(id=v0_5.AxisId("y"), size=size), v0_5.SpaceInputAxis(id=v0_5.AxisId("x"), size=size)],
         test_tensor=v0_5.FileDescr(source=folder / "test_input.npy"),
         data=v0_5.IntervalOrRatioDataDescr(type="float32"),
@@ -301,7 +319,8 @@ def _description(v0_5, model, folder: Path, channels, kind: str, *, name, author
         data=v0_5.IntervalOrRatioDataDescr(type="float32"),
     )]
     kwargs = {"architecture": dict(model.config["architecture"]),
-              "background": exported_background(model), "input_scale": model.input_scale}
+              "background": exported_background(model), "input_scale": model.input_scale,
+              "nuclear_input": model.nuclear_input}
     weights = v0_5.WeightsDescr(
         pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
             source=folder / STATE_DICT_FILE, pytorch_version=version,

@@ -102,12 +102,13 @@ def _subsample(x: torch.Tensor, pixels: int) -> torch.Tensor:
 
 
 def _histogram(values: torch.Tensor, bins: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Counts and bin centres of ``bins`` equal bins from the minimum to the maximum (numpy's histogram)."""
+    """Counts and bin centres of ``bins`` equal bins from the minimum to the maximum (numpy's histogram:
+    edges and centres in the values' precision, float32 or float64)."""
     low, high = float(values.min()), float(values.max())
-    edges = torch.linspace(low, high, bins + 1, dtype=torch.float64)
+    edges = torch.linspace(low, high, bins + 1, dtype=torch.float64).to(values.dtype)
     index = torch.clamp(torch.bucketize(values.flatten(), edges, right=True) - 1, 0, bins - 1)
     counts = torch.bincount(index, minlength=bins).to(torch.float64)
-    return counts, (edges[:-1] + edges[1:]) / 2
+    return counts, ((edges[:-1] + edges[1:]) / 2).to(torch.float64)
 
 
 def threshold_otsu(values: torch.Tensor) -> float:
@@ -206,6 +207,27 @@ def _remove_small_components(mask: torch.Tensor, min_area: int) -> torch.Tensor:
     if min_area <= 1 or not bool(mask.any()):
         return mask
     return component_areas(mask) >= min_area
+
+
+def _median(values: torch.Tensor) -> float:
+    """numpy's median of float32 values: the middle one, or the mean of the two middle ones in float32."""
+    ordered = torch.sort(values.flatten()).values
+    n = ordered.numel()
+    if n % 2 == 1:
+        return float(ordered[n // 2])
+    return float((ordered[n // 2 - 1:n // 2 + 1].sum() / 2).to(torch.float32))
+
+
+def normalize_nuclear_stain(stain: torch.Tensor) -> torch.Tensor:
+    """cellmixer.ops.normalize_nuclear_stain: the background at 0, the median nucleus pixel at 1 (the two sides
+    of Otsu's threshold)."""
+    stain = stain.to(torch.float32)
+    if stain.numel() == 0 or bool(stain.min() == stain.max()):
+        return torch.zeros_like(stain)
+    threshold = threshold_otsu(stain)
+    background = _median(stain[stain <= threshold])
+    level = _median(stain[stain > threshold]) - background
+    return (stain - background) / max(level, 1e-6)
 
 
 class BackgroundStatistics(nn.Module):
@@ -340,7 +362,9 @@ def rescale_image(image: torch.Tensor, factor: float) -> torch.Tensor:
 class ExportedNetwork(nn.Module):
     """A cellmixer network with its input normalization, input scale and output activation built in.
 
-    Input: a raw image, ``(batch, 1, height, width)``, any numeric type and range. Output: the
+    Input: a raw image, ``(batch, 1, height, width)``, any numeric type and range; for a model that
+    reads the nuclear stain, the image and its stain, ``(batch, 2, height, width)`` (the stain
+    normalized by its own nuclei, as :func:`cellmixer.ops.normalize_nuclear_stain`). Output: the
     model's class probabilities (one softmax per head; a one-channel network's raw map) at the
     image's size, ``(batch, channels, height, width)`` float32.
 
@@ -353,10 +377,14 @@ class ExportedNetwork(nn.Module):
         None: the input arrives normalized (a standard bioimage.io preprocessing did it).
     input_scale : float
         Resize factor before the network (``config["input_scale"]``).
+    nuclear_input : bool
+        The second input channel is the nuclear stain (``config["nuclear_input"]``).
     """
 
-    def __init__(self, architecture: dict, background: dict | None = None, input_scale: float = 1.0):
+    def __init__(self, architecture: dict, background: dict | None = None, input_scale: float = 1.0,
+                 nuclear_input: bool = False):
         super().__init__()
+        self.nuclear_input = bool(nuclear_input)
         options = {k: v for k, v in architecture.items() if k != "name"}
         self.network = NETWORKS[architecture["name"]](**options)
         self.normalize = background is not None
@@ -379,9 +407,12 @@ class ExportedNetwork(nn.Module):
             if self.normalize:
                 offset, scale = self.statistics(image)
                 image = (image - offset) / scale
+            channels = [image]
+            if self.nuclear_input:
+                channels.append(normalize_nuclear_stain(x[b, 1]))
             if self.input_scale != 1.0:
-                image = rescale_image(image, self.input_scale)
-            probabilities = self.activation(self.network(image[None, None]))
+                channels = [rescale_image(channel, self.input_scale) for channel in channels]
+            probabilities = self.activation(self.network(torch.stack(channels)[None]))
             if self.input_scale != 1.0:
                 probabilities = resize_linear(probabilities.to(torch.float64), height, width, False).to(torch.float32)
             outputs.append(probabilities)
