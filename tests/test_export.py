@@ -16,11 +16,12 @@ from scipy import ndimage as ndi
 from cellmixer import SegmentationModel
 from cellmixer._errors import CellmixerError
 from cellmixer.cli import main
-from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture
+from cellmixer.demo import DEMO_FOREGROUND, synthetic_culture, synthetic_nuclear_stain
 from cellmixer.engine import input_statistics
 from cellmixer.export import BackgroundStatistics, ExportedNetwork, export_bioimageio, network_source
-from cellmixer.export._network import component_areas
+from cellmixer.export._network import component_areas, normalize_nuclear_stain
 from cellmixer.ops import ForegroundParams
+from cellmixer.ops import normalize_nuclear_stain as ops_normalize_nuclear_stain
 
 bioimageio_spec = pytest.importorskip("bioimageio.spec")
 bioimageio_core = pytest.importorskip("bioimageio.core")
@@ -40,6 +41,19 @@ def test_background_statistics_in_torch_equal_the_package(image, threshold):
     scripted = torch.jit.script(module)(torch.from_numpy(image.astype(np.float32)))
     assert got == pytest.approx(expected, rel=1e-9)
     assert scripted == pytest.approx(expected, rel=1e-9)
+
+
+def test_nuclear_stain_normalization_in_torch_equals_the_package():
+    rng = np.random.default_rng(3)
+    stains = [synthetic_nuclear_stain(synthetic_culture(["roundcell", "spindle"], shape=(120, 140), rng=rng)[1],
+                                      rng=rng) for _ in range(3)]
+    stains += [rng.gamma(2.0, 300.0, (61, 47)), np.full((9, 9), 7.0)]
+    scripted = torch.jit.script(normalize_nuclear_stain)
+    for stain in stains:
+        expected = ops_normalize_nuclear_stain(stain)
+        x = torch.from_numpy(np.asarray(stain, np.float32))
+        np.testing.assert_array_equal(normalize_nuclear_stain(x).numpy(), expected)
+        np.testing.assert_array_equal(scripted(x).numpy(), expected)
 
 
 def test_component_areas_equal_scipy_labels():
