@@ -14,6 +14,7 @@ from cellmixer.io import (
     atomic_path,
     check_not_constant,
     check_overwrite,
+    collect_inputs,
     discover_dataset,
     find_mask,
     list_images,
@@ -288,6 +289,21 @@ def test_pattern_option(dataset_root):
     assert [p.name for p in dataset.paths] == ["phase_1.tif"]
     with pytest.raises(CellmixerError, match=r"[/\\]Mid: .*--pattern phase\*"):
         discover_dataset(dataset_root, pattern="phase*")  # Mid (first class) has no phase images
+
+
+def test_a_pattern_that_misses_only_by_case_says_so(tmp_path):
+    for folder in ("3T3", "MCF10A"):
+        _touch_image(tmp_path / "plate" / folder / "img_Phase_000.tif")
+        _touch_image(tmp_path / "plate" / folder / "img_DAPI_010.tif")
+    with pytest.raises(CellmixerError, match=r"3T3: .*case-sensitive: 1 image matches '\*phase\*' in another case, "
+                                             r"such as img_Phase_000.tif"):
+        discover_dataset(tmp_path / "plate", pattern="*phase*")
+    with pytest.raises(CellmixerError, match=r"plate: no images .*case-sensitive: 2 images match"):
+        collect_inputs(tmp_path / "plate", pattern="*phase*")
+    with pytest.raises(CellmixerError) as info:  # no hint where case is not the reason
+        collect_inputs(tmp_path / "plate", pattern="*brightfield*")
+    assert "case" not in str(info.value)
+    assert len(collect_inputs(tmp_path / "plate", pattern="*Phase*")) == 2
 
 
 def test_empty_class_folder(dataset_root):

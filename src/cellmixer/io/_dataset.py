@@ -78,6 +78,18 @@ def list_images(folder, *, pattern: str = "*", mask_suffix: str = MASK_SUFFIX, e
     return sorted(found)
 
 
+def pattern_hint(folder, pattern: str, **options) -> str:
+    """When ``pattern`` finds no image in ``folder`` only because of case (``*phase*`` and
+    ``Phase_000.png``), the words that say so for an error message (``''`` otherwise)."""
+    if pattern == pattern.lower() and pattern == pattern.upper():
+        return ""
+    folded = [p for p in list_images(folder, pattern="*", **options) if fnmatch.fnmatch(p.name.lower(), pattern.lower())]
+    if not folded:
+        return ""
+    return (f"; --pattern is case-sensitive: {len(folded)} image{'s match' if len(folded) > 1 else ' matches'} "
+            f"{pattern!r} in another case, such as {folded[0].name}")
+
+
 @dataclass
 class ImageDataset:
     """Images with an image-level class label each.
@@ -161,8 +173,9 @@ def discover_dataset(root, *, classes=None, pattern: str = "*", min_classes: int
             if outputs:
                 raise CellmixerError(f"{folder}: class folder holds no {which}, only outputs or ground truth (such as "
                                      f"{outputs[0].name}); move it out of {root} or choose the classes with --classes.")
-            raise CellmixerError(f"{folder}: class folder holds no {which} ({', '.join(INPUT_SUFFIXES)}); add images "
-                                 "or remove the folder.")
+            hint = pattern_hint(folder, pattern, exclude=excluded)
+            raise CellmixerError(f"{folder}: class folder holds no {which} ({', '.join(INPUT_SUFFIXES)}){hint}; add "
+                                 "images, check --pattern, or remove the folder.")
         dataset.paths.extend(images)
         dataset.labels.extend([k] * len(images))
     if len(dataset.classes) < min_classes:

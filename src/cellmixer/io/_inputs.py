@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .._errors import CellmixerError
-from ._dataset import is_inside, list_images
+from ._dataset import is_inside, list_images, pattern_hint
 from ._read import INPUT_SUFFIXES, ImagePlane, image_planes, read_image
 
 
@@ -89,8 +89,9 @@ def collect_inputs(inputs, *, pattern: str = "*", exclude=()) -> list[InputImage
         if item.is_dir() and item.suffix.lower() != ".zarr":
             images = list_images(item, pattern=pattern, exclude=exclude)
             if not images:
+                hint = pattern_hint(item, pattern, exclude=exclude)
                 raise CellmixerError(f"{item}: no images ({', '.join(INPUT_SUFFIXES)}) found outside the output "
-                                     "folder; check the folder or --pattern.")
+                                     f"folder{hint}; check the folder or --pattern.")
             found += [InputImage(p, "__".join(p.relative_to(item).with_suffix("").parts),
                                  p.relative_to(item).as_posix()) for p in images]
         elif item.exists():
