@@ -83,7 +83,8 @@ def pattern_hint(folder, pattern: str, **options) -> str:
     ``Phase_000.png``), the words that say so for an error message (``''`` otherwise)."""
     if pattern == pattern.lower() and pattern == pattern.upper():
         return ""
-    folded = [p for p in list_images(folder, pattern="*", **options) if fnmatch.fnmatch(p.name.lower(), pattern.lower())]
+    folded = [p for p in list_images(folder, pattern="*", **options)
+              if fnmatch.fnmatch(p.name.lower(), pattern.lower())]
     if not folded:
         return ""
     return (f"; --pattern is case-sensitive: {len(folded)} image{'s match' if len(folded) > 1 else ' matches'} "
