@@ -12,11 +12,12 @@ import tifffile
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage as ndi
 
 from cellmixer._errors import CellmixerError
 from cellmixer.engine import SegmentationModel, TrainingInterrupted
 from cellmixer.methods.cellmixer import CropSampler, PseudoLabelledImage, train
-from cellmixer.ops import AugmentParams, augment, tversky_loss
+from cellmixer.ops import AugmentParams, augment, context_weights, tversky_loss
 
 
 def one_hot_logits(prediction, num_classes, scale=30.0):
@@ -41,6 +42,27 @@ def test_tversky_grows_with_errors():
     assert losses == sorted(losses) and losses[0] < 1e-6 and losses[-1] > 0.95
     # Uninformative logits sit in between.
     assert 0.2 < float(tversky_loss(torch.zeros(2, 3, 16, 16), target)) < 0.9
+
+
+def test_context_weights_stress_cells_among_another_type():
+    rng = np.random.default_rng(2)
+    target = ndi.zoom(rng.integers(0, 3, (2, 6, 6)), (1, 8, 8), order=0)  # patches of background and two types
+    target[0, :6, :6] = 255  # ignored
+    got = context_weights(torch.from_numpy(target), 3, strength=2.0, radius=5)[:, 0].numpy()
+    for b in range(2):  # the share of the other type's cell pixels in the 11 x 11 square, zeros outside
+        cells = ((target[b] > 0) & (target[b] != 255)).astype(float)
+        total = ndi.uniform_filter(cells, 11, mode="constant")
+        for k in (1, 2):
+            own = ndi.uniform_filter((target[b] == k).astype(float), 11, mode="constant")
+            expected = 1 + 2.0 * np.clip(total - own, 0, None) / np.maximum(total, 1e-6)
+            np.testing.assert_allclose(got[b][target[b] == k], expected[target[b] == k], atol=1e-5)
+        np.testing.assert_array_equal(got[b][(target[b] == 0) | (target[b] == 255)], 1.0)
+    assert got.max() > 2.0  # some pixels sit among the other type
+    logits = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    t = torch.from_numpy(target)
+    plain = float(tversky_loss(logits, t))
+    assert float(tversky_loss(logits, t, weight=torch.ones(2, 1, 48, 48))) == pytest.approx(plain)
+    assert float(tversky_loss(logits, t, weight=torch.from_numpy(got)[:, None])) != pytest.approx(plain)
 
 
 def test_tversky_matches_hand_computation():

@@ -59,7 +59,7 @@ def add_parsers(sub) -> None:
                                          "nuclear_input"])
     add_nuclear_options(group)
     add_settings(add_network_options(p), TrainingConfig, ["scale"])
-    add_training_options(p, TrainingConfig, own=("tversky_alpha", "tversky_beta", "boundary_ignore"))
+    add_training_options(p, TrainingConfig, own=("tversky_alpha", "tversky_beta", "boundary_ignore", "context_weight"))
     add_data_options(p)
     add_foreground_options(p)
     add_output_options(p)

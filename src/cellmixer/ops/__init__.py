@@ -19,7 +19,7 @@ from ._classical import (
 )
 from ._foreground import THRESHOLD_METHODS, ForegroundParams, extract_foreground, gradient_map
 from ._graphcut import SALIENCY_METHODS, fuse_cells, graph_cut, saliency_map, smoothness_weights
-from ._losses import DICE_WEIGHTS, log_dice_loss, tversky_loss
+from ._losses import DICE_WEIGHTS, context_weights, log_dice_loss, tversky_loss
 from ._mixup import (
     background_field,
     background_stats,
@@ -42,6 +42,7 @@ __all__ = [
     "CELL_METHODS",
     "camera_noise",
     "cells_from_nuclei",
+    "context_weights",
     "enhance_speckles",
     "median_diameter",
     "nuclei_of_stain",

@@ -14,19 +14,59 @@ def _softmax_and_targets(logits, target, ignore_index):
     return probs, onehot, valid.unsqueeze(1).float()
 
 
+def context_weights(target: torch.Tensor, num_classes: int, *, strength: float, radius: int,
+                    ignore_index: int | None = 255) -> torch.Tensor:
+    """Pixel weights that stress cells among cells of another class: ``1 + strength * s`` on a pixel of
+    class ``k > 0``, where ``s`` is the share of the labelled cell pixels in the square of side
+    ``2 radius + 1`` around it that are of another class than ``k``; 1 on background and ignored pixels.
+
+    Parameters
+    ----------
+    target : (B, H, W) integer tensor with values in [0, C) or ``ignore_index``
+    num_classes : int
+        ``C``, background (0) included.
+
+    Returns
+    -------
+    (B, 1, H, W) float tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> target = torch.ones((1, 9, 9), dtype=torch.long); target[0, 4, 4] = 2  # a pixel of class 2 among 1
+    >>> w = context_weights(target, 3, strength=2.0, radius=1)
+    >>> round(float(w[0, 0, 4, 4]), 3), round(float(w[0, 0, 4, 3]), 3), float(w[0, 0, 0, 0])
+    (2.778, 1.222, 1.0)
+    """
+    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    labels = torch.where(valid, target, 0).long()
+    cells = F.one_hot(labels, num_classes).permute(0, 3, 1, 2)[:, 1:].float()
+    size = 2 * radius + 1  # a box mean, zero outside the crop: two 1-D means
+    local = F.avg_pool2d(cells, (size, 1), stride=1, padding=(radius, 0), count_include_pad=True)
+    local = F.avg_pool2d(local, (1, size), stride=1, padding=(0, radius), count_include_pad=True)
+    total = local.sum(1, keepdim=True)
+    own = (local * cells).sum(1, keepdim=True)
+    other = (total - own).clamp_min(0) / total.clamp_min(1e-6)
+    return torch.where(labels.unsqueeze(1) > 0, 1 + strength * other, torch.ones_like(other))
+
+
 def tversky_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.3, beta: float = 0.7,
-                 ignore_index: int | None = 255, smooth: float = 1.0) -> torch.Tensor:
+                 ignore_index: int | None = 255, smooth: float = 1.0,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-class Tversky loss (Salehi et al. 2017), averaged over classes.
 
     For each class c, ``TI_c = TP / (TP + alpha * FP + beta * FN)`` over the whole batch, with soft
     counts from the softmax; the loss is ``mean_c (1 - TI_c)``. ``beta > alpha`` weighs missed
     pixels more than false alarms, which helps rare classes; ``alpha = beta = 0.5`` is the Dice loss.
-    Pixels whose target is ``ignore_index`` count for nothing.
+    Pixels whose target is ``ignore_index`` count for nothing; ``weight`` counts the others more or less
+    (each pixel's share of the soft counts).
 
     Parameters
     ----------
     logits : (B, C, H, W) tensor
     target : (B, H, W) integer tensor with values in [0, C) or ``ignore_index``
+    weight : (B, 1, H, W) tensor, optional
+        Pixel weights, e.g. :func:`context_weights`.
 
     Examples
     --------
@@ -36,7 +76,8 @@ def tversky_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0
     >>> float(tversky_loss(perfect, target)) < 1e-6
     True
     """
-    probs, onehot, weight = _softmax_and_targets(logits, target, ignore_index)
+    probs, onehot, valid = _softmax_and_targets(logits, target, ignore_index)
+    weight = valid if weight is None else valid * weight
     dims = (0, 2, 3)
     tp = (probs * onehot * weight).sum(dims)
     fp = (probs * (1 - onehot) * weight).sum(dims)

@@ -12,7 +12,7 @@ from ..._settings import given_settings, setting, setting_like, settings_from, t
 from ...engine import OptimizationSettings, SegmentationModel, Training, stored_architecture
 from ..._progress import note
 from ...io import ImageDataset, describe_images, discover_dataset, locks_outputs, open_image, read_nuclear
-from ...ops import AugmentParams, ForegroundParams, median_diameter, nuclei_of_stain, tversky_loss
+from ...ops import AugmentParams, ForegroundParams, context_weights, median_diameter, nuclei_of_stain, tversky_loss
 from ._data import FLAT_FIELD_SIGMA, MIXINGS, NORMALIZATIONS, CropSampler, load_pseudolabelled
 
 
@@ -20,6 +20,9 @@ from ._data import FLAT_FIELD_SIGMA, MIXINGS, NORMALIZATIONS, CropSampler, load_
 # cultures' 28-pixel nuclei at 0.5, the scale docs/benchmarks.md measured).
 AUTO_NUCLEUS_DIAMETER = 14.0
 SCALE_RANGE = (0.05, 4.0)
+# How far around a pixel --context-weight looks for cells of another type: network pixels, about two nuclei
+# at --scale auto (the one radius measured, docs/benchmarks.md).
+CONTEXT_RADIUS = 24
 
 
 def _scale_need(value) -> str | None:
@@ -77,6 +80,10 @@ class TrainingConfig(OptimizationSettings):
     tversky_beta: float = setting(0.7, "weight of false negatives", at_least=0)
     boundary_ignore: int = setting(0, "leave pseudo-label pixels this close to an outline out of the loss",
                                    at_least=0)
+    context_weight: float = setting(2.0, "a cell pixel weighs 1 + this times the share of another type's cells "
+                                         "around it in the loss, so that cells among cells of another type (what "
+                                         "typing gets wrong) count more; 0 weighs every pixel alike",
+                                    at_least=0, at_most=100)
     scale: float | str = setting("auto", "resize images by this factor for the network, e.g. 0.5 for large cells; "
                                       "auto: nuclei of the stain become about 14 pixels wide (1 without a stain)",
                                  check=_scale_need, parse=_scale_text)
@@ -202,7 +209,9 @@ class CellMixerTraining(Training):
                               augment_params=augment_params)
 
         def loss_fn(logits, y):
-            return tversky_loss(logits, y, alpha=config.tversky_alpha, beta=config.tversky_beta)
+            weight = context_weights(y, logits.shape[1], strength=config.context_weight,
+                                     radius=CONTEXT_RADIUS) if config.context_weight else None
+            return tversky_loss(logits, y, alpha=config.tversky_alpha, beta=config.tversky_beta, weight=weight)
 
         return sampler.batch, loss_fn, None
 
@@ -302,6 +311,11 @@ def train(data, output, *, classes=None, pattern: str = "*", channel: int | None
     boundary_ignore : int
         Leave pixels within this distance (full-resolution pixels) of each pseudo-label outline out
         of the loss; 0 counts every pixel.
+    context_weight : float
+        A cell pixel weighs ``1 + context_weight * s`` in the loss, ``s`` the share of another type's
+        cells within 24 network pixels (:func:`cellmixer.ops.context_weights`): the cells among cells
+        of another type, which a model leaning on the neighbourhood gets wrong, weigh more. 0 weighs
+        every pixel alike.
     augment : bool
         Flips and rotations, blur, noise, brightness and contrast.
     foreground : ForegroundParams or dict, optional
