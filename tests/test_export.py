@@ -173,6 +173,21 @@ def test_rdf_records_classes_and_normalization(packages):
     assert rdf["authors"] == [{"name": "Test Author"}]
 
 
+def test_classes_named_like_cell_lines_become_valid_channel_names(model_kinds, tmp_path):
+    """bioimage.io channel names are Python identifiers: a class called 3T3 must not stop the export."""
+    from bioimageio.spec import ValidationContext, load_model_description
+
+    model = SegmentationModel.load(model_kinds["cellmixer"])
+    model.config["classes"] = ["3T3", "MCF10A", "T cell"]
+    package = export_bioimageio(model, tmp_path / "lines.zip")
+    with ValidationContext(perform_io_checks=False):
+        descr = load_model_description(package)
+    assert [str(c) for c in descr.outputs[0].axes[1].channel_names] == ["background", "_3T3", "MCF10A", "T_cell"]
+    with zipfile.ZipFile(package) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+    assert rdf["config"]["cellmixer"]["model"]["classes"] == ["3T3", "MCF10A", "T cell"]  # the names as trained
+
+
 # ------------------------------------------------------------------------------------------- bad input
 def test_cli_export_and_its_bad_inputs(model_kinds, tmp_path, capsys, monkeypatch):
     out = tmp_path / "model.zip"

@@ -352,5 +352,11 @@ def _description(v0_5, model, folder: Path, channels, kind: str, *, name, author
 
 
 def _identifier(text: str) -> str:
-    """A channel name bioimage.io accepts (letters, digits, underscores)."""
-    return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "channel"
+    """A channel name bioimage.io accepts: a Python identifier (ASCII letters, digits and underscores, not
+    starting with a digit: ``3T3`` becomes ``_3T3``).
+
+    >>> [_identifier(name) for name in ("3T3", "MCF10A", "T cell", "é")]
+    ['_3T3', 'MCF10A', 'T_cell', 'channel']
+    """
+    name = "".join(c if c.isascii() and c.isalnum() else "_" for c in text).strip("_") or "channel"
+    return f"_{name}" if name[0].isdigit() else name
