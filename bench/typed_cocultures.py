@@ -571,22 +571,25 @@ def model_row(name: str, train_options: dict, route: dict | None = None):
 # Training settings every model row shares (besides the package's defaults).
 EXPERIMENT = dict(optimizer="adam", lr_schedule="poly", crop_size=192)
 
+# Each row's settings as measured; the ones it does not name are the package's defaults.
+PLAIN = {"nuclear_input": False, "context_weight": 0}  # the phase image alone, every pixel weighed alike
 ROWS: dict = {
     "peer": peer_row,
-    "baseline": model_row("baseline", {"mode": "baseline", "photometric": False, "nuclear_input": False}),
-    "cellmixer (blend)": model_row("cellmixer_blend", {"mixing": "blend", "photometric": False, "nuclear_input": False}),
-    "mosaic": model_row("mosaic", {"mixing": "mosaic", "photometric": False, "nuclear_input": False}),
-    "both": model_row("both", {"mixing": "both", "photometric": False, "nuclear_input": False}),
-    "both + photometric": model_row("both_photometric", {"mixing": "both", "photometric": True,
-                                                         "nuclear_input": False}),
-    "mosaic + photometric": model_row("mosaic_photometric", {"mixing": "mosaic", "photometric": True,
-                                                             "nuclear_input": False}),
+    "baseline": model_row("baseline", {"mode": "baseline", "photometric": False, **PLAIN}),
+    "cellmixer (blend)": model_row("cellmixer_blend", {"mixing": "blend", "photometric": False, **PLAIN}),
+    "mosaic": model_row("mosaic", {"mixing": "mosaic", "photometric": False, **PLAIN}),
+    "both": model_row("both", {"mixing": "both", "photometric": False, **PLAIN}),
+    "both + photometric": model_row("both_photometric", {"mixing": "both", "photometric": True, **PLAIN}),
+    "mosaic + photometric": model_row("mosaic_photometric", {"mixing": "mosaic", "photometric": True, **PLAIN}),
     "both + photometric + flat field": model_row("both_photometric_flatfield", {"mixing": "both", "photometric": True,
-                                                                               "normalization": "flatfield",
-                                                                               "nuclear_input": False}),
-    # the defaults: the stain is an input of the network too
+                                                                               "normalization": "flatfield", **PLAIN}),
     "both + photometric + stain input": model_row("both_photometric_stain", {"mixing": "both", "photometric": True,
-                                                                            "nuclear_input": True}),
+                                                                            "nuclear_input": True,
+                                                                            "context_weight": 0}),
+    # the defaults: the stain is an input of the network too, and cells among another type weigh more
+    "both + photometric + stain input + context weight": model_row(
+        "both_photometric_stain_context", {"mixing": "both", "photometric": True, "nuclear_input": True,
+                                           "context_weight": 2.0}),
 }
 
 
