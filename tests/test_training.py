@@ -16,7 +16,8 @@ from scipy import ndimage as ndi
 
 from cellmixer._errors import CellmixerError
 from cellmixer.engine import SegmentationModel, TrainingInterrupted
-from cellmixer.methods.cellmixer import CropSampler, PseudoLabelledImage, train
+from cellmixer.methods.cellmixer import CropSampler, PseudoLabelledImage, train, training_loss
+from cellmixer.methods.cellmixer._train import CONTEXT_RADIUS
 from cellmixer.ops import AugmentParams, augment, context_weights, tversky_loss
 
 
@@ -63,6 +64,18 @@ def test_context_weights_stress_cells_among_another_type():
     plain = float(tversky_loss(logits, t))
     assert float(tversky_loss(logits, t, weight=torch.ones(2, 1, 48, 48))) == pytest.approx(plain)
     assert float(tversky_loss(logits, t, weight=torch.from_numpy(got)[:, None])) != pytest.approx(plain)
+
+
+def test_training_loss_is_the_one_a_model_was_trained_with():
+    target = torch.zeros(1, 32, 32, dtype=torch.long)
+    target[0, 4:14, 4:14], target[0, 8:12, 8:12], target[0, 20:, 20:] = 1, 2, 255  # a cell of type 2 among type 1
+    logits = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    weighted = training_loss({"tversky_alpha": 0.5, "tversky_beta": 0.5, "context_weight": 2.0})(logits, target)
+    weight = context_weights(target, 3, strength=2.0, radius=CONTEXT_RADIUS)
+    assert float(weighted) == pytest.approx(float(tversky_loss(logits, target, alpha=0.5, beta=0.5, weight=weight)))
+    # A model saved before the context weight existed was trained with the plain Tversky loss.
+    assert float(training_loss({})(logits, target)) == pytest.approx(float(tversky_loss(logits, target)))
+    assert float(weighted) != pytest.approx(float(tversky_loss(logits, target, alpha=0.5, beta=0.5)))
 
 
 def test_tversky_matches_hand_computation():

@@ -23,8 +23,10 @@ from cellmixer.methods.cellmixer import (
     PseudoLabelledImage,
     artificial_mixtures,
     load_evaluation_images,
+    training_loss,
 )
-from cellmixer.methods.typed import cells_of_nuclei, predict_typed, segment_typed
+from cellmixer.methods.typed import AdaptConfig, cells_of_nuclei, predict_typed, segment_typed
+from cellmixer.methods.typed._adapt import AdaptTraining
 from cellmixer.ops import cells_from_nuclei, normalize_nuclear_stain, nuclei_of_stain, territory_mosaic
 
 # ------------------------------------------------------------------------------------------- mosaics
@@ -566,3 +568,20 @@ def test_adapting_a_stained_model_trains_on_both_channels(stained_model, cocultu
                   progress=False, adapt={"iterations": 2, "confidence": 0.51, "crop_size": 32, "batch_size": 2})
     adapted = SegmentationModel.load(out / "adapted_model")
     assert adapted.nuclear_input and adapted.config["architecture"]["in_channels"] == 2
+
+
+def test_adapting_fine_tunes_with_the_loss_the_model_was_trained_with(stained_model, coculture_files, tmp_path):
+    model, _ = stained_model
+    assert model.config["training"]["context_weight"] > 0  # the default
+    image = tifffile.imread(coculture_files / "A1" / "field_phase.tif").astype(np.float32)
+    stain = tifffile.imread(coculture_files / "A1" / "field_DAPI.tif").astype(np.float32)
+    target = np.zeros(image.shape, np.uint8)
+    target[10:40, 10:40], target[20:30, 20:30] = 1, 2
+    training = AdaptTraining(model, [(image, stain, target)], tmp_path / "a", AdaptConfig(crop_size=32, batch_size=2),
+                             progress=False)
+    training.prepare()
+    _, loss, _ = training.objective(model)
+    logits = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    y = torch.from_numpy(target[:48, :48]).long()[None]
+    assert float(loss(logits, y)) == pytest.approx(float(training_loss(model.config["training"])(logits, y)))
+    assert float(loss(logits, y)) != pytest.approx(float(training_loss({})(logits, y)))  # the context weight counts

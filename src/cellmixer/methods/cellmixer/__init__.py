@@ -17,7 +17,7 @@ from ._method import CellMixer
 from ._mix import MixSettings, mix
 from ._predict import class_overlay, predict, region_summary
 from ._pseudolabel import pseudolabel, qc_panel
-from ._train import TrainingConfig, train
+from ._train import TrainingConfig, train, training_loss
 
 __all__ = [
     "CellMixer",
@@ -42,4 +42,5 @@ __all__ = [
     "region_summary",
     "score",
     "train",
+    "training_loss",
 ]

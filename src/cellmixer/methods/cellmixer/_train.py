@@ -25,6 +25,20 @@ SCALE_RANGE = (0.05, 4.0)
 CONTEXT_RADIUS = 24
 
 
+def training_loss(training: dict):
+    """The loss a CellMixer model was trained with, from its saved training settings (``config["training"]``):
+    the Tversky loss, with the context weight if it had one (models from before it had none). Fine-tuning
+    (``typed predict --adapt``) takes it too, so that it stresses the cells training stressed."""
+    alpha, beta = training.get("tversky_alpha", 0.3), training.get("tversky_beta", 0.7)
+    strength = training.get("context_weight", 0.0)
+
+    def loss(logits, y):
+        weight = context_weights(y, logits.shape[1], strength=strength, radius=CONTEXT_RADIUS) if strength else None
+        return tversky_loss(logits, y, alpha=alpha, beta=beta, weight=weight)
+
+    return loss
+
+
 def _scale_need(value) -> str | None:
     if value == "auto":
         return None
@@ -208,12 +222,7 @@ class CellMixerTraining(Training):
                               lam=config.lam, mix_probability=config.mix_probability, mixing=config.mixing,
                               augment_params=augment_params)
 
-        def loss_fn(logits, y):
-            weight = context_weights(y, logits.shape[1], strength=config.context_weight,
-                                     radius=CONTEXT_RADIUS) if config.context_weight else None
-            return tversky_loss(logits, y, alpha=config.tversky_alpha, beta=config.tversky_beta, weight=weight)
-
-        return sampler.batch, loss_fn, None
+        return sampler.batch, training_loss(vars(config)), None
 
     def checkpoint_extras(self):
         return {"nuclear": self._nuclear_record()}

@@ -12,7 +12,8 @@ from ..._errors import CellmixerError
 from ..._progress import note, progress_bar
 from ..._settings import setting, setting_like
 from ...engine import LabelledImage, OptimizationSettings, SegmentationModel, TileSampler, Training
-from ...ops import IGNORE, rescale_image, tversky_loss
+from ...ops import IGNORE, rescale_image
+from ..cellmixer import training_loss
 from ._assign import TypedInstances
 
 
@@ -84,11 +85,9 @@ class AdaptTraining(Training):
         return model
 
     def objective(self, model):
-        training = self.source.config.get("training", {})
-        alpha, beta = training.get("tversky_alpha", 0.3), training.get("tversky_beta", 0.7)
         sampler = TileSampler(self.items, crop_size=self.config.crop_size, augment=self.config.augment,
                               normalize_tiles=False)
-        return sampler.batch, lambda logits, y: tversky_loss(logits, y, alpha=alpha, beta=beta), None
+        return sampler.batch, training_loss(self.source.config.get("training", {})), None
 
     def summary(self):
         return {"adapted_from": self.source.config.get("training"), "adapt_images": len(self.items)}
