@@ -25,10 +25,10 @@ nucleus by the type of the predicted cell that covers most of it; ``balanced_acc
 only the cells of the mixtures whose body (the nucleus grown into its cell in the field alone) the mosaic
 kept (``INTACT`` of it from its own field): mixing two confluent fields cell by cell replaces part of many
 bodies with the other culture's pixels, which no real co-culture does. The ``body oracle`` row types every
-cell as the culture that gave most of its body: what a perfect classifier of cell bodies would score. The classical peer is a random
-forest on per-nucleus features (shape, stain intensity and texture, phase context in rings, neighbour
-density) trained on the nuclei of the same training fields, the folder name as the only label: what a
-CellProfiler + CellProfiler Analyst user would build.
+cell as the culture that gave most of its body: what a perfect classifier of cell bodies would score. The
+classical peer is a random forest on per-nucleus features (shape, stain intensity and texture, phase context
+in rings, neighbour density) trained on the nuclei of the same training fields, the folder name as the only
+label: what a CellProfiler + CellProfiler Analyst user would build.
 
     .venv/bin/python bench/typed_cocultures.py                       # every row (about 2 h on 2 cores)
     .venv/bin/python bench/typed_cocultures.py --rows peer cellmixer  # some rows

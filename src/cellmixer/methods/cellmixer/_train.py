@@ -29,7 +29,8 @@ def training_loss(training: dict):
     """The loss a CellMixer model was trained with, from its saved training settings (``config["training"]``):
     the Tversky loss, with the context weight if it had one (models from before it had none). Fine-tuning
     (``typed predict --adapt``) takes it too, so that it stresses the cells training stressed."""
-    alpha, beta = training.get("tversky_alpha", 0.3), training.get("tversky_beta", 0.7)
+    alpha = training.get("tversky_alpha", TrainingConfig.tversky_alpha)
+    beta = training.get("tversky_beta", TrainingConfig.tversky_beta)
     strength = training.get("context_weight", 0.0)
 
     def loss(logits, y):
