@@ -18,6 +18,12 @@ co-cultures are built from real fields held out of training:
   0.28 of its exposure, with camera noise and a gamma of 1.15: the real co-culture's phase median is
   about 4,100 counts against 13,000-15,000 in these fields).
 
+``--protocol whole`` builds the mosaics as the issue asks, of whole cells cut by their manual masks
+(:func:`compose_whole`; every scored cell keeps its whole body, so a perfect body classifier scores 1.0):
+the fields with manual masks (``training_data/3T3/set1``, ``training_data/MCF10A`` and the validation
+fields) become the test fields and the models train on the others (``testing_data/{3T3,MCF10A}/set1``,
+``training_data/3T3/set2``).
+
 Each row trains on the training fields of the types (the test fields and their duplicates are left
 out), types the cells of every test co-culture with the package's route (nuclei from the stain,
 cells from the nuclei, type from the model's probabilities over each cell) and scores each true
@@ -33,8 +39,10 @@ label: what a CellProfiler + CellProfiler Analyst user would build.
     .venv/bin/python bench/typed_cocultures.py                       # every row (about 2 h on 2 cores)
     .venv/bin/python bench/typed_cocultures.py --rows peer cellmixer  # some rows
     .venv/bin/python bench/typed_cocultures.py --model mine=models/x  # score an existing model folder too
+    .venv/bin/python bench/typed_cocultures.py --protocol whole --rows peer "body oracle" \
+        "both + photometric + stain input + context weight"          # whole cells, by their manual masks
 
-Writes ``bench/results/typed_cocultures.json`` and, per row, overlays of a few test co-cultures.
+Writes ``bench/results/typed_cocultures[_whole].json`` and, per row, overlays of a few test co-cultures.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.segmentation import expand_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, RESULTS, Timer, git_commit, machine, peak_rss_mb, save_json  # noqa: E402
@@ -83,6 +92,21 @@ TRAIN = {"3T3": ["3T3 train1", "3T3 train2"], "MCF10A": ["MCF10A train"],
          "HeLa": [f"HeLa train{i}" for i in range(1, 6)]}
 # Test field pairs per type: the full held-out test fields and the 500 x 500 validation fields.
 TEST = {"3T3": ["3T3 test1", "3T3 val"], "MCF10A": ["MCF10A test1", "MCF10A val"], "HeLa": ["HeLa test1", "HeLa val"]}
+# The manual cell masks (interior, edge) of the fields that ``--protocol whole`` tests on.
+MANUAL = {
+    "3T3 train1": ("training_data/3T3/set1/feature_1.tif", "training_data/3T3/set1/feature_0.tif"),
+    "MCF10A train": ("training_data/MCF10A/feature_1.tif", "training_data/MCF10A/feature_0.tif"),
+    **{f"{t} val": (f"validation_data/{t}/Validation/{t}_validation_interior.tif",
+                    f"validation_data/{t}/Validation/{t}_validation_edge.tif") for t in ("3T3", "MCF10A")},
+}
+# ``--protocol whole``: the issue's mosaics of whole cells cut by their manual masks. The test fields must
+# have manual masks, so the split turns round: training on the held-out test fields (a model needs no mask),
+# testing on manually segmented ones (training_data/3T3/set3 still left out: 3T3 val is a crop of it).
+TRAIN_WHOLE = {"3T3": ["3T3 test1", "3T3 train2"], "MCF10A": ["MCF10A test1"]}
+TEST_WHOLE = {"3T3": ["3T3 train1", "3T3 val"], "MCF10A": ["MCF10A train", "MCF10A val"]}
+SPLITS = {"territory": (TRAIN, TEST), "whole": (TRAIN_WHOLE, TEST_WHOLE)}
+# Pixels of phase-contrast halo pasted around a whole cell's manual mask.
+HALO = 3
 PATTERNS = ("half", "islands", "scatter", "minority")
 CONDITIONS = ("matched", "one side", "exposure")
 # A true nucleus must keep this share of its pixels in the mosaic to be scored.
@@ -105,6 +129,7 @@ class Field:
     nuclei: np.ndarray
     foreground: np.ndarray
     cells: np.ndarray          # each nucleus grown into its cell in the field alone (its body)
+    manual: np.ndarray | None = None  # the manual cell masks (1..n), where the field has them
 
 
 @dataclass
@@ -124,7 +149,16 @@ def load_field(data: Path, name: str, type_name: str, settings: dict) -> Field:
     nuclei = cellmixer.nuclei_of_stain(stain, **settings)
     foreground = extract_foreground(phase)
     cells = cells_from_nuclei(nuclei, foreground, image=phase)
-    return Field(name, type_name, phase, stain, nuclei, foreground, cells)
+    return Field(name, type_name, phase, stain, nuclei, foreground, cells, manual_cells(data, name))
+
+
+def manual_cells(data: Path, name: str) -> np.ndarray | None:
+    """The field's manual cells: each connected piece of the interior mask, grown over its one-pixel edge."""
+    if name not in MANUAL:
+        return None
+    interior, edge = (read_image(data / file) > 0 for file in MANUAL[name])
+    cells, _ = ndi.label(interior)
+    return np.where(interior | edge, expand_labels(cells, 2), 0).astype(np.int32)
 
 
 def _centroids(labels: np.ndarray) -> np.ndarray:
@@ -144,7 +178,7 @@ def _crop(field: Field, shape, rng) -> Field:
     y, x = int(rng.integers(h - shape[0] + 1)), int(rng.integers(w - shape[1] + 1))
     sl = (slice(y, y + shape[0]), slice(x, x + shape[1]))
     return Field(field.name, field.type, field.phase[sl], field.stain[sl], field.nuclei[sl], field.foreground[sl],
-                 field.cells[sl])
+                 field.cells[sl], None if field.manual is None else field.manual[sl])
 
 
 def _selection(pattern: str, centres: np.ndarray, first: bool, shape, rng, islands=None) -> np.ndarray:
@@ -160,17 +194,16 @@ def _selection(pattern: str, centres: np.ndarray, first: bool, shape, rng, islan
     return np.concatenate([[False], inside if first else ~inside])
 
 
-def compose(a: Field, b: Field, pattern: str, condition: str, rng, stain_gain: float = 1.0) -> CoCulture:
-    """A co-culture of ``a``'s and ``b``'s cells (same shape), with its true nuclei and their types; in the
-    *one side* condition ``a``'s nuclei are also at ``stain_gain`` of their brightness above the stain's background
-    (another staining or DNA content of one type, in one well)."""
-    shape = a.phase.shape
-    islands = None
-    if pattern == "islands":
-        noise = ndi.gaussian_filter(rng.normal(size=shape), 60)
-        islands = noise > np.median(noise)
-    sel_a = _selection(pattern, _centroids(a.nuclei), True, shape, rng, islands)
-    sel_b = _selection(pattern, _centroids(b.nuclei), False, shape, rng, islands)
+def _islands(pattern: str, shape, rng) -> np.ndarray | None:
+    if pattern != "islands":
+        return None
+    noise = ndi.gaussian_filter(rng.normal(size=shape), 60)
+    return noise > np.median(noise)
+
+
+def _sources(a: Field, b: Field, condition: str, stain_gain: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Phase and stain of each field as the condition shows them: *one side*: ``a``'s phase at 0.6 of its
+    exposure (and its nuclei at ``stain_gain``), else ``b``'s phase brought to ``a``'s background level."""
     phase_a = a.phase * np.float32(0.6) if condition == "one side" else a.phase
     phase_b = b.phase if condition == "one side" else _match(b.phase, b.foreground, a.phase, a.foreground)
     # The stains as imaged: the same stain and exposure in one well (matching their backgrounds would
@@ -179,14 +212,31 @@ def compose(a: Field, b: Field, pattern: str, condition: str, rng, stain_gain: f
     if condition == "one side" and stain_gain != 1:
         background = np.float32(np.median(a.stain[a.nuclei == 0]))
         stain_a = background + (a.stain - background) * np.float32(stain_gain)
-    mosaic, _, owner = territory_mosaic([np.stack([phase_a, stain_a]), np.stack([phase_b, b.stain])],
+    return [(phase_a, stain_a), (phase_b, b.stain)]
+
+
+def _exposed(phase: np.ndarray, condition: str, rng) -> np.ndarray:
+    """*exposure*: the whole mosaic at 0.28 of its exposure, gamma 1.15 and camera noise."""
+    if condition != "exposure":
+        return phase
+    _, noise = background_stats(phase, extract_foreground(phase))
+    top = float(np.percentile(phase, 99.9))
+    phase = top * np.clip(phase / top, 0, None) ** 1.15 * 0.28
+    return phase + rng.normal(0, 0.5 * noise * 0.28, phase.shape).astype(np.float32)
+
+
+def compose(a: Field, b: Field, pattern: str, condition: str, rng, stain_gain: float = 1.0) -> CoCulture:
+    """A co-culture of ``a``'s and ``b``'s cells (same shape), with its true nuclei and their types; in the
+    *one side* condition ``a``'s nuclei are also at ``stain_gain`` of their brightness above the stain's background
+    (another staining or DNA content of one type, in one well)."""
+    shape = a.phase.shape
+    islands = _islands(pattern, shape, rng)
+    sel_a = _selection(pattern, _centroids(a.nuclei), True, shape, rng, islands)
+    sel_b = _selection(pattern, _centroids(b.nuclei), False, shape, rng, islands)
+    mosaic, _, owner = territory_mosaic([np.stack(x) for x in _sources(a, b, condition, stain_gain)],
                                         [a.nuclei, b.nuclei], [sel_a, sel_b])
     phase, stain = mosaic
-    if condition == "exposure":
-        _, noise = background_stats(phase, extract_foreground(phase))
-        top = float(np.percentile(phase, 99.9))
-        phase = top * np.clip(phase / top, 0, None) ** 1.15 * 0.28
-        phase = phase + rng.normal(0, 0.5 * noise * 0.28, shape).astype(np.float32)
+    phase = _exposed(phase, condition, rng)
     # True nuclei: every nucleus of either field that kept most of its pixels in the mosaic (the
     # unselected ones inside a selected cell's territory too); nuclei cut to less are not scored, and
     # predicted cells on them are not counted.
@@ -212,18 +262,87 @@ def compose(a: Field, b: Field, pattern: str, condition: str, rng, stain_gain: f
     return CoCulture(name, phase.astype(np.float32), stain.astype(np.float32), truth, types, ignore, body_kept)
 
 
-def test_cocultures(fields: dict, types: list[str], seed: int, stain_gain: float = 1.0) -> list[CoCulture]:
+def compose_whole(a: Field, b: Field, pattern: str, condition: str, rng, stain_gain: float = 1.0) -> CoCulture:
+    """A co-culture of whole cells of ``a`` and ``b``, cut by their manual masks (``Field.manual``).
+
+    The cells the pattern selects are pasted in random order, each only where no pasted cell lies, with
+    the ``HALO`` pixels of phase-contrast halo around it where they are free: the cells of both types touch
+    and none is cut. The rest shows the background of ``a``: as imaged, and where ``a`` holds an unpasted
+    cell, its smooth level with its noise. Every nucleus of a pasted cell keeps its cell whole; nuclei
+    outside the manual cells and pasted cells without a nucleus of the labeller are neither scored nor counted.
+    """
+    shape = a.phase.shape
+    islands = _islands(pattern, shape, rng)
+    fields = (a, b)
+    objects = [ndi.find_objects(f.manual) for f in fields]
+    candidates = [(index, label) for index, f in enumerate(fields)
+                  for label in np.flatnonzero(_selection(pattern, _centroids(f.manual), index == 0, shape, rng,
+                                                         islands)) if objects[index][label - 1] is not None]
+    owner = np.full(shape, -1, np.int8)  # the field each pixel comes from
+    pasted = []
+    for k in rng.permutation(len(candidates)):
+        index, label = candidates[k]
+        sl = objects[index][label - 1]
+        cell = fields[index].manual[sl] == label
+        if (owner[sl][cell] >= 0).any():
+            continue
+        owner[sl][cell] = index
+        pasted.append((index, label))
+    halo = expand_labels(owner.astype(np.int32) + 1, HALO) - 1
+    owner = np.where(owner >= 0, owner, halo).astype(np.int8)
+    background = ~ndi.binary_dilation(a.manual > 0, iterations=HALO)
+    owner[(owner < 0) & background] = 0
+    rest = owner < 0
+    sources = _sources(a, b, condition, stain_gain)
+    phase, stain = (np.where(owner == 1, sources[1][i], sources[0][i]).astype(np.float32) for i in (0, 1))
+    for image, source in zip((phase, stain), sources[0]):
+        image[rest] = _background_like(source, background, rng)[rest]
+    phase = _exposed(phase, condition, rng)
+    truth = np.zeros(shape, np.int32)
+    types = {}
+    ignore = np.zeros(shape, bool)
+    for index, label in pasted:
+        f, sl = fields[index], objects[index][label - 1]
+        cell = f.manual[sl] == label
+        total = np.bincount(f.nuclei.ravel())
+        ids, inside = np.unique(f.nuclei[sl][cell], return_counts=True)
+        whole = [n for n, c in zip(ids, inside) if n and c >= INTACT * total[n]]
+        for n in whole:
+            types[len(types) + 1] = f.type
+            truth[sl][cell & (f.nuclei[sl] == n)] = len(types)
+        if not whole:  # the labeller found no nucleus of this cell: what the route finds there is not counted
+            ignore[sl] |= cell
+    for index, f in enumerate(fields):  # nuclei shown but not scored (outside the manual cells, or cut)
+        ignore |= (owner == index) & (f.nuclei > 0) & (truth == 0)
+    name = f"{a.name} + {b.name}, {pattern}, {condition}"
+    return CoCulture(name, phase, stain, truth, types, ignore)
+
+
+def _background_like(image: np.ndarray, background: np.ndarray, rng, sigma: float = 40) -> np.ndarray:
+    """The image's background level where it is hidden (a normalized Gaussian average of the background
+    pixels), with the background's noise."""
+    weight = ndi.gaussian_filter(background.astype(np.float32), sigma)
+    level = ndi.gaussian_filter(np.where(background, image, 0).astype(np.float32), sigma)
+    level = np.where(weight > 1e-3, level / np.maximum(weight, 1e-3), np.median(image[background]))
+    # the pixel noise, from differences of neighbours (the level's own slopes left out)
+    pairs = background[:, 1:] & background[:, :-1]
+    noise = 1.4826 * float(np.median(np.abs(np.diff(image, axis=1)[pairs]))) / np.sqrt(2)
+    return (level + rng.normal(0, noise, image.shape)).astype(np.float32)
+
+
+def test_cocultures(fields: dict, types: list[str], seed: int, stain_gain: float = 1.0, test: dict = TEST,
+                    whole: bool = False) -> list[CoCulture]:
     rng = np.random.default_rng(seed)
     out = []
     first, second = types
-    for fa, fb in zip(TEST[first], TEST[second]):
+    for fa, fb in zip(test[first], test[second]):
         a, b = fields[fa], fields[fb]
         if a.phase.shape != b.phase.shape:
             shape = tuple(min(x, y) for x, y in zip(a.phase.shape, b.phase.shape))
             a, b = _crop(a, shape, rng), _crop(b, shape, rng)
         for pattern in PATTERNS:
             for condition in CONDITIONS:
-                out.append(compose(a, b, pattern, condition, rng, stain_gain))
+                out.append((compose_whole if whole else compose)(a, b, pattern, condition, rng, stain_gain))
         # the types alone (unmixed), as imaged
         for field in (a, b):
             n = int(field.nuclei.max(initial=0))
@@ -366,7 +485,8 @@ def adapted_model(args, folder, cocultures, route: dict, name: str) -> Path:
 def save_overlays(out: Path, name: str, cocultures, results, count: int = 4) -> None:
     from cellmixer.methods.typed._write import typed_overlay  # the package's own overlay
 
-    chosen = [i for i, c in enumerate(cocultures) if "test1" in c.name and "matched" in c.name][:count]
+    first_pair = cocultures[0].name.split(",")[0]  # the full-size fields
+    chosen = [i for i, c in enumerate(cocultures) if c.name.startswith(first_pair) and "matched" in c.name][:count]
     for i in chosen:
         safe = "".join(ch if ch.isalnum() else "_" for ch in f"{name}_{cocultures[i].name}")[:120]
         write_png(out / f"{safe}.png", typed_overlay(cocultures[i].phase, results[i]), overwrite=True)
@@ -394,9 +514,16 @@ def main() -> None:
                              "the stain's background (default: as imaged)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test co-cultures and the peer's forest")
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the models' training (its spread: run 0, 1, 2)")
-    parser.add_argument("--output", type=Path, default=RESULTS / "typed_cocultures")
-    parser.add_argument("--json", type=Path, default=RESULTS / "typed_cocultures.json")
+    parser.add_argument("--protocol", choices=list(SPLITS), default="territory",
+                        help="territory: every held-out cell, mixed by nearest nucleus; whole: whole cells cut by "
+                             "their manual masks (training and test fields swapped)")
+    parser.add_argument("--output", type=Path, default=None, help="default: bench/results/typed_cocultures[_whole]")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    stem = "typed_cocultures" + ("" if args.protocol == "territory" else f"_{args.protocol}")
+    args.output = args.output or RESULTS / stem
+    args.json = args.json or RESULTS / f"{stem}.json"
+    args.train_fields, args.test_fields = SPLITS[args.protocol]
     if not args.data.is_dir():
         print(f"{args.data}: no data; skipped.")
         return
@@ -405,13 +532,14 @@ def main() -> None:
     nucleus_settings = {}
     fields = {}
     for t in args.types:
-        for name in TRAIN[t] + TEST[t]:
+        for name in args.train_fields[t] + args.test_fields[t]:
             fields[name] = load_field(args.data, name, t, nucleus_settings)
-    cocultures = test_cocultures(fields, args.types, args.seed, args.stain_gain)
+    cocultures = test_cocultures(fields, args.types, args.seed, args.stain_gain, args.test_fields,
+                                 whole=args.protocol == "whole")
     print(f"{len(cocultures)} test images, {sum(len(c.truth_types) for c in cocultures)} true nuclei "
           f"({timer():.0f} s)", flush=True)
     report = {"command": " ".join(sys.argv), "commit": git_commit(), "machine": machine(), "types": args.types,
-              "test_images": [c.name for c in cocultures], "rows": {}, "paper": PAPER, "target": TARGET}
+              "protocol": args.protocol, "test_images": [c.name for c in cocultures], "rows": {}, "paper": PAPER, "target": TARGET}
     rows = ROWS if args.rows is None else {k: ROWS[k] for k in args.rows}
     for name, row in rows.items():
         row_timer = Timer()
@@ -469,13 +597,14 @@ def nucleus_features(phase: np.ndarray, stain: np.ndarray, nuclei: np.ndarray) -
     def ring_stats(values, lo_d, hi_d):
         ring = (distance > lo_d) & (distance <= hi_d)
         lab = np.where(ring, nearest, 0)
-        m = ndi.mean(values, lab, index)
-        sd = ndi.standard_deviation(values, lab, index)
+        with np.errstate(invalid="ignore"):  # an empty ring: no value (0 below)
+            m = ndi.mean(values, lab, index)
+            sd = ndi.standard_deviation(values, lab, index)
         return np.nan_to_num(np.asarray(m)), np.nan_to_num(np.asarray(sd))
 
     columns = []
     props = regionprops(nuclei, intensity_image=s)
-    shape = np.array([[r.area, r.perimeter, r.eccentricity, r.solidity, r.major_axis_length, r.minor_axis_length,
+    shape = np.array([[r.area, r.perimeter, r.eccentricity, r.solidity, r.axis_major_length, r.axis_minor_length,
                        r.extent, r.equivalent_diameter_area] for r in props])
     columns.append(shape)
     stain_stats = []
@@ -513,7 +642,7 @@ def peer_row(args, fields, cocultures) -> dict:
     timer = Timer()
     x, y = [], []
     for t in args.types:
-        for name in TRAIN[t]:
+        for name in args.train_fields[t]:
             f = fields[name]
             x.append(nucleus_features(f.phase, f.stain, f.nuclei))
             y += [t] * len(x[-1])
@@ -554,7 +683,7 @@ def training_folder(args, fields, types) -> Path:
     root = args.output / "training_data"
     for t in types:
         (root / t).mkdir(parents=True, exist_ok=True)
-        for name in TRAIN[t]:
+        for name in args.train_fields[t]:
             for kind, file in zip(("phase", "nuclear"), FIELDS[name]):
                 link = root / t / (name.replace(" ", "_") + f"_{kind}" + Path(file).suffix)
                 if not link.exists():

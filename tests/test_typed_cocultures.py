@@ -155,6 +155,22 @@ def test_nuclei_of_stain_keeps_dim_nuclei_among_many_bright_ones():
     assert not nuclei_of_stain(np.full(shape, 150.0) + rng.normal(0, 5, shape)).any()  # noise alone: none
 
 
+def test_nuclei_of_stain_keeps_objects_above_the_largest_diameter_and_drops_specks():
+    # A bright nucleus or clump larger than the diameter range is still a cell to count; a speck is not.
+    shape = (100, 140)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    stain = np.full(shape, 150.0)
+    stain += 2000 * _disc(shape, 50, 30, 6)                                     # diameter 12
+    stain += 2000 * (((yy - 50) / 22) ** 2 + ((xx - 90) / 8) ** 2 <= 1)        # a clump of two, one too large
+    stain += 2000 * _disc(shape, 15, 130, 1)                                    # a speck (< 8)
+    stain += np.random.default_rng(2).normal(0, 5, shape)
+    labels = nuclei_of_stain(stain, diameter_range=(8, 20))
+    assert labels[50, 30] > 0
+    assert labels[36, 90] > 0 and labels[64, 90] > 0  # both halves of the clump (one is above 20 across)
+    assert labels[15, 130] == 0
+    assert np.bincount(labels.ravel())[1:].max() > np.pi * 20 ** 2 / 4
+
+
 def test_cells_grow_from_their_nuclei_and_keep_their_labels():
     shape = (60, 90)
     nuclei = np.zeros(shape, np.int32)

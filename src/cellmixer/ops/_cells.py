@@ -78,7 +78,8 @@ def nuclei_of_stain(stain, *, diameter_range=ClassicalSettings.diameter_range,
     one threshold finds both the bright and the dim nuclei of a co-culture (cell types in one well
     differ several-fold in stain brightness); then CellProfiler's IdentifyPrimaryObjects labels the
     nuclei (:func:`classical_labels`), and objects not brighter than the background by 6 standard
-    deviations of the camera noise (:func:`camera_noise`) are dropped (an empty field has no nuclei).
+    deviations of the camera noise (:func:`camera_noise`) are dropped (an empty field has no nuclei), as are
+    objects smaller than the smallest diameter; larger ones (clumps, bright nuclei) are kept.
 
     Parameters
     ----------
@@ -106,7 +107,15 @@ def nuclei_of_stain(stain, *, diameter_range=ClassicalSettings.diameter_range,
         return np.zeros(stain.shape, np.int32)
     size = int(diameter_range[1]) + 1
     enhanced = enhance_speckles(stain, size + (size % 2 == 0))
-    labels, _ = classical_labels(np.sqrt(enhanced), method=method, diameter_range=tuple(diameter_range))
+    labels, _ = classical_labels(np.sqrt(enhanced), method=method, diameter_range=tuple(diameter_range),
+                                 discard_size=False)
+    # Objects below the smallest diameter are debris; those above the largest are kept: a clump of nuclei, or
+    # a bright nucleus that the threshold of a co-culture (pulled down by another type's dim nuclei) made
+    # larger, is still one or more cells, and dropping it loses them from the counts.
+    areas = np.bincount(labels.ravel())
+    small = areas < np.pi * float(diameter_range[0]) ** 2 / 4
+    small[0] = False
+    labels = relabel_consecutive(np.where(small[labels], 0, labels))
     # An automatic threshold always finds something: keep the objects that stand out of the camera noise
     # (a field without nuclei has none). Not the spread of the enhanced image: that counts the nuclei and
     # their texture, and in a co-culture its bright nuclei put the dim ones under the bar.
