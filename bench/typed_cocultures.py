@@ -301,12 +301,12 @@ def compose_whole(a: Field, b: Field, pattern: str, condition: str, rng, stain_g
     truth = np.zeros(shape, np.int32)
     types = {}
     ignore = np.zeros(shape, bool)
+    nucleus_areas = [np.bincount(f.nuclei.ravel()) for f in fields]
     for index, label in pasted:
         f, sl = fields[index], objects[index][label - 1]
         cell = f.manual[sl] == label
-        total = np.bincount(f.nuclei.ravel())
         ids, inside = np.unique(f.nuclei[sl][cell], return_counts=True)
-        whole = [n for n, c in zip(ids, inside) if n and c >= INTACT * total[n]]
+        whole = [n for n, c in zip(ids, inside) if n and c >= INTACT * nucleus_areas[index][n]]
         for n in whole:
             types[len(types) + 1] = f.type
             truth[sl][cell & (f.nuclei[sl] == n)] = len(types)

@@ -51,7 +51,7 @@ def test_whole_cell_mosaics_paste_every_scored_cell_whole(bench, pattern):
     coculture = bench.compose_whole(a, b, pattern, "matched", np.random.default_rng(3))
     assert coculture.body_kept is None  # every scored cell is whole
     types = set(coculture.truth_types.values())
-    assert types == {"A", "B"} or (pattern == "minority" and types <= {"A", "B"} and "B" in types)
+    assert "B" in types and (pattern == "minority" or "A" in types)  # a minority may lose all its cells here
     matched_b = bench._match(b.phase, b.foreground, a.phase, a.foreground)
     pasted = np.zeros(a.phase.shape, bool)
     for t, type_name in coculture.truth_types.items():
