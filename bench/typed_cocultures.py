@@ -524,6 +524,10 @@ def main() -> None:
     args.output = args.output or RESULTS / stem
     args.json = args.json or RESULTS / f"{stem}.json"
     args.train_fields, args.test_fields = SPLITS[args.protocol]
+    unknown = [t for t in args.types if t not in args.test_fields]
+    if unknown:
+        parser.error(f"--types: --protocol {args.protocol} has no fields of {', '.join(unknown)}; "
+                     f"choose among {', '.join(args.test_fields)}.")
     if not args.data.is_dir():
         print(f"{args.data}: no data; skipped.")
         return
