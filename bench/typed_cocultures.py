@@ -543,7 +543,8 @@ def main() -> None:
     print(f"{len(cocultures)} test images, {sum(len(c.truth_types) for c in cocultures)} true nuclei "
           f"({timer():.0f} s)", flush=True)
     report = {"command": " ".join(sys.argv), "commit": git_commit(), "machine": machine(), "types": args.types,
-              "protocol": args.protocol, "test_images": [c.name for c in cocultures], "rows": {}, "paper": PAPER, "target": TARGET}
+              "protocol": args.protocol, "test_images": [c.name for c in cocultures], "rows": {}, "paper": PAPER,
+              "target": TARGET}
     rows = ROWS if args.rows is None else {k: ROWS[k] for k in args.rows}
     for name, row in rows.items():
         row_timer = Timer()
