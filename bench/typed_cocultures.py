@@ -330,11 +330,13 @@ def _background_like(image: np.ndarray, background: np.ndarray, rng, sigma: floa
     return (level + rng.normal(0, noise, image.shape)).astype(np.float32)
 
 
-def test_cocultures(fields: dict, types: list[str], seed: int, stain_gain: float = 1.0, test: dict = TEST,
-                    whole: bool = False) -> list[CoCulture]:
+def test_cocultures(fields: dict, types: list[str], seed: int, stain_gain: float = 1.0,
+                    protocol: str = "territory") -> list[CoCulture]:
     rng = np.random.default_rng(seed)
     out = []
     first, second = types
+    _, test = SPLITS[protocol]
+    mix = compose_whole if protocol == "whole" else compose
     for fa, fb in zip(test[first], test[second]):
         a, b = fields[fa], fields[fb]
         if a.phase.shape != b.phase.shape:
@@ -342,7 +344,7 @@ def test_cocultures(fields: dict, types: list[str], seed: int, stain_gain: float
             a, b = _crop(a, shape, rng), _crop(b, shape, rng)
         for pattern in PATTERNS:
             for condition in CONDITIONS:
-                out.append((compose_whole if whole else compose)(a, b, pattern, condition, rng, stain_gain))
+                out.append(mix(a, b, pattern, condition, rng, stain_gain))
         # the types alone (unmixed), as imaged
         for field in (a, b):
             n = int(field.nuclei.max(initial=0))
@@ -538,8 +540,7 @@ def main() -> None:
     for t in args.types:
         for name in args.train_fields[t] + args.test_fields[t]:
             fields[name] = load_field(args.data, name, t, nucleus_settings)
-    cocultures = test_cocultures(fields, args.types, args.seed, args.stain_gain, args.test_fields,
-                                 whole=args.protocol == "whole")
+    cocultures = test_cocultures(fields, args.types, args.seed, args.stain_gain, args.protocol)
     print(f"{len(cocultures)} test images, {sum(len(c.truth_types) for c in cocultures)} true nuclei "
           f"({timer():.0f} s)", flush=True)
     report = {"command": " ".join(sys.argv), "commit": git_commit(), "machine": machine(), "types": args.types,
