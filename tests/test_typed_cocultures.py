@@ -25,8 +25,9 @@ from cellmixer.methods.cellmixer import (
     load_evaluation_images,
     training_loss,
 )
-from cellmixer.methods.typed import AdaptConfig, cells_of_nuclei, predict_typed, segment_typed
+from cellmixer.methods.typed import AdaptConfig, cells_of_nuclei, predict_typed, segment_typed, typed_instances
 from cellmixer.methods.typed._adapt import AdaptTraining
+from cellmixer.methods.typed._write import UNCERTAIN_SCORE
 from cellmixer.ops import cells_from_nuclei, normalize_nuclear_stain, nuclei_of_stain, territory_mosaic
 
 # ------------------------------------------------------------------------------------------- mosaics
@@ -207,6 +208,30 @@ def test_cells_of_nuclei_pairs_each_cell_with_its_nucleus():
         assert (typed.nuclei == k).sum() == 16
 
 
+def test_cells_of_nuclei_weighs_the_pixels_by_the_nucleus_more_than_the_far_reaches_of_the_body():
+    # One long cell: type a around its nucleus (columns 0-11), type b over the longer far end (12-39),
+    # as when a grown body reaches into a neighbour of another type.
+    p = np.zeros((3, 10, 40), np.float32)
+    p[0] = 0.1
+    p[1, :, :12] = 0.9
+    p[2, :, 12:] = 0.9
+    nuclei = np.zeros((10, 40), int)
+    nuclei[3:7, 2:6] = 1
+    cells = np.ones((10, 40), int)
+    alike = cells_of_nuclei(p, nuclei, cells, ["a", "b"], falloff=0)
+    near = cells_of_nuclei(p, nuclei, cells, ["a", "b"])
+    assert alike.type_names[alike.types[0]] == "b" and alike.scores[0] == pytest.approx(0.9 * 28 / 40)
+    assert near.type_names[near.types[0]] == "a" and near.scores[0] > 0.8
+    assert near.objectness[0] == pytest.approx(0.9)  # the plain mean, not weighted
+    assert ((near.nuclei > 0) == (nuclei > 0)).all()
+    with pytest.raises(CellmixerError, match="falloff"):
+        cells_of_nuclei(p, nuclei, cells, ["a", "b"], falloff=-1)
+    with pytest.raises(CellmixerError, match="weights"):
+        typed_instances(p, cells, weights=np.zeros((10, 40)))
+    with pytest.raises(CellmixerError, match="type-falloff"):
+        segment_typed(None, np.zeros((10, 40)), nuclear=np.zeros((10, 40)), type_falloff=-1)
+
+
 # ------------------------------------------------------------------------------------------- the route
 
 
@@ -268,7 +293,7 @@ def test_typed_predict_with_paired_files_counts_per_image_and_folder(trained, co
     cells = _rows(out / "A1__field_phase_cells.csv")
     assert {"type", "score", "nucleus_area", "nucleus_mean_intensity", "area"} <= set(cells[0])
     assert all(float(r["area"]) >= float(r["nucleus_area"]) for r in cells)
-    assert all((r["uncertain"] == "True") == (float(r["score"]) < 0.5) for r in cells)
+    assert all((r["uncertain"] == "True") == (float(r["score"]) < UNCERTAIN_SCORE) for r in cells)
     settings = json.loads((out / "typed.json").read_text())
     assert settings["instance_source"] == "nuclei of the nuclear stain" and settings["nuclear"] == ["phase", "DAPI"]
 

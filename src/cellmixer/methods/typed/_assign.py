@@ -1,14 +1,17 @@
 """Typed instances: each cell of an instance label image takes the cell type with the highest mean
-probability over its pixels, and a score that ranks it for average precision."""
+probability over its pixels (weighted towards its nucleus where it has one), and a score that ranks it
+for average precision."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..._errors import CellmixerError
 from ...io import as_label_image, label_index
+from ...ops import median_diameter
 
 
 @dataclass
@@ -22,12 +25,13 @@ class TypedInstances:
     types : (n,) int ndarray
         Type of cell ``k`` at index ``k - 1``, as an index into ``type_names``.
     scores : (n,) float ndarray
-        Mean probability of the cell's type over its pixels (see :func:`typed_instances`): ranks
-        the cells for class-aware average precision.
+        Mean probability of the cell's type over its pixels (see :func:`typed_instances`; weighted
+        towards the nucleus in :func:`cells_of_nuclei`): ranks the cells for class-aware average
+        precision.
     objectness : (n,) float ndarray
         Mean probability of "cell" (1 - background) over its pixels: ranks them class-agnostically.
     type_probabilities : (n, K) float ndarray
-        Mean probability of every type over each cell's pixels.
+        Mean probability of every type over each cell's pixels (weighted as ``scores``).
     type_names : list of str
     nuclei : (H, W) int32 ndarray or None
         With a nuclear stain: the nucleus of cell ``k`` labelled ``k`` (0 elsewhere).
@@ -55,7 +59,8 @@ class TypedInstances:
         return {name: int(found[i]) for i, name in enumerate(self.type_names)}
 
 
-def typed_instances(probabilities, instances, *, type_names=None, background: bool = True) -> TypedInstances:
+def typed_instances(probabilities, instances, *, type_names=None, background: bool = True,
+                    weights=None) -> TypedInstances:
     """Give each instance the type with the highest mean probability over its pixels.
 
     Parameters
@@ -71,6 +76,9 @@ def typed_instances(probabilities, instances, *, type_names=None, background: bo
         Names of the K types (default ``type 1``, ...).
     background : bool
         Whether plane 0 of ``probabilities`` is the background.
+    weights : (H, W) array of positive numbers, optional
+        Each pixel's weight in the means over its cell (default: all alike); ``objectness`` stays
+        the plain mean.
 
     Returns
     -------
@@ -113,8 +121,15 @@ def typed_instances(probabilities, instances, *, type_names=None, background: bo
     if n == 0:
         return TypedInstances(relabelled, np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros((0, k)), type_names)
     area = np.bincount(index, minlength=n + 1)[1:].astype(np.float64)
-    means = np.stack([np.bincount(index, probabilities[start + c].ravel().astype(np.float64), minlength=n + 1)[1:]
-                      for c in range(k)], axis=1) / area[:, None]
+    if weights is None:
+        weight, total = None, area
+    else:
+        weight = np.asarray(weights, np.float64).ravel()
+        if weight.shape != index.shape or not (weight > 0).all():
+            raise CellmixerError(f"weights: give positive (H, W) weights of the {labels.shape} instance labels.")
+        total = np.bincount(index, weight, minlength=n + 1)[1:]
+    means = np.stack([np.bincount(index, probabilities[start + c].ravel().astype(np.float64) * (
+        1 if weight is None else weight), minlength=n + 1)[1:] for c in range(k)], axis=1) / total[:, None]
     types = means.argmax(axis=1)
     scores = means[np.arange(n), types]
     if background:
@@ -124,11 +139,16 @@ def typed_instances(probabilities, instances, *, type_names=None, background: bo
     return TypedInstances(relabelled, types, scores, np.clip(objectness, 0, 1), means, type_names)
 
 
-def cells_of_nuclei(probabilities, nuclei, cells, type_names=None) -> TypedInstances:
+def cells_of_nuclei(probabilities, nuclei, cells, type_names=None, *, falloff: float = 0.5) -> TypedInstances:
     """Typed cells grown from nuclei: :func:`typed_instances` of ``cells``, with each cell's nucleus.
 
     Each cell is paired with the nucleus it covers most of (a nucleus goes to the cell that covers
     most of it); :attr:`TypedInstances.nuclei` then labels the nucleus of cell ``k`` with ``k``.
+    Each pixel of a cell weighs ``exp(-d / (falloff * D))`` in its type means, ``d`` its distance
+    from the nearest paired nucleus and ``D`` the median nucleus diameter: the pixels by a nucleus
+    are surely its cell's, while the far reaches of a grown body may be a neighbour's of another
+    type (docs/benchmarks.md: +0.01 balanced accuracy over whole cells in co-cultures, every
+    training seed). ``falloff=0`` weighs the whole body alike.
 
     Examples
     --------
@@ -139,6 +159,9 @@ def cells_of_nuclei(probabilities, nuclei, cells, type_names=None) -> TypedInsta
     >>> typed.types.tolist(), np.unique(typed.nuclei).tolist()
     ([0, 1], [0, 1, 2])
     """
+    if falloff < 0:
+        raise CellmixerError(f"falloff: {falloff}; give 0 (the whole body alike) or a positive number of nucleus "
+                             "diameters.")
     typed = typed_instances(probabilities, cells, type_names=type_names)
     nuclei = as_label_image(nuclei, "nuclei")
     n_cells = len(typed) + 1
@@ -158,4 +181,9 @@ def cells_of_nuclei(probabilities, nuclei, cells, type_names=None) -> TypedInsta
     lut = np.zeros(len(cell_of), np.int32)
     lut[best[1:][best[1:] > 0]] = np.flatnonzero(best[1:] > 0) + 1
     typed.nuclei = np.where(typed.labels == lut[index].reshape(nuclei.shape), lut[index].reshape(nuclei.shape), 0)
+    if falloff and typed.nuclei.any():
+        distance = ndi.distance_transform_edt(typed.nuclei == 0) / (falloff * median_diameter(typed.nuclei))
+        # capped so that a cell far from every nucleus keeps weights a float can hold
+        typed = replace(typed_instances(probabilities, typed.labels, type_names=type_names,
+                                        weights=np.exp(-np.minimum(distance, 30))), nuclei=typed.nuclei)
     return typed

@@ -37,6 +37,9 @@ class NuclearRoute:
     method: str = setting_like(ClassicalSettings, "method", "shape/intensity", flag="--nuclear-method")
     cell_reach: float = setting(3.0, "how far a cell may reach from its nucleus, in median nucleus diameters",
                                 above=0, at_most=20)
+    type_falloff: float = setting(0.5, "each cell is typed from its probabilities weighted by exp(-d / (this x "
+                                       "the median nucleus diameter)), d the distance from its nucleus; 0 weighs "
+                                       "its whole body alike", at_least=0, at_most=20)
 
     def __post_init__(self):
         check_settings(self)

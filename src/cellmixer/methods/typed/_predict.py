@@ -121,9 +121,10 @@ def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min
         With ``nuclear``: ``'nuclei'``, ``'grow'``, ``'graphcut'``
         (:func:`cellmixer.ops.cells_from_nuclei`), a cell-centre detector (the nuclei as its cell
         centres: guided backpropagation and graph cuts), or ``f(nuclei, foreground, image) -> labels``.
-    diameter_range, method, cell_reach :
-        Classical nuclei (diameters in pixels, declumping) and how far a cell may reach from its
-        nucleus (in median nucleus diameters); see :class:`NuclearRoute`.
+    diameter_range, method, cell_reach, type_falloff :
+        Classical nuclei (diameters in pixels, declumping), how far a cell may reach from its
+        nucleus and how fast its pixels' weight in its type falls with the distance from it (both in
+        median nucleus diameters); see :class:`NuclearRoute`.
     instances : str, array, callable or path, optional
         Instance source: ``'watershed'`` (the default for CellMixer models: the predicted
         foreground split by :func:`cellmixer.instances.split_foreground`), ``'components'``
@@ -187,7 +188,7 @@ def segment_typed(model, image: np.ndarray, *, nuclear=None, instances=None, min
     if nuclear is not None:
         nuclei = nucleus_source(route.nuclei, route)(nuclear)
         grow = cell_source(route.cells, route)
-        return cells_of_nuclei(probs, nuclei, grow(nuclei, 1 - probs[0], image), names)
+        return cells_of_nuclei(probs, nuclei, grow(nuclei, 1 - probs[0], image), names, falloff=route.type_falloff)
     if source is None and typed_model:
         classes = raw[:len(INSTANCE_CLASSES) + 1].argmax(axis=0).astype(np.uint8)
         labels = instances_from_classes(classes, min_area=min_area)
@@ -239,8 +240,8 @@ def predict_typed(model, inputs, output, *, nuclear=None, nuclear_channel=None, 
         :func:`segment_typed`).
     nuclear_channel : int or str, optional
         The nuclear stain is this channel (index or name) of the image file itself.
-    nuclei, cells, diameter_range, method, cell_reach :
-        With a nuclear stain: how nuclei are found and grown into cells (see :func:`segment_typed`).
+    nuclei, cells, diameter_range, method, cell_reach, type_falloff :
+        With a nuclear stain: how nuclei are found, grown into cells and typed (see :func:`segment_typed`).
     adapt : bool, AdaptConfig or dict
         Self-training first (CellMixer models): the cells of up to ``adapt_images`` inputs
         (spread over them) are typed, those typed with a mean probability of at least
