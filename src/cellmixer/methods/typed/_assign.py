@@ -121,15 +121,12 @@ def typed_instances(probabilities, instances, *, type_names=None, background: bo
     if n == 0:
         return TypedInstances(relabelled, np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros((0, k)), type_names)
     area = np.bincount(index, minlength=n + 1)[1:].astype(np.float64)
-    if weights is None:
-        weight, total = None, area
-    else:
-        weight = np.asarray(weights, np.float64).ravel()
-        if weight.shape != index.shape or not (weight > 0).all():
-            raise CellmixerError(f"weights: give positive (H, W) weights of the {labels.shape} instance labels.")
-        total = np.bincount(index, weight, minlength=n + 1)[1:]
-    means = np.stack([np.bincount(index, probabilities[start + c].ravel().astype(np.float64) * (
-        1 if weight is None else weight), minlength=n + 1)[1:] for c in range(k)], axis=1) / total[:, None]
+    weight = np.ones(index.shape) if weights is None else np.asarray(weights, np.float64).ravel()
+    if weight.shape != index.shape or not (weight > 0).all():
+        raise CellmixerError(f"weights: give positive (H, W) weights of the {labels.shape} instance labels.")
+    total = np.bincount(index, weight, minlength=n + 1)[1:]
+    means = np.stack([np.bincount(index, probabilities[start + c].ravel() * weight, minlength=n + 1)[1:]
+                      for c in range(k)], axis=1) / total[:, None]
     types = means.argmax(axis=1)
     scores = means[np.arange(n), types]
     if background:
