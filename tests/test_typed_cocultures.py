@@ -224,6 +224,14 @@ def test_cells_of_nuclei_weighs_the_pixels_by_the_nucleus_more_than_the_far_reac
     assert near.type_names[near.types[0]] == "a" and near.scores[0] > 0.8
     assert near.objectness[0] == pytest.approx(0.9)  # the plain mean, not weighted
     assert ((near.nuclei > 0) == (nuclei > 0)).all()
+    # a cell without a nucleus, hundreds of nucleus diameters from any: still typed by its own pixels
+    wide = np.zeros((3, 4, 900), np.float32)
+    wide[0], wide[1, :, :450], wide[2, :, 450:] = 0.1, 0.9, 0.9
+    small = np.zeros((4, 900), int)
+    small[1:3, 1:3] = 1
+    two = np.where(np.arange(900) < 450, 1, 2)[None].repeat(4, axis=0)
+    far = cells_of_nuclei(wide, small, two, ["a", "b"])
+    assert [far.type_names[t] for t in far.types] == ["a", "b"] and np.isfinite(far.scores).all()
     with pytest.raises(CellmixerError, match="falloff"):
         cells_of_nuclei(p, nuclei, cells, ["a", "b"], falloff=-1)
     with pytest.raises(CellmixerError, match="weights"):
