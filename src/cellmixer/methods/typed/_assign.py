@@ -4,7 +4,7 @@ for average precision."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 from ..._errors import CellmixerError
 from ...io import as_label_image, label_index
 from ...ops import median_diameter
+from ._nuclei import NuclearRoute
 
 
 @dataclass
@@ -136,7 +137,8 @@ def typed_instances(probabilities, instances, *, type_names=None, background: bo
     return TypedInstances(relabelled, types, scores, np.clip(objectness, 0, 1), means, type_names)
 
 
-def cells_of_nuclei(probabilities, nuclei, cells, type_names=None, *, falloff: float = 0.5) -> TypedInstances:
+def cells_of_nuclei(probabilities, nuclei, cells, type_names=None, *,
+                    falloff: float = NuclearRoute.type_falloff) -> TypedInstances:
     """Typed cells grown from nuclei: :func:`typed_instances` of ``cells``, with each cell's nucleus.
 
     Each cell is paired with the nucleus it covers most of (a nucleus goes to the cell that covers
@@ -156,14 +158,14 @@ def cells_of_nuclei(probabilities, nuclei, cells, type_names=None, *, falloff: f
     >>> typed.types.tolist(), np.unique(typed.nuclei).tolist()
     ([0, 1], [0, 1, 2])
     """
-    if falloff < 0:
-        raise CellmixerError(f"falloff: {falloff}; give 0 (the whole body alike) or a positive number of nucleus "
-                             "diameters.")
-    typed = typed_instances(probabilities, cells, type_names=type_names)
+    NuclearRoute(type_falloff=falloff)  # its one range
+    cells = as_label_image(cells, "cells")
+    cell_index, _ = label_index(cells)  # cells 1..n in label order, as typed_instances numbers them
+    labels = cell_index.reshape(cells.shape)
     nuclei = as_label_image(nuclei, "nuclei")
-    n_cells = len(typed) + 1
+    n_cells = int(labels.max(initial=0)) + 1
     index, _ = label_index(nuclei)
-    overlap = np.bincount(index * n_cells + typed.labels.ravel(), minlength=(int(index.max()) + 1) * n_cells)
+    overlap = np.bincount(index * n_cells + cell_index, minlength=(int(index.max()) + 1) * n_cells)
     overlap = overlap.reshape(-1, n_cells)
     overlap[:, 0] = 0
     overlap[0] = 0
@@ -177,10 +179,13 @@ def cells_of_nuclei(probabilities, nuclei, cells, type_names=None, *, falloff: f
             best[c], best_area[c] = k, overlap[k, c]
     lut = np.zeros(len(cell_of), np.int32)
     lut[best[1:][best[1:] > 0]] = np.flatnonzero(best[1:] > 0) + 1
-    typed.nuclei = np.where(typed.labels == lut[index].reshape(nuclei.shape), lut[index].reshape(nuclei.shape), 0)
-    if falloff and typed.nuclei.any():
-        distance = ndi.distance_transform_edt(typed.nuclei == 0) / (falloff * median_diameter(typed.nuclei))
+    paired = lut[index].reshape(nuclei.shape)
+    paired = np.where(labels == paired, paired, 0)
+    weights = None
+    if falloff and paired.any():
+        distance = ndi.distance_transform_edt(paired == 0) / (falloff * median_diameter(paired))
         # capped so that a cell far from every nucleus keeps weights a float can hold
-        typed = replace(typed_instances(probabilities, typed.labels, type_names=type_names,
-                                        weights=np.exp(-np.minimum(distance, 30))), nuclei=typed.nuclei)
+        weights = np.exp(-np.minimum(distance, 30))
+    typed = typed_instances(probabilities, labels, type_names=type_names, weights=weights)
+    typed.nuclei = paired
     return typed
